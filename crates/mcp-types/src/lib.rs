@@ -1,0 +1,32 @@
+//! Plain data types and validation for orchestrating MCP servers: server specs, instances,
+//! statuses, logs, filters, pages and Kubernetes-facing configuration. No IO, no runtime.
+
+pub mod instance;
+pub mod k8s;
+pub mod labels;
+pub mod list;
+pub mod logs;
+pub mod names;
+pub mod net;
+pub mod quantity;
+pub mod secret;
+pub mod selector;
+pub mod spec;
+pub mod validation;
+
+pub use instance::{Instance, InstanceId, InstanceStatus, Phase, reasons};
+pub use k8s::{K8sConfig, K8sPodMetadata, K8sSecurityContext};
+pub use list::{InstanceFilters, Page};
+pub use logs::{LogLine, LogOptions, LogStream, StreamSelector};
+pub use names::new_instance_name;
+pub use quantity::{Quantity, QuantityError};
+pub use secret::{EnvValue, SecretKeyRef, SecretString};
+pub use selector::{LabelSelector, Requirement};
+pub use spec::{
+    AccessMode, GpuSpec, K8sResourceRequirements, McpServer, ResourceList, ResourceRequirements,
+    RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec,
+};
+pub use validation::{FieldError, ValidationErrors};
+
+/// Re-exported so callers can name timestamps without depending on `jiff` themselves.
+pub use jiff::Timestamp;

@@ -1,0 +1,706 @@
+//! The server spec (`McpServer`) and per-instance start options.
+
+// garde hands custom rules their context by reference, even when it is `()`.
+#![allow(clippy::trivially_copy_pass_by_ref)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use garde::Validate;
+use serde::{Deserialize, Serialize};
+
+use crate::k8s::K8sSecurityContext;
+use crate::labels::RESERVED_LABEL_PREFIXES;
+use crate::names::{check_dns1123_label, check_dns1123_subdomain, check_label_key, check_labels};
+use crate::quantity::Quantity;
+use crate::secret::EnvValue;
+use crate::validation::{FieldError, ValidationErrors, garde_check};
+
+/// How a client speaks MCP to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// JSON-RPC over the process's stdin/stdout.
+    #[default]
+    Stdio,
+    /// MCP streamable HTTP on `port`.
+    StreamableHttp,
+    /// The older HTTP + server-sent-events transport on `port`.
+    Sse,
+}
+
+impl Transport {
+    /// Whether the transport listens on a TCP port.
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::StreamableHttp | Self::Sse)
+    }
+
+    /// The wire spelling (`stdio`, `streamable-http`, `sse`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdio => "stdio",
+            Self::StreamableHttp => "streamable-http",
+            Self::Sse => "sse",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens when the server's process exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Restart whatever the exit code (the Kubernetes pod default).
+    #[default]
+    Always,
+    /// Restart only after a non-zero exit.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::OnFailure => "OnFailure",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// CPU and memory amounts as Kubernetes quantities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceList {
+    /// CPU in cores ("500m", "0.5", "2").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub cpu: Option<Quantity>,
+    /// Memory in bytes ("128Mi", "1Gi").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub memory: Option<Quantity>,
+}
+
+impl ResourceList {
+    /// A list with both amounts set.
+    ///
+    /// # Panics
+    /// Never for the literals used by presets; callers with user input should parse themselves.
+    fn of(cpu: &str, memory: &str) -> Self {
+        Self {
+            cpu: Quantity::parse(cpu).ok(),
+            memory: Quantity::parse(memory).ok(),
+        }
+    }
+
+    /// Fills unset amounts from `other`.
+    pub fn or(&self, other: &Self) -> Self {
+        Self {
+            cpu: self.cpu.clone().or_else(|| other.cpu.clone()),
+            memory: self.memory.clone().or_else(|| other.memory.clone()),
+        }
+    }
+}
+
+/// Named sizes (the deployment guide's sizing table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizePreset {
+    /// 128Mi / 100m.
+    Small,
+    /// 512Mi / 500m.
+    Medium,
+    /// 2Gi / 1000m.
+    Large,
+}
+
+impl SizePreset {
+    /// Requests = limits for the preset.
+    pub fn resources(self) -> ResourceList {
+        match self {
+            Self::Small => ResourceList::of("100m", "128Mi"),
+            Self::Medium => ResourceList::of("500m", "512Mi"),
+            Self::Large => ResourceList::of("1000m", "2Gi"),
+        }
+    }
+}
+
+/// Resource requests and limits (the seed's `K8sResourceRequirements`), optionally from a preset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirements {
+    /// A named size; explicit `requests`/`limits` entries override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(skip)]
+    pub preset: Option<SizePreset>,
+    /// What the scheduler reserves.
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[garde(dive)]
+    pub requests: ResourceList,
+    /// The hard ceiling.
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[garde(dive)]
+    pub limits: ResourceList,
+}
+
+/// The seed's name for [`ResourceRequirements`].
+pub type K8sResourceRequirements = ResourceRequirements;
+
+impl ResourceRequirements {
+    /// Default requests when nothing is given: 128Mi memory, 100m CPU.
+    pub fn default_requests() -> ResourceList {
+        ResourceList::of("100m", "128Mi")
+    }
+
+    /// Default limits when nothing is given: 512Mi memory, 500m CPU.
+    pub fn default_limits() -> ResourceList {
+        ResourceList::of("500m", "512Mi")
+    }
+
+    /// Requirements from a preset.
+    pub fn preset(p: SizePreset) -> Self {
+        Self {
+            preset: Some(p),
+            ..Self::default()
+        }
+    }
+
+    /// Explicit values, then the preset, then the defaults: what a backend should apply.
+    pub fn effective(&self) -> (ResourceList, ResourceList) {
+        let preset = self.preset.map(SizePreset::resources).unwrap_or_default();
+        let requests = self.requests.or(&preset).or(&Self::default_requests());
+        let limits = self.limits.or(&preset).or(&Self::default_limits());
+        // A request above the default limit (and no explicit limit) raises the limit with it.
+        let limits = ResourceList {
+            cpu: max_q(limits.cpu, requests.cpu.as_ref(), self.limits.cpu.is_none()),
+            memory: max_q(
+                limits.memory,
+                requests.memory.as_ref(),
+                self.limits.memory.is_none(),
+            ),
+        };
+        (requests, limits)
+    }
+
+    /// Overlays `other`'s explicit values on top of these.
+    pub fn merged_with(&self, other: &Self) -> Self {
+        Self {
+            preset: other.preset.or(self.preset),
+            requests: other.requests.or(&self.requests),
+            limits: other.limits.or(&self.limits),
+        }
+    }
+
+    fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+        let pairs = [
+            ("cpu", &self.requests.cpu, &self.limits.cpu),
+            ("memory", &self.requests.memory, &self.limits.memory),
+        ];
+        for (what, req, lim) in pairs {
+            if let (Some(r), Some(l)) = (req, lim) {
+                let (rv, lv) = if what == "cpu" {
+                    (r.to_nanos(), l.to_nanos())
+                } else {
+                    (r.to_bytes(), l.to_bytes())
+                };
+                if rv > lv {
+                    errors.push(FieldError {
+                        path: format!("{prefix}requests.{what}"),
+                        message: format!("request {r} is greater than limit {l}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn max_q(
+    limit: Option<Quantity>,
+    request: Option<&Quantity>,
+    limit_defaulted: bool,
+) -> Option<Quantity> {
+    match (limit, request) {
+        (Some(l), Some(r)) if limit_defaulted && r.to_nanos() > l.to_nanos() => Some(r.clone()),
+        (l, _) => l,
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Persistent storage for the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Volume name, unique within the spec (DNS-1123 label).
+    #[garde(custom(|v: &str, (): &()| garde_check(check_dns1123_label(v))))]
+    pub name: String,
+    /// Requested size ("1Gi").
+    #[garde(custom(non_zero_quantity))]
+    pub size: Quantity,
+    /// Storage class; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(|v: &str, (): &()| garde_check(check_dns1123_subdomain(v)))))]
+    pub storage_class: Option<String>,
+    /// Absolute path inside the server's filesystem.
+    #[garde(custom(absolute_path))]
+    pub mount_path: String,
+    /// Access modes; `ReadWriteOnce` when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[garde(skip)]
+    pub access_modes: Vec<AccessMode>,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub read_only: bool,
+}
+
+/// PersistentVolumeClaim access modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccessMode {
+    /// One node, read-write.
+    ReadWriteOnce,
+    /// Many nodes, read-only.
+    ReadOnlyMany,
+    /// Many nodes, read-write.
+    ReadWriteMany,
+    /// One pod, read-write.
+    ReadWriteOncePod,
+}
+
+impl AccessMode {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadOnlyMany => "ReadOnlyMany",
+            Self::ReadWriteMany => "ReadWriteMany",
+            Self::ReadWriteOncePod => "ReadWriteOncePod",
+        }
+    }
+}
+
+/// A GPU request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GpuSpec {
+    /// GPU product (`nvidia.com/gpu.product` node label value), e.g. `NVIDIA-A100-SXM4-40GB`.
+    #[serde(default, alias = "type", skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(|v: &str, (): &()| garde_check(crate::names::check_label_value(v)))))]
+    pub product: Option<String>,
+    /// How many GPUs (at least 1).
+    #[serde(default = "one")]
+    #[garde(range(min = 1, max = 64))]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The description of an MCP server to run (the seed's `MCPServer`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpServer {
+    /// Server name: a DNS-1123 label, used in instance names and labels.
+    #[garde(custom(|v: &str, (): &()| garde_check(check_dns1123_label(v))))]
+    pub name: String,
+    /// Container image (Docker, Kubernetes). Ignored by the process backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(non_blank)))]
+    pub image: Option<String>,
+    /// Entry point (container entrypoint, or the program for the process backend).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[garde(custom(no_nul_strings))]
+    pub command: Vec<String>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[garde(custom(no_nul_strings))]
+    pub args: Vec<String>,
+    /// Environment; values are hidden from `Debug`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[garde(custom(env_rule))]
+    pub env: BTreeMap<String, EnvValue>,
+    /// MCP transport.
+    #[serde(default)]
+    #[garde(skip)]
+    pub transport: Transport,
+    /// Listening port for HTTP transports (required with them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(range(min = 1)))]
+    pub port: Option<u16>,
+    /// CPU and memory.
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[garde(dive)]
+    pub resources: ResourceRequirements,
+    /// Persistent volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[garde(dive)]
+    pub volumes: Vec<VolumeSpec>,
+    /// Optional GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub gpu: Option<GpuSpec>,
+    /// Restart policy.
+    #[serde(default)]
+    #[garde(skip)]
+    pub restart_policy: RestartPolicy,
+    /// Extra labels for the instance (`mcpctl.io/` and `app.kubernetes.io/` are reserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[garde(custom(user_labels_rule))]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations (Kubernetes) or labels (Docker) that need not be selectable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[garde(custom(annotations_rule))]
+    pub annotations: BTreeMap<String, String>,
+    /// User, group and hardening overrides; hardened defaults apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub security_context: Option<K8sSecurityContext>,
+    /// Egress allow-list as CIDRs; `None` allows all egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(cidrs_rule)))]
+    pub egress: Option<Vec<String>>,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(absolute_path)))]
+    pub working_dir: Option<String>,
+}
+
+impl McpServer {
+    /// A spec with a name and an image, everything else defaulted.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            image: Some(image.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A spec with a name and a command line (for the process backend).
+    pub fn command(
+        name: impl Into<String>,
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            command: vec![program.into()],
+            args: args.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Validates every field and the rules that span fields.
+    ///
+    /// # Errors
+    /// Every problem, each with its field path (`resources.limits.memory`, `volumes[1].mountPath`).
+    pub fn validate_spec(&self) -> Result<(), ValidationErrors> {
+        let mut errors = match self.validate() {
+            Ok(()) => Vec::new(),
+            Err(report) => ValidationErrors::from(report).errors().to_vec(),
+        };
+        if self.transport.is_http() && self.port.is_none() {
+            errors.push(FieldError {
+                path: "port".into(),
+                message: format!("required with transport {}", self.transport),
+            });
+        }
+        if self.command.is_empty() && self.image.is_none() {
+            errors.push(FieldError {
+                path: "image".into(),
+                message: "either image or command must be given".into(),
+            });
+        }
+        self.resources.check("resources.", &mut errors);
+        let mut names = BTreeSet::new();
+        let mut paths = BTreeSet::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            if !names.insert(&v.name) {
+                errors.push(FieldError {
+                    path: format!("volumes[{i}].name"),
+                    message: format!("duplicate volume name {:?}", v.name),
+                });
+            }
+            if !paths.insert(v.mount_path.trim_end_matches('/')) {
+                errors.push(FieldError {
+                    path: format!("volumes[{i}].mountPath"),
+                    message: format!("{:?} is mounted twice", v.mount_path),
+                });
+            }
+            if v.mount_path.trim_end_matches('/') == "/tmp" {
+                errors.push(FieldError {
+                    path: format!("volumes[{i}].mountPath"),
+                    message: "/tmp is reserved for the scratch tmpfs".into(),
+                });
+            }
+        }
+        if let Some(sc) = &self.security_context {
+            sc.check("securityContext.", &mut errors);
+        }
+        ValidationErrors::from_vec(errors).map_or(Ok(()), Err)
+    }
+
+    /// Whether the spec asks for persistent storage.
+    pub fn has_volumes(&self) -> bool {
+        !self.volumes.is_empty()
+    }
+}
+
+/// Per-instance options given at start on top of the spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartOptions {
+    /// Environment entries added to or replacing the spec's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[garde(custom(env_rule))]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Resource overrides (explicit entries win over the spec's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(dive)]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra labels for this instance only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[garde(custom(user_labels_rule))]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl StartOptions {
+    /// The spec with these options applied, validated as a whole.
+    ///
+    /// # Errors
+    /// The spec's or the options' validation errors (option errors are prefixed `options.`).
+    pub fn apply(&self, spec: &McpServer) -> Result<McpServer, ValidationErrors> {
+        if let Err(report) = self.validate() {
+            return Err(ValidationErrors::from(report).prefixed("options"));
+        }
+        let mut merged = spec.clone();
+        merged.env.extend(self.env.clone());
+        if let Some(r) = &self.resources {
+            merged.resources = merged.resources.merged_with(r);
+        }
+        merged.labels.extend(self.labels.clone());
+        merged.validate_spec()?;
+        Ok(merged)
+    }
+}
+
+fn non_blank(v: &str, (): &()) -> garde::Result {
+    if v.trim().is_empty() {
+        Err(garde::Error::new("must not be blank"))
+    } else {
+        Ok(())
+    }
+}
+
+fn no_nul_strings(v: &[String], (): &()) -> garde::Result {
+    match v.iter().position(|s| s.contains('\0')) {
+        Some(i) => Err(garde::Error::new(format!("entry {i} contains a NUL byte"))),
+        None => Ok(()),
+    }
+}
+
+fn non_zero_quantity(q: &Quantity, (): &()) -> garde::Result {
+    if q.to_bytes() == 0 {
+        Err(garde::Error::new("must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn absolute_path(p: &str, (): &()) -> garde::Result {
+    if !p.starts_with('/') {
+        return Err(garde::Error::new(format!("{p:?} must be an absolute path")));
+    }
+    if p.split('/').any(|seg| seg == "..") {
+        return Err(garde::Error::new(format!("{p:?} must not contain '..'")));
+    }
+    Ok(())
+}
+
+fn env_rule(env: &BTreeMap<String, EnvValue>, (): &()) -> garde::Result {
+    for (k, v) in env {
+        let valid = k
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(garde::Error::new(format!(
+                "{k:?} is not a valid variable name (letters, digits and '_', not starting with a digit)"
+            )));
+        }
+        if let EnvValue::Secret { secret_ref } = v {
+            check_dns1123_subdomain(&secret_ref.name)
+                .map_err(|e| garde::Error::new(format!("{k}: secret name {e}")))?;
+            if secret_ref.key.is_empty()
+                || !secret_ref
+                    .key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(garde::Error::new(format!(
+                    "{k}: secret key {:?} is not a valid key",
+                    secret_ref.key
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn user_labels_rule(labels: &BTreeMap<String, String>, (): &()) -> garde::Result {
+    check_labels(labels).map_err(garde::Error::new)?;
+    if let Some(k) = labels
+        .keys()
+        .find(|k| RESERVED_LABEL_PREFIXES.iter().any(|p| k.starts_with(p)))
+    {
+        return Err(garde::Error::new(format!(
+            "{k:?} uses a reserved prefix ({})",
+            RESERVED_LABEL_PREFIXES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn annotations_rule(annotations: &BTreeMap<String, String>, (): &()) -> garde::Result {
+    annotations
+        .keys()
+        .try_for_each(|k| check_label_key(k))
+        .map_err(garde::Error::new)
+}
+
+fn cidrs_rule(cidrs: &[String], (): &()) -> garde::Result {
+    cidrs
+        .iter()
+        .try_for_each(|c| crate::net::check_cidr(c))
+        .map_err(garde::Error::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn spec_yaml(extra: &str) -> String {
+        format!("name: time\nimage: mcp/time:1\n{extra}")
+    }
+
+    fn errors(yaml: &str) -> ValidationErrors {
+        let spec: McpServer = serde_saphyr::from_str(yaml).unwrap();
+        spec.validate_spec().unwrap_err()
+    }
+
+    #[test]
+    fn minimal_spec_is_valid() {
+        let spec: McpServer = serde_saphyr::from_str(&spec_yaml("")).unwrap();
+        spec.validate_spec().unwrap();
+        assert_eq!(spec.transport, Transport::Stdio);
+        assert_eq!(spec.restart_policy, RestartPolicy::Always);
+    }
+
+    #[test]
+    fn full_spec_round_trips() {
+        let yaml = spec_yaml(
+            "command: [node]\nargs: [server.js]\nenv:\n  LOG: debug\n  TOKEN: { secretRef: { name: gh, key: token } }\n\
+             transport: streamable-http\nport: 8080\nresources:\n  requests: { cpu: 250m, memory: 256Mi }\n  limits: { cpu: 1, memory: 1Gi }\n\
+             volumes:\n  - { name: data, size: 1Gi, storageClass: fast, mountPath: /data }\ngpu: { type: NVIDIA-A100, count: 2 }\n\
+             restartPolicy: OnFailure\nlabels: { team: search }\nsecurityContext: { runAsUser: 2000 }\negress: [10.0.0.0/8]\n",
+        );
+        let spec: McpServer = serde_saphyr::from_str(&yaml).unwrap();
+        spec.validate_spec().unwrap();
+        assert_eq!(
+            spec.gpu.as_ref().unwrap().product.as_deref(),
+            Some("NVIDIA-A100")
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            json.contains("\"restartPolicy\":\"OnFailure\"") && json.contains("\"mountPath\""),
+            "{json}"
+        );
+        let back: McpServer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[rstest]
+    #[case("name: Bad_Name\nimage: x\n", "name")]
+    #[case(&spec_yaml("transport: sse\n"), "port")]
+    #[case(&spec_yaml("port: 0\n"), "port")]
+    #[case(&spec_yaml("resources: { limits: { memory: 1Gi }, requests: { memory: 2Gi } }\n"), "resources.requests.memory")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: data }]\n"), "volumes[0].mountPath")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 0, mountPath: /d }]\n"), "volumes[0].size")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /d }, { name: d, size: 1Gi, mountPath: /e }]\n"), "volumes[1].name")]
+    #[case(&spec_yaml("labels: { \"mcpctl.io/server\": x }\n"), "labels")]
+    #[case(&spec_yaml("labels: { team: \"-x\" }\n"), "labels")]
+    #[case(&spec_yaml("env: { \"1X\": v }\n"), "env")]
+    #[case(&spec_yaml("gpu: { count: 0 }\n"), "gpu.count")]
+    #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress")]
+    #[case(&spec_yaml("securityContext: { runAsUser: 0 }\n"), "securityContext.runAsUser")]
+    #[case("name: x\n", "image")]
+    fn invalid_specs_name_the_field(#[case] yaml: &str, #[case] path: &str) {
+        let errs = errors(yaml);
+        assert!(
+            errs.has_path(path),
+            "expected an error at {path}, got: {errs}"
+        );
+    }
+
+    #[test]
+    fn bad_quantity_fails_at_parse_with_reason() {
+        let err = serde_saphyr::from_str::<McpServer>(&spec_yaml(
+            "resources: { limits: { memory: 512MB } }\n",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("not a Kubernetes unit"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_rejected() {
+        assert!(
+            serde_saphyr::from_str::<McpServer>(&spec_yaml("imagePullPolicy: Always\n")).is_err()
+        );
+    }
+
+    #[test]
+    fn effective_resources() {
+        let r = ResourceRequirements::default();
+        let (req, lim) = r.effective();
+        assert_eq!(req.memory.unwrap().to_bytes(), 128 << 20);
+        assert_eq!(lim.cpu.unwrap().to_millis(), 500);
+        let r = ResourceRequirements::preset(SizePreset::Large);
+        let (req, lim) = r.effective();
+        assert_eq!(
+            (req.memory.unwrap().to_bytes(), lim.cpu.unwrap().to_millis()),
+            (2 << 30, 1000)
+        );
+        // A large request with no explicit limit lifts the default limit.
+        let r: ResourceRequirements =
+            serde_json::from_str(r#"{"requests":{"memory":"1Gi"}}"#).unwrap();
+        assert_eq!(r.effective().1.memory.unwrap().to_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn start_options_apply() {
+        let spec = McpServer::new("time", "img");
+        let opts = StartOptions {
+            env: [("A".to_owned(), EnvValue::plain("1"))].into(),
+            labels: [("team".to_owned(), "x".to_owned())].into(),
+            ..StartOptions::default()
+        };
+        let merged = opts.apply(&spec).unwrap();
+        assert_eq!(merged.env.len(), 1);
+        let bad = StartOptions {
+            labels: [("mcpctl.io/x".to_owned(), "y".to_owned())].into(),
+            ..StartOptions::default()
+        };
+        assert!(bad.apply(&spec).unwrap_err().has_path("options.labels"));
+    }
+}
