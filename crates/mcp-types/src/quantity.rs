@@ -154,7 +154,7 @@ impl Quantity {
         match self.unit {
             Unit::Binary(p) => num = num.checked_mul(1u128.checked_shl(p)?)?,
             Unit::Decimal(e) if e >= 0 => {
-                num = num.checked_mul(10u128.checked_pow(e.unsigned_abs())?)?
+                num = num.checked_mul(10u128.checked_pow(e.unsigned_abs())?)?;
             }
             Unit::Decimal(e) => den = den.checked_mul(10u128.checked_pow(e.unsigned_abs())?)?,
         }

@@ -138,7 +138,7 @@ impl LabelSelector {
             check_label_key(req.key()).map_err(err)?;
             match &req {
                 Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => {
-                    check_label_value(v).map_err(err)?
+                    check_label_value(v).map_err(err)?;
                 }
                 Requirement::In(_, vs) | Requirement::NotIn(_, vs) => {
                     vs.iter()

@@ -1,0 +1,1166 @@
+//! The conformance kit: one function per behaviour the trait documents. Any backend passes by
+//! running [`run_all`] (or the functions one by one) against itself.
+//!
+//! Each function starts only servers with unique names and a unique run label, cleans up after
+//! itself whether it passes or fails, and so can run concurrently with other runs on the same
+//! engine. Servers are described as [`FixtureScript`]s; a [`ServerFactory`] maps a script to a
+//! spec the backend can run (a command for processes, an image plus arguments for containers).
+//!
+//! # Errors
+//! Every check returns a [`Failure`] that names the check and says what the backend did wrong.
+
+// Documented once above: each check's only error is the behaviour it found broken.
+#![allow(clippy::missing_errors_doc)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mcp_types::{
+    InstanceFilters, InstanceId, LabelSelector, LogLine, LogOptions, LogStream, McpServer, Phase,
+    RestartPolicy, StartOptions, Timestamp, labels,
+};
+
+use crate::error::OrchestratorError;
+use crate::ext::OrchestratorExt;
+use crate::fixture::FixtureScript;
+use crate::orchestrator::{LogLines, McpOrchestrator};
+
+/// Label put on every instance a kit function starts, with a value unique to the call.
+pub const RUN_LABEL: &str = "conformance.mcpctl.io/run";
+
+/// Maps a fixture script to a server spec the backend under test can run.
+pub trait ServerFactory: Send + Sync {
+    /// A spec named `name` that executes `script`.
+    fn server(&self, name: &str, script: &FixtureScript) -> McpServer;
+}
+
+/// Runs scripts as `program fixture ...` (process backend, in-memory backend).
+#[derive(Debug, Clone)]
+pub struct CommandServers {
+    /// Path of a program that understands fixture scripts (the workspace's test server).
+    pub program: String,
+}
+
+impl ServerFactory for CommandServers {
+    fn server(&self, name: &str, script: &FixtureScript) -> McpServer {
+        McpServer {
+            restart_policy: RestartPolicy::Never,
+            ..McpServer::command(name, &self.program, script.to_args())
+        }
+    }
+}
+
+/// Runs scripts as an image whose entry point understands fixture scripts (Docker, Kubernetes).
+#[derive(Debug, Clone)]
+pub struct ImageServers {
+    /// The image reference.
+    pub image: String,
+}
+
+impl ServerFactory for ImageServers {
+    fn server(&self, name: &str, script: &FixtureScript) -> McpServer {
+        McpServer {
+            args: script.to_args(),
+            restart_policy: RestartPolicy::Never,
+            ..McpServer::new(name, &self.image)
+        }
+    }
+}
+
+/// What the kit runs against.
+pub struct Harness<'a> {
+    /// The backend under test.
+    pub orchestrator: &'a dyn McpOrchestrator,
+    /// How scripts become specs.
+    pub servers: &'a dyn ServerFactory,
+    /// Longest wait for any single state change (start, exit, a log line).
+    pub timeout: Duration,
+    /// Grace period used when stopping.
+    pub grace: Duration,
+}
+
+impl<'a> Harness<'a> {
+    /// A harness with a 60 s timeout and a 5 s grace period.
+    pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
+        Self {
+            orchestrator,
+            servers,
+            timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A behaviour the backend got wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The kit function.
+    pub check: &'static str,
+    /// What was expected and what happened.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.check, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Every failure of a [`run_all`] call.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The checks that failed.
+    pub failures: Vec<Failure>,
+    /// How many checks ran.
+    pub ran: usize,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} of {} conformance checks failed:",
+            self.failures.len(),
+            self.ran
+        )?;
+        for failure in &self.failures {
+            writeln!(f, "  - {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// Result of one check.
+pub type CheckResult = Result<(), Failure>;
+
+macro_rules! ensure {
+    ($check:expr, $cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(Failure { check: $check, message: format!($($msg)+) });
+        }
+    };
+}
+
+/// Turns an orchestrator error into a failure of `check`, saying what was being done.
+fn op<T>(check: &'static str, doing: &str, r: Result<T, OrchestratorError>) -> Result<T, Failure> {
+    r.map_err(|e| Failure {
+        check,
+        message: format!("{doing}: {e}"),
+    })
+}
+
+/// The instances a check started, stopped at the end whatever happened.
+struct Run<'h, 'a> {
+    h: &'h Harness<'a>,
+    check: &'static str,
+    tag: String,
+    started: std::sync::Mutex<Vec<InstanceId>>,
+}
+
+impl<'h, 'a> Run<'h, 'a> {
+    fn new(h: &'h Harness<'a>, check: &'static str) -> Self {
+        let tag = mcp_types::names::sanitize_dns1123_label(&mcp_types::new_instance_name("r"), 40);
+        Self {
+            h,
+            check,
+            tag,
+            started: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A server name unique to this run.
+    fn name(&self, base: &str) -> String {
+        mcp_types::names::sanitize_dns1123_label(
+            &format!("ct-{base}-{}", &self.tag[self.tag.len() - 6..]),
+            40,
+        )
+    }
+
+    fn options(&self, extra: &[(&str, &str)]) -> StartOptions {
+        let mut labels: BTreeMap<String, String> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.insert(RUN_LABEL.to_owned(), self.tag.clone());
+        StartOptions {
+            labels,
+            ..StartOptions::default()
+        }
+    }
+
+    fn run_selector(&self) -> LabelSelector {
+        LabelSelector::from_equalities([(RUN_LABEL, self.tag.as_str())])
+    }
+
+    async fn start_with(
+        &self,
+        name: &str,
+        script: &FixtureScript,
+        extra: &[(&str, &str)],
+    ) -> Result<InstanceId, Failure> {
+        let spec = self.h.servers.server(name, script);
+        let id = op(
+            self.check,
+            &format!("start {name}"),
+            self.h
+                .orchestrator
+                .start_server(&spec, &self.options(extra))
+                .await,
+        )?;
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id.clone());
+        Ok(id)
+    }
+
+    async fn start(&self, name: &str, script: &FixtureScript) -> Result<InstanceId, Failure> {
+        self.start_with(name, script, &[]).await
+    }
+
+    async fn running(&self, id: &InstanceId) -> CheckResult {
+        op(
+            self.check,
+            &format!("wait for {id} to run"),
+            self.h
+                .orchestrator
+                .wait_until_running(id, self.h.timeout)
+                .await,
+        )
+        .map(drop)
+    }
+
+    async fn stop(&self, id: &InstanceId) -> CheckResult {
+        op(
+            self.check,
+            &format!("stop {id}"),
+            self.h.orchestrator.stop_server(id, self.h.grace).await,
+        )?;
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|s| s != id);
+        Ok(())
+    }
+
+    async fn logs(&self, id: &InstanceId, opts: &LogOptions) -> Result<Vec<LogLine>, Failure> {
+        let stream = op(
+            self.check,
+            &format!("logs of {id}"),
+            self.h.orchestrator.get_logs(id, opts).await,
+        )?;
+        collect(self.check, stream, self.h.timeout).await
+    }
+
+    /// Polls the logs until `n` lines exist.
+    async fn wait_lines(
+        &self,
+        id: &InstanceId,
+        n: usize,
+        opts: &LogOptions,
+    ) -> Result<Vec<LogLine>, Failure> {
+        let deadline = tokio::time::Instant::now() + self.h.timeout;
+        loop {
+            let lines = self.logs(id, opts).await?;
+            if lines.len() >= n {
+                return Ok(lines);
+            }
+            ensure!(
+                self.check,
+                tokio::time::Instant::now() < deadline,
+                "{id} printed {} of {n} expected lines within {:?}: {:?}",
+                lines.len(),
+                self.h.timeout,
+                texts(&lines)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn cleanup(self) {
+        let ids = std::mem::take(
+            &mut *self
+                .started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let o = self.h.orchestrator;
+        futures::future::join_all(ids.iter().map(|id| o.stop_server(id, self.h.grace))).await;
+    }
+}
+
+async fn with_run<'h, 'a, F, Fut>(h: &'h Harness<'a>, check: &'static str, body: F) -> CheckResult
+where
+    F: FnOnce(&'h Harness<'a>, std::sync::Arc<Run<'h, 'a>>) -> Fut,
+    Fut: Future<Output = CheckResult>,
+{
+    let run = std::sync::Arc::new(Run::new(h, check));
+    let result = body(h, run.clone()).await;
+    if let Ok(run) = std::sync::Arc::try_unwrap(run) {
+        run.cleanup().await;
+    }
+    result
+}
+
+async fn collect(
+    check: &'static str,
+    mut stream: LogLines,
+    timeout: Duration,
+) -> Result<Vec<LogLine>, Failure> {
+    let mut lines = Vec::new();
+    let all = async {
+        while let Some(line) = stream.next().await {
+            lines.push(op(check, "read a log line", line)?);
+        }
+        Ok::<_, Failure>(())
+    };
+    match tokio::time::timeout(timeout, all).await {
+        Ok(r) => r.map(|()| lines),
+        Err(_) => Err(Failure {
+            check,
+            message: format!("a non-following log stream did not end within {timeout:?}"),
+        }),
+    }
+}
+
+fn texts(lines: &[LogLine]) -> Vec<&str> {
+    lines.iter().map(|l| l.text.as_str()).collect()
+}
+
+/// A script that keeps running until stopped.
+fn idle() -> FixtureScript {
+    FixtureScript::new().stdout("ready")
+}
+
+/// start -> Running -> stop -> status is NotFound, and stop returns only once it is gone.
+pub async fn start_status_stop(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "start_status_stop";
+    with_run(h, C, |h, run| async move {
+        let id = run.start(&run.name("lifecycle"), &idle()).await?;
+        ensure!(
+            C,
+            mcp_types::names::check_dns1123_label(id.as_str()).is_ok(),
+            "instance id {id:?} is not a DNS-1123 label"
+        );
+        run.running(&id).await?;
+        let status = op(C, "status", h.orchestrator.get_status(&id).await)?;
+        ensure!(
+            C,
+            status.phase == Phase::Running,
+            "expected Running, got {status:?}"
+        );
+        ensure!(
+            C,
+            status.started_at.is_some(),
+            "a running instance has no startedAt: {status:?}"
+        );
+        run.stop(&id).await?;
+        match h.orchestrator.get_status(&id).await {
+            Err(OrchestratorError::NotFound { .. }) => Ok(()),
+            other => Err(Failure {
+                check: C,
+                message: format!("status after stop: expected NotFound, got {other:?}"),
+            }),
+        }
+    })
+    .await
+}
+
+/// Stopping an id that never existed is NotFound.
+pub async fn stop_unknown_is_not_found(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "stop_unknown_is_not_found";
+    let id = InstanceId::new(mcp_types::new_instance_name("never-started"));
+    match h.orchestrator.stop_server(&id, h.grace).await {
+        Err(OrchestratorError::NotFound { .. }) => Ok(()),
+        other => Err(Failure {
+            check: C,
+            message: format!("expected NotFound, got {other:?}"),
+        }),
+    }
+}
+
+/// Status (and logs) of an id that never existed is NotFound.
+pub async fn status_unknown_is_not_found(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "status_unknown_is_not_found";
+    let id = InstanceId::new(mcp_types::new_instance_name("never-started"));
+    match h.orchestrator.get_status(&id).await {
+        Err(OrchestratorError::NotFound { .. }) => {}
+        other => {
+            return Err(Failure {
+                check: C,
+                message: format!("status: expected NotFound, got {other:?}"),
+            });
+        }
+    }
+    match h.orchestrator.get_logs(&id, &LogOptions::default()).await {
+        Err(OrchestratorError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Failure {
+            check: C,
+            message: format!("logs: expected NotFound, got {e:?}"),
+        }),
+        Ok(_) => Err(Failure {
+            check: C,
+            message: "logs: expected NotFound, got a stream".into(),
+        }),
+    }
+}
+
+/// An invalid spec is refused with InvalidSpec naming the field, and nothing starts.
+pub async fn invalid_spec_rejected(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "invalid_spec_rejected";
+    with_run(h, C, |h, run| async move {
+        let name = run.name("invalid");
+        let mut spec = h.servers.server(&name, &idle());
+        spec.resources.requests.memory = mcp_types::Quantity::parse("2Gi").ok();
+        spec.resources.limits.memory = mcp_types::Quantity::parse("1Gi").ok();
+        match h.orchestrator.start_server(&spec, &run.options(&[])).await {
+            Err(OrchestratorError::InvalidSpec(errors)) => {
+                ensure!(
+                    C,
+                    errors.has_path("resources.requests.memory"),
+                    "error does not name the field: {errors}"
+                );
+            }
+            other => {
+                return Err(Failure {
+                    check: C,
+                    message: format!("request > limit: expected InvalidSpec, got {other:?}"),
+                });
+            }
+        }
+        let mut bad_name = h.servers.server("x", &idle());
+        bad_name.name = "Not_A_Label".into();
+        match h
+            .orchestrator
+            .start_server(&bad_name, &run.options(&[]))
+            .await
+        {
+            Err(OrchestratorError::InvalidSpec(errors)) => ensure!(
+                C,
+                errors.has_path("name"),
+                "error does not name `name`: {errors}"
+            ),
+            other => {
+                return Err(Failure {
+                    check: C,
+                    message: format!("bad name: expected InvalidSpec, got {other:?}"),
+                });
+            }
+        }
+        let page = op(
+            C,
+            "list",
+            h.orchestrator
+                .list_instances(&InstanceFilters {
+                    label_selector: Some(run.run_selector()),
+                    ..InstanceFilters::default()
+                })
+                .await,
+        )?;
+        ensure!(
+            C,
+            page.items.is_empty(),
+            "invalid specs left instances behind: {:?}",
+            page.items
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `tail: N` returns exactly the last N lines of a server that printed more.
+pub async fn logs_tail(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "logs_tail";
+    with_run(h, C, |_, run| async move {
+        let id = run
+            .start(
+                &run.name("tail"),
+                &FixtureScript::new().stdout_lines("line", 10),
+            )
+            .await?;
+        run.running(&id).await?;
+        let all = run.wait_lines(&id, 10, &LogOptions::default()).await?;
+        let expected: Vec<String> = (1..=10).map(|i| format!("line-{i}")).collect();
+        ensure!(
+            C,
+            texts(&all) == expected,
+            "all lines: expected {expected:?}, got {:?}",
+            texts(&all)
+        );
+        let tail = run.logs(&id, &LogOptions::tail(3)).await?;
+        ensure!(
+            C,
+            texts(&tail) == ["line-8", "line-9", "line-10"],
+            "tail 3: got {:?}",
+            texts(&tail)
+        );
+        let zero = run.logs(&id, &LogOptions::tail(0)).await?;
+        ensure!(C, zero.is_empty(), "tail 0: got {:?}", texts(&zero));
+        let more = run.logs(&id, &LogOptions::tail(50)).await?;
+        ensure!(
+            C,
+            more.len() == 10,
+            "tail 50 of 10 lines: got {}",
+            more.len()
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `since: T` excludes lines written before T.
+pub async fn logs_since(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "logs_since";
+    with_run(h, C, |_, run| async move {
+        // Several engines store `since` with one-second precision; a 2.5 s gap keeps the test
+        // meaningful for them while the backend must still filter exactly.
+        let script = FixtureScript::new()
+            .stdout("early")
+            .sleep(Duration::from_millis(2500))
+            .stdout("late");
+        let id = run.start(&run.name("since"), &script).await?;
+        run.running(&id).await?;
+        let lines = run
+            .wait_lines(
+                &id,
+                2,
+                &LogOptions {
+                    timestamps: true,
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        let (Some(early), Some(late)) = (lines[0].timestamp, lines[1].timestamp) else {
+            return Err(Failure {
+                check: C,
+                message: "timestamps missing with timestamps: true".into(),
+            });
+        };
+        ensure!(
+            C,
+            late > early,
+            "line timestamps not increasing: {early} then {late}"
+        );
+        let mid = Timestamp::from_nanosecond(
+            early.as_nanosecond() + (late.as_nanosecond() - early.as_nanosecond()) / 2,
+        )
+        .map_err(|e| Failure {
+            check: C,
+            message: e.to_string(),
+        })?;
+        let since = run
+            .logs(
+                &id,
+                &LogOptions {
+                    since: Some(mid),
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        ensure!(
+            C,
+            texts(&since) == ["late"],
+            "since {mid} (between {early} and {late}): got {:?}",
+            texts(&since)
+        );
+        let since_all = run
+            .logs(
+                &id,
+                &LogOptions {
+                    since: Some(early),
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        ensure!(
+            C,
+            texts(&since_all) == ["early", "late"],
+            "since the first line's time: got {:?}",
+            texts(&since_all)
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `timestamps` on gives every line a plausible, non-decreasing time; off gives none. Streams
+/// are told apart.
+pub async fn logs_timestamps_and_streams(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "logs_timestamps_and_streams";
+    with_run(h, C, |_, run| async move {
+        let before = Timestamp::now();
+        let id = run
+            .start(
+                &run.name("ts"),
+                &FixtureScript::new()
+                    .stdout("out-1")
+                    .stderr("err-1")
+                    .stdout("out-2"),
+            )
+            .await?;
+        run.running(&id).await?;
+        let with = run
+            .wait_lines(
+                &id,
+                3,
+                &LogOptions {
+                    timestamps: true,
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        let slack = jiff::SignedDuration::from_secs(5);
+        let (lo, hi) = (before - slack, Timestamp::now() + slack);
+        for w in with.windows(2) {
+            ensure!(
+                C,
+                w[0].timestamp <= w[1].timestamp,
+                "timestamps decrease: {:?}",
+                with
+            );
+        }
+        for l in &with {
+            ensure!(
+                C,
+                l.timestamp.is_some_and(|t| t >= lo && t <= hi),
+                "implausible timestamp on {l:?} (expected within {lo}..{hi})"
+            );
+        }
+        let without = run.logs(&id, &LogOptions::default()).await?;
+        ensure!(
+            C,
+            without.iter().all(|l| l.timestamp.is_none()),
+            "timestamps present without timestamps: true: {without:?}"
+        );
+        let mut got: Vec<_> = without
+            .iter()
+            .map(|l| (l.stream, l.text.as_str()))
+            .collect();
+        got.sort();
+        let mut expected = vec![
+            (LogStream::Stdout, "out-1"),
+            (LogStream::Stderr, "err-1"),
+            (LogStream::Stdout, "out-2"),
+        ];
+        expected.sort();
+        ensure!(
+            C,
+            got == expected,
+            "streams: expected {expected:?}, got {got:?}"
+        );
+        let only_err = run
+            .logs(
+                &id,
+                &LogOptions {
+                    stream: mcp_types::StreamSelector::Stderr,
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        ensure!(
+            C,
+            texts(&only_err) == ["err-1"],
+            "stderr only: got {:?}",
+            texts(&only_err)
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `follow` yields lines printed after the call and ends when the instance stops; it also
+/// ends by itself when the server exits.
+pub async fn logs_follow(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "logs_follow";
+    with_run(h, C, |h, run| async move {
+        let script = FixtureScript::new()
+            .stdout("before")
+            .sleep(Duration::from_millis(1500))
+            .stdout("after");
+        let id = run.start(&run.name("follow"), &script).await?;
+        run.running(&id).await?;
+        run.wait_lines(&id, 1, &LogOptions::default()).await?;
+        let mut stream = op(
+            C,
+            "follow",
+            h.orchestrator.get_logs(&id, &LogOptions::follow()).await,
+        )?;
+        let mut seen = Vec::new();
+        while !seen.iter().any(|t| t == "after") {
+            match tokio::time::timeout(h.timeout, stream.next()).await {
+                Ok(Some(line)) => seen.push(op(C, "follow line", line)?.text),
+                Ok(None) => {
+                    return Err(Failure {
+                        check: C,
+                        message: format!("stream ended before \"after\": {seen:?}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(Failure {
+                        check: C,
+                        message: format!("no \"after\" within {:?}: {seen:?}", h.timeout),
+                    });
+                }
+            }
+        }
+        ensure!(C, seen == ["before", "after"], "followed lines: {seen:?}");
+        run.stop(&id).await?;
+        match tokio::time::timeout(h.timeout, stream.next()).await {
+            Ok(None | Some(Err(_))) => {}
+            Ok(Some(Ok(line))) => {
+                return Err(Failure {
+                    check: C,
+                    message: format!("unexpected line after stop: {line:?}"),
+                });
+            }
+            Err(_) => {
+                return Err(Failure {
+                    check: C,
+                    message: "follow stream stayed open after stop".into(),
+                });
+            }
+        }
+        // A server that exits on its own ends the stream too.
+        let script = FixtureScript::new()
+            .stdout("one")
+            .sleep(Duration::from_millis(500))
+            .stdout("two")
+            .exit(0);
+        let id = run.start(&run.name("follow-exit"), &script).await?;
+        let stream = op(
+            C,
+            "follow",
+            h.orchestrator.get_logs(&id, &LogOptions::follow()).await,
+        )?;
+        let Ok(lines) = tokio::time::timeout(h.timeout, stream.collect::<Vec<_>>()).await else {
+            return Err(Failure {
+                check: C,
+                message: "follow stream did not end when the server exited".into(),
+            });
+        };
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|l| l.map(|l| l.text))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure {
+                check: C,
+                message: e.to_string(),
+            })?;
+        ensure!(
+            C,
+            lines == ["one", "two"],
+            "follow of an exiting server: {lines:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Filtering by server name and by label selector returns exactly the matching instances.
+pub async fn list_filters(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "list_filters";
+    with_run(h, C, |h, run| async move {
+        let (a, b) = (run.name("list-a"), run.name("list-b"));
+        let a1 = run.start_with(&a, &idle(), &[("tier", "front")]).await?;
+        let a2 = run.start_with(&a, &idle(), &[("tier", "back")]).await?;
+        let b1 = run.start_with(&b, &idle(), &[("tier", "front")]).await?;
+        let ids = |page: mcp_types::Page<mcp_types::Instance>| {
+            page.items
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<BTreeSet<_>>()
+        };
+        let by_server = ids(op(
+            C,
+            "list by server",
+            h.orchestrator
+                .list_instances(&InstanceFilters::server(&a))
+                .await,
+        )?);
+        ensure!(
+            C,
+            by_server == BTreeSet::from([a1.clone(), a2.clone()]),
+            "server={a}: got {by_server:?}"
+        );
+        let sel = run.run_selector().and(mcp_types::Requirement::Equals(
+            "tier".into(),
+            "front".into(),
+        ));
+        let by_label = ids(op(
+            C,
+            "list by label",
+            h.orchestrator
+                .list_instances(&InstanceFilters {
+                    label_selector: Some(sel.clone()),
+                    ..InstanceFilters::default()
+                })
+                .await,
+        )?);
+        ensure!(
+            C,
+            by_label == BTreeSet::from([a1.clone(), b1.clone()]),
+            "{sel}: got {by_label:?}"
+        );
+        let sel = run.run_selector().and(mcp_types::Requirement::NotIn(
+            "tier".into(),
+            ["front".to_owned()].into(),
+        ));
+        let by_notin = ids(op(
+            C,
+            "list notin",
+            h.orchestrator
+                .list_instances(&InstanceFilters {
+                    label_selector: Some(sel.clone()),
+                    ..InstanceFilters::default()
+                })
+                .await,
+        )?);
+        ensure!(
+            C,
+            by_notin == BTreeSet::from([a2.clone()]),
+            "{sel}: got {by_notin:?}"
+        );
+        let both = InstanceFilters {
+            server: Some(b.clone()),
+            label_selector: Some(run.run_selector()),
+            ..InstanceFilters::default()
+        };
+        let by_both = ids(op(
+            C,
+            "list server+label",
+            h.orchestrator.list_instances(&both).await,
+        )?);
+        ensure!(
+            C,
+            by_both == BTreeSet::from([b1]),
+            "server={b} + run label: got {by_both:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Paging with a small limit visits every instance exactly once, even when instances are
+/// stopped between pages.
+pub async fn pagination(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "pagination";
+    with_run(h, C, |h, run| async move {
+        let name = run.name("page");
+        let mut all = BTreeSet::new();
+        for _ in 0..5 {
+            all.insert(run.start(&name, &idle()).await?);
+        }
+        let mut filters = InstanceFilters {
+            label_selector: Some(run.run_selector()),
+            limit: Some(2),
+            ..InstanceFilters::default()
+        };
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = op(
+                C,
+                "list page",
+                h.orchestrator.list_instances(&filters).await,
+            )?;
+            pages += 1;
+            ensure!(
+                C,
+                page.items.len() <= 2,
+                "page {pages} has {} items with limit 2",
+                page.items.len()
+            );
+            ensure!(
+                C,
+                pages <= 10,
+                "more than 10 pages for 5 instances with limit 2"
+            );
+            seen.extend(page.items.into_iter().map(|i| i.id));
+            match page.continue_token {
+                Some(token) => filters.continue_token = Some(token),
+                None => break,
+            }
+        }
+        let unique: BTreeSet<_> = seen.iter().cloned().collect();
+        ensure!(
+            C,
+            unique.len() == seen.len(),
+            "an instance appeared twice: {seen:?}"
+        );
+        ensure!(
+            C,
+            unique == all,
+            "pages visited {unique:?}, expected {all:?}"
+        );
+        // Remove an instance that the first page returned, after the first page: the rest of
+        // the listing must still return every remaining instance once.
+        let mut filters = InstanceFilters {
+            label_selector: Some(run.run_selector()),
+            limit: Some(2),
+            ..InstanceFilters::default()
+        };
+        let first = op(
+            C,
+            "list page",
+            h.orchestrator.list_instances(&filters).await,
+        )?;
+        let gone = first.items[0].id.clone();
+        run.stop(&gone).await?;
+        let mut seen: Vec<_> = first.items.into_iter().map(|i| i.id).collect();
+        filters.continue_token = first.continue_token;
+        while filters.continue_token.is_some() {
+            let page = op(
+                C,
+                "list page after a stop",
+                h.orchestrator.list_instances(&filters).await,
+            )?;
+            seen.extend(page.items.into_iter().map(|i| i.id));
+            filters.continue_token = page.continue_token;
+        }
+        let unique: BTreeSet<_> = seen.iter().cloned().collect();
+        ensure!(
+            C,
+            unique.len() == seen.len() && unique == all,
+            "with a stop between pages: visited {seen:?}, expected {all:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// 20 concurrent starts give 20 distinct ids, and all stop cleanly.
+pub async fn concurrent_starts(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "concurrent_starts";
+    with_run(h, C, |h, run| async move {
+        let name = run.name("burst");
+        let script = idle();
+        let starts = (0..20).map(|_| run.start(&name, &script));
+        let ids: Vec<InstanceId> = futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let unique: BTreeSet<_> = ids.iter().cloned().collect();
+        ensure!(
+            C,
+            unique.len() == 20,
+            "20 starts gave {} distinct ids",
+            unique.len()
+        );
+        let page = op(
+            C,
+            "list",
+            h.orchestrator
+                .list_instances(&InstanceFilters::server(&name))
+                .await,
+        )?;
+        let listed: BTreeSet<_> = page.items.into_iter().map(|i| i.id).collect();
+        ensure!(
+            C,
+            listed == unique,
+            "listed {} instances, started {}",
+            listed.len(),
+            unique.len()
+        );
+        let stops = ids.iter().map(|id| run.stop(id));
+        futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        for id in &ids {
+            let st = h.orchestrator.get_status(id).await;
+            ensure!(
+                C,
+                matches!(st, Err(OrchestratorError::NotFound { .. })),
+                "{id} after stop: {st:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A server that exits non-zero reaches Failed with its exit code; exit 0 reaches Succeeded.
+pub async fn exit_code_reaches_failed(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "exit_code_reaches_failed";
+    with_run(h, C, |h, run| async move {
+        let failing = run
+            .start(
+                &run.name("fail"),
+                &FixtureScript::new().stdout("bye").exit(3),
+            )
+            .await?;
+        let ok = run
+            .start(&run.name("ok"), &FixtureScript::new().exit(0))
+            .await?;
+        let st = op(
+            C,
+            "wait for Failed",
+            h.orchestrator
+                .wait_for(&failing, h.timeout, "Failed or Succeeded", |s| {
+                    s.phase.is_terminal()
+                })
+                .await,
+        )?;
+        ensure!(
+            C,
+            st.phase == Phase::Failed && st.exit_code == Some(3),
+            "exit 3: expected Failed with exit code 3, got {st:?}"
+        );
+        ensure!(C, st.finished_at.is_some(), "exit 3: no finishedAt: {st:?}");
+        let st = op(
+            C,
+            "wait for Succeeded",
+            h.orchestrator
+                .wait_for(&ok, h.timeout, "Failed or Succeeded", |s| {
+                    s.phase.is_terminal()
+                })
+                .await,
+        )?;
+        ensure!(
+            C,
+            st.phase == Phase::Succeeded && st.exit_code == Some(0),
+            "exit 0: expected Succeeded with exit code 0, got {st:?}"
+        );
+        let err = h.orchestrator.wait_until_running(&failing, h.timeout).await;
+        ensure!(
+            C,
+            matches!(err, Err(OrchestratorError::Exited { .. })),
+            "wait_until_running on a failed instance: {err:?}"
+        );
+        let logs = run.logs(&failing, &LogOptions::default()).await?;
+        ensure!(
+            C,
+            texts(&logs) == ["bye"],
+            "logs of an exited instance: {:?}",
+            texts(&logs)
+        );
+        run.stop(&failing).await?;
+        run.stop(&ok).await
+    })
+    .await
+}
+
+/// Instances carry the `mcpctl.io/*` and `app.kubernetes.io/*` labels, plus the spec's.
+pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "labels_follow_conventions";
+    with_run(h, C, |h, run| async move {
+        let name = run.name("labels");
+        let mut spec = h.servers.server(&name, &idle());
+        spec.labels.insert("team".into(), "search".into());
+        let id = op(
+            C,
+            "start",
+            h.orchestrator.start_server(&spec, &run.options(&[])).await,
+        )?;
+        run.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id.clone());
+        let page = op(
+            C,
+            "list",
+            h.orchestrator
+                .list_instances(&InstanceFilters::server(&name))
+                .await,
+        )?;
+        let [inst] = page.items.as_slice() else {
+            return Err(Failure {
+                check: C,
+                message: format!("expected one instance, got {:?}", page.items),
+            });
+        };
+        ensure!(C, inst.id == id && inst.server == name, "listed {inst:?}");
+        let want = [
+            (labels::SERVER, name.as_str()),
+            (labels::MANAGED, "true"),
+            (labels::INSTANCE, id.as_str()),
+            (labels::APP_NAME, name.as_str()),
+            (labels::APP_COMPONENT, labels::COMPONENT_VALUE),
+            (labels::APP_MANAGED_BY, labels::MANAGED_BY_VALUE),
+            ("team", "search"),
+            (RUN_LABEL, run.tag.as_str()),
+        ];
+        for (k, v) in want {
+            ensure!(
+                C,
+                inst.labels.get(k).map(String::as_str) == Some(v),
+                "label {k}: expected {v:?}, got {:?}",
+                inst.labels.get(k)
+            );
+        }
+        ensure!(C, inst.created_at.is_some(), "no createdAt on {inst:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// Every check, in a stable order, with its name.
+pub fn checks() -> Vec<&'static str> {
+    vec![
+        "start_status_stop",
+        "stop_unknown_is_not_found",
+        "status_unknown_is_not_found",
+        "invalid_spec_rejected",
+        "logs_tail",
+        "logs_since",
+        "logs_timestamps_and_streams",
+        "logs_follow",
+        "list_filters",
+        "pagination",
+        "concurrent_starts",
+        "exit_code_reaches_failed",
+        "labels_follow_conventions",
+    ]
+}
+
+/// Runs one check by name.
+///
+/// # Errors
+/// The check's failure, or a failure naming an unknown check.
+pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
+    match name {
+        "start_status_stop" => start_status_stop(h).await,
+        "stop_unknown_is_not_found" => stop_unknown_is_not_found(h).await,
+        "status_unknown_is_not_found" => status_unknown_is_not_found(h).await,
+        "invalid_spec_rejected" => invalid_spec_rejected(h).await,
+        "logs_tail" => logs_tail(h).await,
+        "logs_since" => logs_since(h).await,
+        "logs_timestamps_and_streams" => logs_timestamps_and_streams(h).await,
+        "logs_follow" => logs_follow(h).await,
+        "list_filters" => list_filters(h).await,
+        "pagination" => pagination(h).await,
+        "concurrent_starts" => concurrent_starts(h).await,
+        "exit_code_reaches_failed" => exit_code_reaches_failed(h).await,
+        "labels_follow_conventions" => labels_follow_conventions(h).await,
+        other => Err(Failure {
+            check: "run_check",
+            message: format!("unknown check {other:?}; known: {:?}", checks()),
+        }),
+    }
+}
+
+/// Runs every check concurrently (they are independent by construction) and reports all
+/// failures together.
+///
+/// # Errors
+/// A [`Report`] listing each failed check.
+pub async fn run_all(h: &Harness<'_>) -> Result<(), Report> {
+    let names = checks();
+    let results = futures::future::join_all(names.iter().map(|n| run_check(h, n))).await;
+    let failures: Vec<Failure> = results.into_iter().filter_map(Result::err).collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Report {
+            failures,
+            ran: names.len(),
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! Fixture scripts: what a conformance test asks a server to do (print known lines, sleep, exit
+//! with a code, keep running), encoded as command-line arguments that every backend can run.
+//!
+//! The workspace's test server binary (`mcp-test-server fixture ...`) executes a script from its
+//! arguments; Docker and Kubernetes run that binary's image with the arguments; the process
+//! backend runs the binary; the in-memory backend and the fake Kubernetes API interpret the
+//! script directly with [`FixtureScript::parse_args`].
+
+use std::fmt;
+use std::time::Duration;
+
+/// The first argument that marks a fixture script.
+pub const FIXTURE_SUBCOMMAND: &str = "fixture";
+
+/// One step of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixtureStep {
+    /// Print a line on stdout.
+    Stdout(String),
+    /// Print a line on stderr.
+    Stderr(String),
+    /// Print `prefix-1` .. `prefix-N` on stdout.
+    StdoutLines {
+        /// Line prefix.
+        prefix: String,
+        /// How many lines.
+        count: u64,
+    },
+    /// Wait.
+    Sleep(Duration),
+    /// Exit with this code (the last step; later steps never run).
+    Exit(i32),
+}
+
+/// A sequence of steps. When the steps end without [`FixtureStep::Exit`] the server keeps
+/// running (idle) until it is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixtureScript {
+    /// The steps, in order.
+    pub steps: Vec<FixtureStep>,
+}
+
+/// Arguments that are not a fixture script.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a fixture script: {0}")]
+pub struct FixtureParseError(pub String);
+
+impl FixtureScript {
+    /// An empty script: runs idle until stopped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stdout line.
+    pub fn stdout(mut self, line: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Stdout(line.into()));
+        self
+    }
+
+    /// Adds a stderr line.
+    pub fn stderr(mut self, line: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Stderr(line.into()));
+        self
+    }
+
+    /// Adds `prefix-1` .. `prefix-count` on stdout.
+    pub fn stdout_lines(mut self, prefix: impl Into<String>, count: u64) -> Self {
+        self.steps.push(FixtureStep::StdoutLines {
+            prefix: prefix.into(),
+            count,
+        });
+        self
+    }
+
+    /// Adds a pause.
+    pub fn sleep(mut self, d: Duration) -> Self {
+        self.steps.push(FixtureStep::Sleep(d));
+        self
+    }
+
+    /// Ends with an exit code.
+    pub fn exit(mut self, code: i32) -> Self {
+        self.steps.push(FixtureStep::Exit(code));
+        self
+    }
+
+    /// The exit code the script ends with, if it ends.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.steps.iter().find_map(|s| match s {
+            FixtureStep::Exit(c) => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// The lines the script prints on stdout and stderr, in order, with their stream
+    /// (`true` = stdout).
+    pub fn expected_lines(&self) -> Vec<(bool, String)> {
+        let mut out = Vec::new();
+        for s in &self.steps {
+            match s {
+                FixtureStep::Stdout(l) => out.push((true, l.clone())),
+                FixtureStep::Stderr(l) => out.push((false, l.clone())),
+                FixtureStep::StdoutLines { prefix, count } => {
+                    out.extend((1..=*count).map(|i| (true, format!("{prefix}-{i}"))))
+                }
+                FixtureStep::Sleep(_) => {}
+                FixtureStep::Exit(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
+    /// --sleep-ms MS --exit CODE`, in step order.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
+        for s in &self.steps {
+            let (flag, value) = match s {
+                FixtureStep::Stdout(l) => ("--stdout", l.clone()),
+                FixtureStep::Stderr(l) => ("--stderr", l.clone()),
+                FixtureStep::StdoutLines { prefix, count } => {
+                    ("--lines", format!("{count}:{prefix}"))
+                }
+                FixtureStep::Sleep(d) => ("--sleep-ms", d.as_millis().to_string()),
+                FixtureStep::Exit(c) => ("--exit", c.to_string()),
+            };
+            args.push(flag.to_owned());
+            args.push(value);
+        }
+        args
+    }
+
+    /// Decodes [`FixtureScript::to_args`] output (the leading `fixture` is required).
+    ///
+    /// # Errors
+    /// [`FixtureParseError`] when the arguments are not a fixture script.
+    pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Self, FixtureParseError> {
+        let mut it = args.iter().map(AsRef::as_ref);
+        if it.next() != Some(FIXTURE_SUBCOMMAND) {
+            return Err(FixtureParseError(format!(
+                "the first argument must be {FIXTURE_SUBCOMMAND:?}"
+            )));
+        }
+        let mut steps = Vec::new();
+        while let Some(flag) = it.next() {
+            let value = it
+                .next()
+                .ok_or_else(|| FixtureParseError(format!("{flag} needs a value")))?;
+            let bad = |what: &str| FixtureParseError(format!("{flag} {value:?}: {what}"));
+            steps.push(match flag {
+                "--stdout" => FixtureStep::Stdout(value.to_owned()),
+                "--stderr" => FixtureStep::Stderr(value.to_owned()),
+                "--lines" => {
+                    let (count, prefix) = value
+                        .split_once(':')
+                        .ok_or_else(|| bad("expected COUNT:PREFIX"))?;
+                    FixtureStep::StdoutLines {
+                        prefix: prefix.to_owned(),
+                        count: count.parse().map_err(|_| bad("bad count"))?,
+                    }
+                }
+                "--sleep-ms" => FixtureStep::Sleep(Duration::from_millis(
+                    value.parse().map_err(|_| bad("bad milliseconds"))?,
+                )),
+                "--exit" => FixtureStep::Exit(value.parse().map_err(|_| bad("bad exit code"))?),
+                other => return Err(FixtureParseError(format!("unknown flag {other:?}"))),
+            });
+        }
+        Ok(Self { steps })
+    }
+}
+
+impl fmt::Display for FixtureScript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_args().join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_round_trip() {
+        let s = FixtureScript::new()
+            .stdout("hello world")
+            .stderr("--oops")
+            .stdout_lines("line", 3)
+            .sleep(Duration::from_millis(250))
+            .exit(3);
+        let args = s.to_args();
+        assert_eq!(args[0], "fixture");
+        assert_eq!(FixtureScript::parse_args(&args).unwrap(), s);
+        assert_eq!(s.exit_code(), Some(3));
+        assert_eq!(s.expected_lines().len(), 5);
+        assert_eq!(s.expected_lines()[4], (true, "line-3".to_owned()));
+    }
+
+    #[test]
+    fn rejects_other_args() {
+        assert!(FixtureScript::parse_args(&["server.js"]).is_err());
+        assert!(FixtureScript::parse_args(&["fixture", "--exit"]).is_err());
+        assert!(FixtureScript::parse_args(&["fixture", "--exit", "x"]).is_err());
+        assert!(FixtureScript::parse_args(&["fixture", "--bogus", "1"]).is_err());
+    }
+}

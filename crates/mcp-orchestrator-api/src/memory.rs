@@ -1,0 +1,347 @@
+//! An in-memory reference backend: instances are tokio tasks that run fixture scripts.
+//!
+//! It implements every operation with the semantics the trait documents, so it is both the
+//! executable specification the conformance kit is checked against and a fast stand-in for
+//! callers' own tests. Specs whose arguments are not a fixture script run idle until stopped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use mcp_types::{
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, LogStream,
+    McpServer, Page, Phase, RestartPolicy, StartOptions, Timestamp, labels, new_instance_name,
+    reasons,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::continuation::{page_after, parse_after_token};
+use crate::error::{OrchestratorError, Result};
+use crate::fixture::{FixtureScript, FixtureStep};
+use crate::orchestrator::{LogLines, McpOrchestrator};
+
+const BACKEND: &str = "memory";
+/// Restart backoff: first delay, doubled per restart up to the cap (like the kubelet, scaled down).
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+
+/// The in-memory orchestrator. Cloning shares the same instances.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryOrchestrator {
+    instances: Arc<Mutex<BTreeMap<InstanceId, Arc<Entry>>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: InstanceId,
+    server: String,
+    labels: BTreeMap<String, String>,
+    created_at: Timestamp,
+    state: Mutex<State>,
+    /// Bumped on every change so log followers wake up.
+    changed: watch::Sender<u64>,
+    cancel: CancellationToken,
+    done: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    status: InstanceStatus,
+    /// Lines of the current run.
+    logs: Vec<(LogStream, Timestamp, String)>,
+    /// Lines of the previous run, after a restart.
+    previous: Option<Vec<(LogStream, Timestamp, String)>>,
+    /// The run task has finished for good.
+    finished: bool,
+    /// Removed by stop; followers end.
+    removed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these plain-data states half-written in a way
+    // that matters more than losing the instance, so recover the data.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Entry {
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut lock(&self.state));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn print(&self, stream: LogStream, text: String) {
+        self.update(|s| s.logs.push((stream, Timestamp::now(), text)));
+    }
+
+    /// Runs the script (with restarts) until it ends for good or is cancelled.
+    async fn run(self: Arc<Self>, script: Option<FixtureScript>, policy: RestartPolicy) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            self.update(|s| {
+                s.status.phase = Phase::Running;
+                s.status.reason = None;
+                s.status.message = None;
+                s.status.started_at = Some(Timestamp::now());
+                s.status.finished_at = None;
+                s.status.exit_code = None;
+            });
+            let code = if let Some(script) = &script {
+                self.run_once(script).await
+            } else {
+                self.cancel.cancelled().await;
+                None
+            };
+            let Some(code) = code else { break };
+            let restart = match policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => code != 0,
+                RestartPolicy::Never => false,
+            };
+            self.update(|s| {
+                s.status.exit_code = Some(code);
+                s.status.finished_at = Some(Timestamp::now());
+                if restart {
+                    s.status.phase = Phase::Pending;
+                    s.status.reason = Some(reasons::CRASH_LOOP_BACKOFF.into());
+                    s.status.message = Some(format!(
+                        "exited with code {code}; restarting in {backoff:?}"
+                    ));
+                } else if code == 0 {
+                    s.status.phase = Phase::Succeeded;
+                    s.status.reason = Some(reasons::COMPLETED.into());
+                } else {
+                    s.status.phase = Phase::Failed;
+                    s.status.reason = Some(reasons::ERROR.into());
+                    s.status.message = Some(format!("exited with code {code}"));
+                }
+            });
+            if !restart {
+                break;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+            self.update(|s| {
+                s.status.restart_count += 1;
+                s.previous = Some(std::mem::take(&mut s.logs));
+            });
+        }
+        self.update(|s| s.finished = true);
+        self.done.notify_waiters();
+    }
+
+    /// One run of the script: `Some(exit code)`, or `None` when cancelled.
+    async fn run_once(&self, script: &FixtureScript) -> Option<i32> {
+        for step in &script.steps {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            match step {
+                FixtureStep::Stdout(l) => self.print(LogStream::Stdout, l.clone()),
+                FixtureStep::Stderr(l) => self.print(LogStream::Stderr, l.clone()),
+                FixtureStep::StdoutLines { prefix, count } => {
+                    for i in 1..=*count {
+                        self.print(LogStream::Stdout, format!("{prefix}-{i}"));
+                    }
+                }
+                FixtureStep::Sleep(d) => {
+                    tokio::select! {
+                        () = self.cancel.cancelled() => return None,
+                        () = tokio::time::sleep(*d) => {}
+                    }
+                }
+                FixtureStep::Exit(code) => return Some(*code),
+            }
+        }
+        self.cancel.cancelled().await;
+        None
+    }
+
+    fn instance(&self) -> Instance {
+        Instance {
+            id: self.id.clone(),
+            server: self.server.clone(),
+            labels: self.labels.clone(),
+            created_at: Some(self.created_at),
+            status: lock(&self.state).status.clone(),
+            endpoint: None,
+        }
+    }
+}
+
+impl InMemoryOrchestrator {
+    /// An empty orchestrator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn entry(&self, id: &InstanceId) -> Result<Arc<Entry>> {
+        lock(&self.instances)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| OrchestratorError::not_found(id.as_str()))
+    }
+}
+
+#[async_trait]
+impl McpOrchestrator for InMemoryOrchestrator {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
+        let spec = options.apply(spec)?;
+        let id = InstanceId::new(new_instance_name(&spec.name));
+        let script = FixtureScript::parse_args(&spec.args).ok();
+        let (changed, _) = watch::channel(0);
+        let entry = Arc::new(Entry {
+            id: id.clone(),
+            server: spec.name.clone(),
+            labels: labels::instance_labels(&spec.name, id.as_str(), &spec.labels),
+            created_at: Timestamp::now(),
+            state: Mutex::new(State {
+                status: InstanceStatus::phase(Phase::Pending),
+                ..State::default()
+            }),
+            changed,
+            cancel: CancellationToken::new(),
+            done: tokio::sync::Notify::new(),
+        });
+        {
+            let mut map = lock(&self.instances);
+            if map.contains_key(&id) {
+                return Err(OrchestratorError::AlreadyExists {
+                    what: format!("instance {id:?}"),
+                });
+            }
+            map.insert(id.clone(), entry.clone());
+        }
+        tokio::spawn(entry.run(script, spec.restart_policy));
+        Ok(id)
+    }
+
+    async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let entry = self.entry(id)?;
+        entry.update(|s| {
+            if !s.finished {
+                s.status.phase = Phase::Stopping;
+                s.status.reason = Some(reasons::TERMINATING.into());
+            }
+        });
+        // Register interest before cancelling so the wake-up cannot be missed.
+        let done = entry.done.notified();
+        entry.cancel.cancel();
+        if !lock(&entry.state).finished {
+            // The simulated process obeys cancellation at once; the grace period bounds the wait.
+            let _ = tokio::time::timeout(grace.max(Duration::from_secs(1)), done).await;
+        }
+        lock(&self.instances).remove(id);
+        entry.update(|s| {
+            s.status = InstanceStatus::phase(Phase::Stopped);
+            s.removed = true;
+        });
+        Ok(())
+    }
+
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        Ok(lock(&self.entry(id)?.state).status.clone())
+    }
+
+    async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
+        let entry = self.entry(id)?;
+        let opts = options.clone();
+        let keep = move |(stream, ts, _): &(LogStream, Timestamp, String)| {
+            opts.stream.includes(*stream) && opts.since.is_none_or(|since| *ts >= since)
+        };
+        let to_line = {
+            let timestamps = options.timestamps;
+            move |(stream, ts, text): (LogStream, Timestamp, String)| LogLine {
+                stream,
+                timestamp: timestamps.then_some(ts),
+                text,
+            }
+        };
+        let (existing, next_index) = {
+            let state = lock(&entry.state);
+            let source = if options.previous {
+                state
+                    .previous
+                    .clone()
+                    .ok_or_else(|| OrchestratorError::InvalidArgument {
+                        what: "previous",
+                        message: format!("instance {id} has no previous run"),
+                    })?
+            } else {
+                state.logs.clone()
+            };
+            let len = source.len();
+            let mut lines: Vec<_> = source.into_iter().filter(&keep).collect();
+            if let Some(n) = options.tail {
+                let skip = lines
+                    .len()
+                    .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+                lines.drain(..skip);
+            }
+            (lines, len)
+        };
+        let head = futures::stream::iter(existing.into_iter().map(to_line).map(Ok));
+        if !options.follow || options.previous {
+            return Ok(head.boxed());
+        }
+        let rx = entry.changed.subscribe();
+        let tail = futures::stream::unfold(
+            (entry, next_index, rx, Vec::new()),
+            move |(entry, mut next, mut rx, mut buf)| {
+                async move {
+                    loop {
+                        if let Some(line) = buf.pop() {
+                            return Some((line, (entry, next, rx, buf)));
+                        }
+                        let (fresh, ended) = {
+                            let state = lock(&entry.state);
+                            // A restart swaps the log buffer; start over in the new run.
+                            if next > state.logs.len() {
+                                next = 0;
+                            }
+                            let fresh: Vec<_> = state.logs[next..].to_vec();
+                            next = state.logs.len();
+                            (fresh, state.finished || state.removed)
+                        };
+                        buf = fresh.into_iter().filter(&keep).rev().collect();
+                        if !buf.is_empty() {
+                            continue;
+                        }
+                        if ended {
+                            return None;
+                        }
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
+        );
+        Ok(head.chain(tail.map(to_line).map(Ok)).boxed())
+    }
+
+    async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+        let after = filters
+            .continue_token
+            .as_deref()
+            .map(parse_after_token)
+            .transpose()?;
+        let matching: Vec<Instance> = lock(&self.instances)
+            .values()
+            .map(|e| e.instance())
+            .filter(|i| {
+                i.labels.get(labels::MANAGED).is_some_and(|v| v == "true") && filters.matches(i)
+            })
+            .collect();
+        Ok(page_after(matching, after.as_deref(), filters.limit))
+    }
+}

@@ -1,0 +1,114 @@
+//! The `McpOrchestrator` trait, its object-safe alias and forwarding impls.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use mcp_types::{
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, McpServer, Page,
+    StartOptions,
+};
+
+use crate::error::Result;
+
+/// A stream of log lines; errors end it.
+pub type LogLines = BoxStream<'static, Result<LogLine>>;
+
+/// An orchestrator behind a pointer, for callers that pick the backend at run time.
+pub type DynOrchestrator = dyn McpOrchestrator;
+
+/// Starts, stops, watches and lists MCP servers on one backend.
+///
+/// Every method validates its input before touching the engine. Ids are the instance names
+/// made by [`mcp_types::new_instance_name`].
+#[async_trait]
+pub trait McpOrchestrator: Debug + Send + Sync + 'static {
+    /// Short backend name: `docker`, `kubernetes`, `process`, `memory`.
+    fn backend_name(&self) -> &'static str;
+
+    /// Starts one instance of `spec` with per-instance `options`, returning as soon as the
+    /// engine has accepted it (it may still be Pending).
+    ///
+    /// # Errors
+    /// - [`InvalidSpec`](crate::OrchestratorError::InvalidSpec) when the spec or options are
+    ///   invalid; nothing is created.
+    /// - [`ImageNotAvailable`](crate::OrchestratorError::ImageNotAvailable) when the image is
+    ///   missing and cannot be pulled.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the spec asks for
+    ///   something the backend cannot provide (e.g. a GPU).
+    async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId>;
+
+    /// Stops an instance: asks it to terminate, waits up to `grace`, then kills it, and removes
+    /// it. Returns when it is gone; stopping an instance that already exited removes it.
+    ///
+    /// # Errors
+    /// - [`NotFound`](crate::OrchestratorError::NotFound) for an unknown id (or one not managed
+    ///   by this project).
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    /// - [`Timeout`](crate::OrchestratorError::Timeout) when the instance is still present well
+    ///   after it was killed.
+    async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()>;
+
+    /// The current status of an instance.
+    ///
+    /// # Errors
+    /// - [`NotFound`](crate::OrchestratorError::NotFound) for an unknown or stopped id.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus>;
+
+    /// The instance's output as lines. With `follow` the stream stays open, yielding new lines,
+    /// until the instance stops or exits.
+    ///
+    /// # Errors
+    /// - [`NotFound`](crate::OrchestratorError::NotFound) for an unknown id.
+    /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) for options the backend
+    ///   cannot honour (e.g. `previous` where no previous run exists).
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines>;
+
+    /// Managed instances matching `filters`, one page at a time, ordered by id.
+    ///
+    /// # Errors
+    /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) for a malformed continue
+    ///   token or filter.
+    /// - [`ContinueExpired`](crate::OrchestratorError::ContinueExpired) when the token can no
+    ///   longer be resumed.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>>;
+}
+
+macro_rules! forward {
+    ($ptr:ident) => {
+        #[async_trait]
+        impl<T: McpOrchestrator + ?Sized> McpOrchestrator for $ptr<T> {
+            fn backend_name(&self) -> &'static str {
+                (**self).backend_name()
+            }
+            async fn start_server(
+                &self,
+                spec: &McpServer,
+                options: &StartOptions,
+            ) -> Result<InstanceId> {
+                (**self).start_server(spec, options).await
+            }
+            async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+                (**self).stop_server(id, grace).await
+            }
+            async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+                (**self).get_status(id).await
+            }
+            async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
+                (**self).get_logs(id, options).await
+            }
+            async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+                (**self).list_instances(filters).await
+            }
+        }
+    };
+}
+
+forward!(Arc);
+forward!(Box);
