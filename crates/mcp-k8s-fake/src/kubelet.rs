@@ -1,0 +1,1070 @@
+//! The simulated scheduler and kubelet: one task per pod binds it to the fake node, pulls images,
+//! runs each container's program (a fixture script or "run forever"), applies the restart policy
+//! with CrashLoopBackOff, honours injected failures, and carries out graceful deletion.
+
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::failures::{Failure, Failures};
+use crate::fixture;
+use crate::logs::{LogStore, LogStream};
+use crate::resources::ResourceKind;
+use crate::store::{DeleteAction, ObjectKey, Store};
+use crate::{names, time};
+use mcp_orchestrator_api::fixture::FixtureStep as Step;
+
+/// The name of the single fake node pods are bound to.
+pub const NODE_NAME: &str = "fake-node";
+const NODE_IP: &str = "10.0.0.2";
+
+/// How long each simulated step takes. Defaults are tens of milliseconds so tests run fast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletTimings {
+    /// From creation to the scheduler binding the pod (and between re-tries while unschedulable).
+    pub schedule: Duration,
+    /// From binding to the containers starting (the image pull).
+    pub image_pull: Duration,
+    /// How long each of `ErrImagePull` and `ImagePullBackOff` lasts before the next pull attempt.
+    pub image_pull_backoff: Duration,
+    /// The first CrashLoopBackOff wait; it doubles with each restart, up to 8 times this.
+    pub restart_backoff: Duration,
+    /// How long an injected crash or OOM-kill lets a container run.
+    pub crash_after: Duration,
+    /// How long a container takes to exit after SIGTERM (a graceful delete).
+    pub termination: Duration,
+}
+
+impl Default for KubeletTimings {
+    fn default() -> Self {
+        Self {
+            schedule: Duration::from_millis(10),
+            image_pull: Duration::from_millis(20),
+            image_pull_backoff: Duration::from_millis(40),
+            restart_backoff: Duration::from_millis(40),
+            crash_after: Duration::from_millis(20),
+            termination: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What the API tells a pod's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum PodSignal {
+    #[default]
+    Live,
+    /// Graceful deletion: stop the containers, at the latest by `deadline`.
+    Terminate { deadline: Instant },
+    /// The object is gone from the API.
+    Removed,
+}
+
+/// The kubelet shared by every pod task.
+#[derive(Debug)]
+pub(crate) struct Kubelet {
+    store: Arc<Store>,
+    logs: Arc<LogStore>,
+    failures: Arc<Failures>,
+    timings: KubeletTimings,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    pods: Mutex<HashMap<String, watch::Sender<PodSignal>>>,
+    next_ip: AtomicU32,
+}
+
+impl Kubelet {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        logs: Arc<LogStore>,
+        failures: Arc<Failures>,
+        timings: KubeletTimings,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            store,
+            logs,
+            failures,
+            timings,
+            cancel,
+            tracker,
+            pods: Mutex::new(HashMap::new()),
+            next_ip: AtomicU32::new(0),
+        }
+    }
+
+    fn pods(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<PodSignal>>> {
+        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts simulating a newly created pod.
+    pub(crate) fn spawn(self: &Arc<Self>, pod: &Value) {
+        let Ok(pod) = serde_json::from_value::<Pod>(pod.clone()) else {
+            return;
+        };
+        let (Some(uid), Some(name), Some(namespace)) = (
+            pod.metadata.uid.clone(),
+            pod.metadata.name.clone(),
+            pod.metadata.namespace.clone(),
+        ) else {
+            return;
+        };
+        let (signal_tx, signal_rx) = watch::channel(PodSignal::Live);
+        self.pods().insert(uid.clone(), signal_tx);
+        let ip = self.next_ip.fetch_add(1, Ordering::Relaxed);
+        let runtime = Arc::new(PodRuntime::new(
+            Arc::clone(self),
+            ObjectKey::new(ResourceKind::Pod, &namespace, &name),
+            uid.clone(),
+            &pod,
+            format!("10.244.{}.{}", (ip / 250) % 250, ip % 250 + 2),
+        ));
+        let kubelet = Arc::clone(self);
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = Arc::clone(&runtime).drive(signal_rx) => {}
+            }
+            kubelet.logs.remove(&runtime.instance_ids());
+            kubelet.pods().remove(&uid);
+        });
+    }
+
+    /// A graceful delete set the pod's deletionTimestamp: stop it within `grace_seconds`.
+    pub(crate) fn terminate(&self, uid: &str, grace_seconds: i64) {
+        let grace = Duration::from_secs(u64::try_from(grace_seconds).unwrap_or(0));
+        let deadline = Instant::now() + grace;
+        if let Some(tx) = self.pods().get(uid) {
+            tx.send_if_modified(|signal| match signal {
+                PodSignal::Terminate { deadline: current } if *current <= deadline => false,
+                PodSignal::Removed => false,
+                _ => {
+                    *signal = PodSignal::Terminate { deadline };
+                    true
+                }
+            });
+        }
+    }
+
+    /// The pod object was removed from the API.
+    pub(crate) fn removed(&self, uid: &str) {
+        if let Some(tx) = self.pods().get(uid) {
+            tx.send_replace(PodSignal::Removed);
+        }
+    }
+}
+
+/// One container's spec, as far as the kubelet cares.
+#[derive(Debug, Clone)]
+struct ContainerSpec {
+    name: String,
+    image: String,
+    command: Vec<String>,
+    args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Terminated {
+    container_id: String,
+    exit_code: i32,
+    reason: String,
+    started: Timestamp,
+    finished: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum RunState {
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        container_id: String,
+        started: Timestamp,
+    },
+    Terminated(Terminated),
+}
+
+#[derive(Debug, Clone)]
+struct ContainerRuntime {
+    spec: ContainerSpec,
+    image_id: Option<String>,
+    state: RunState,
+    last: Option<Terminated>,
+    restart_count: i32,
+    instance_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheduling {
+    Pending,
+    Unschedulable,
+    Bound,
+}
+
+#[derive(Debug)]
+struct PodState {
+    scheduling: Scheduling,
+    scheduled_at: Option<Timestamp>,
+    started_at: Option<Timestamp>,
+    containers: Vec<ContainerRuntime>,
+    terminating: bool,
+    /// Last transition times by condition type and status.
+    transitions: HashMap<&'static str, (bool, Timestamp)>,
+}
+
+/// How one container run ended.
+#[derive(Debug, Clone)]
+struct Exit {
+    code: i32,
+    reason: &'static str,
+}
+
+impl Exit {
+    fn from_code(code: i32) -> Self {
+        Self {
+            code,
+            reason: if code == 0 { "Completed" } else { "Error" },
+        }
+    }
+}
+
+/// A pod as the kubelet runs it.
+#[derive(Debug)]
+struct PodRuntime {
+    kubelet: Arc<Kubelet>,
+    key: ObjectKey,
+    uid: String,
+    restart_policy: RestartPolicy,
+    pod_ip: String,
+    state: Mutex<PodState>,
+}
+
+impl PodRuntime {
+    fn new(kubelet: Arc<Kubelet>, key: ObjectKey, uid: String, pod: &Pod, pod_ip: String) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let restart_policy = match spec.restart_policy.as_deref() {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        };
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| ContainerRuntime {
+                spec: ContainerSpec {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    command: c.command.clone().unwrap_or_default(),
+                    args: c.args.clone().unwrap_or_default(),
+                },
+                image_id: None,
+                state: RunState::Waiting {
+                    reason: "ContainerCreating".to_owned(),
+                    message: None,
+                },
+                last: None,
+                restart_count: 0,
+                instance_ids: Vec::new(),
+            })
+            .collect();
+        Self {
+            kubelet,
+            key,
+            uid,
+            restart_policy,
+            pod_ip,
+            state: Mutex::new(PodState {
+                scheduling: Scheduling::Pending,
+                scheduled_at: None,
+                started_at: None,
+                containers,
+                terminating: false,
+                transitions: HashMap::new(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, PodState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn instance_ids(&self) -> Vec<String> {
+        self.state()
+            .containers
+            .iter()
+            .flat_map(|c| c.instance_ids.iter().cloned())
+            .collect()
+    }
+
+    fn timings(&self) -> &KubeletTimings {
+        &self.kubelet.timings
+    }
+
+    fn failure(&self, image: Option<&str>, pick: impl Fn(&Failure) -> bool) -> Option<Failure> {
+        self.kubelet
+            .failures
+            .find(&self.key.namespace, &self.key.name, image, pick)
+    }
+
+    /// Writes the rendered status (and, on binding, the node name); `false` if the pod is gone.
+    fn publish(&self, bind: bool) -> bool {
+        let status = {
+            let mut state = self.state();
+            let rendered = render_status(&mut state, self.restart_policy, &self.pod_ip);
+            serde_json::to_value(rendered).unwrap_or(Value::Null)
+        };
+        let result = self
+            .kubelet
+            .store
+            .update(&self.key, Some(&self.uid), |pod| {
+                let mut changed = false;
+                if bind {
+                    if !pod["metadata"]["deletionTimestamp"].is_null() {
+                        return Err(());
+                    }
+                    pod["spec"]["nodeName"] = json!(NODE_NAME);
+                    changed = true;
+                }
+                if pod["status"] != status {
+                    pod["status"] = status;
+                    changed = true;
+                }
+                Ok(changed)
+            });
+        match result {
+            Ok(_) => self
+                .kubelet
+                .store
+                .get(&self.key)
+                .is_some_and(|pod| pod["metadata"]["uid"].as_str() == Some(self.uid.as_str())),
+            Err(()) => false,
+        }
+    }
+
+    /// Sleeps for `duration` unless the pod is told to stop first; `true` if it slept fully.
+    async fn sleep(&self, duration: Duration, signal: &mut watch::Receiver<PodSignal>) -> bool {
+        let stop = wait_for_stop(signal);
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            _ = stop => false,
+        }
+    }
+
+    async fn drive(self: Arc<Self>, mut signal: watch::Receiver<PodSignal>) {
+        // The scheduler.
+        loop {
+            if !self.sleep(self.timings().schedule, &mut signal).await {
+                return self.finish(&signal).await;
+            }
+            if self
+                .failure(None, |f| *f == Failure::Unschedulable)
+                .is_some()
+            {
+                let first = {
+                    let mut state = self.state();
+                    let first = state.scheduling != Scheduling::Unschedulable;
+                    state.scheduling = Scheduling::Unschedulable;
+                    first
+                };
+                if first && !self.publish(false) {
+                    return;
+                }
+                continue;
+            }
+            break;
+        }
+        {
+            let mut state = self.state();
+            state.scheduling = Scheduling::Bound;
+            state.scheduled_at = Some(time::now());
+        }
+        if !self.publish(true) {
+            return;
+        }
+        // The kubelet admits the pod and creates its sandbox.
+        self.state().started_at = Some(time::now());
+        if !self.publish(false) {
+            return;
+        }
+        let count = self.state().containers.len();
+        let runs = (0..count).map(|index| {
+            let this = Arc::clone(&self);
+            let signal = signal.clone();
+            async move { this.run_container(index, signal).await }
+        });
+        futures::future::join_all(runs).await;
+        self.finish(&signal).await;
+    }
+
+    /// Every container has stopped: remove the pod if it is being deleted, else stay terminal
+    /// until it is.
+    async fn finish(&self, signal: &watch::Receiver<PodSignal>) {
+        let mut signal = signal.clone();
+        loop {
+            let current = *signal.borrow_and_update();
+            match current {
+                PodSignal::Removed => return,
+                PodSignal::Terminate { .. } => {
+                    self.state().terminating = true;
+                    if self.state().scheduling == Scheduling::Bound {
+                        self.publish(false);
+                    }
+                    let _ = self
+                        .kubelet
+                        .store
+                        .delete(&self.key, Some(&self.uid), |_| Ok(DeleteAction::Remove));
+                    return;
+                }
+                PodSignal::Live => {
+                    if self.state().scheduling == Scheduling::Bound && !self.publish(false) {
+                        return;
+                    }
+                }
+            }
+            if signal.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn set_state(&self, index: usize, update: impl FnOnce(&mut ContainerRuntime)) -> bool {
+        {
+            let mut state = self.state();
+            let Some(container) = state.containers.get_mut(index) else {
+                return false;
+            };
+            update(container);
+        }
+        self.publish(false)
+    }
+
+    /// Pulls the image, going through ErrImagePull/ImagePullBackOff while a pull failure is
+    /// injected; `false` if the pod stopped first.
+    async fn pull_image(
+        &self,
+        index: usize,
+        image: &str,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> bool {
+        loop {
+            if !self.sleep(self.timings().image_pull, signal).await {
+                return false;
+            }
+            if self
+                .failure(Some(image), |f| *f == Failure::ImagePull)
+                .is_none()
+            {
+                return true;
+            }
+            let message = format!(
+                "rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found (injected by mcp-k8s-fake)"
+            );
+            if !self.set_state(index, |c| {
+                c.state = RunState::Waiting {
+                    reason: "ErrImagePull".to_owned(),
+                    message: Some(message),
+                };
+            }) {
+                return false;
+            }
+            if !self.sleep(self.timings().image_pull_backoff, signal).await {
+                return false;
+            }
+            let message = format!("Back-off pulling image \"{image}\"");
+            if !self.set_state(index, |c| {
+                c.state = RunState::Waiting {
+                    reason: "ImagePullBackOff".to_owned(),
+                    message: Some(message),
+                };
+            }) {
+                return false;
+            }
+            if !self.sleep(self.timings().image_pull_backoff, signal).await {
+                return false;
+            }
+        }
+    }
+
+    async fn run_container(&self, index: usize, mut signal: watch::Receiver<PodSignal>) {
+        let Some(spec) = self.state().containers.get(index).map(|c| c.spec.clone()) else {
+            return;
+        };
+        if !self.pull_image(index, &spec.image, &mut signal).await {
+            return;
+        }
+        let image_id = format!(
+            "{}@sha256:{}",
+            spec.image.split(':').next().unwrap_or(&spec.image),
+            names::random_hex(64)
+        );
+        let mut backoff = self.timings().restart_backoff;
+        loop {
+            let container_id = format!("containerd://{}", names::random_hex(64));
+            self.kubelet.logs.start(&container_id);
+            let started = time::now();
+            if !self.set_state(index, |c| {
+                c.image_id = Some(image_id.clone());
+                c.instance_ids.push(container_id.clone());
+                c.state = RunState::Running {
+                    container_id: container_id.clone(),
+                    started,
+                };
+            }) {
+                return;
+            }
+            let exit = self.execute(&spec, &container_id, &mut signal).await;
+            self.kubelet.logs.finish(&container_id);
+            let Some(exit) = exit else {
+                return;
+            };
+            let terminated = Terminated {
+                container_id: container_id.clone(),
+                exit_code: exit.code,
+                reason: exit.reason.to_owned(),
+                started,
+                finished: time::now(),
+            };
+            let stopping = !matches!(*signal.borrow(), PodSignal::Live);
+            if !self.set_state(index, |c| {
+                c.state = RunState::Terminated(terminated.clone());
+            }) {
+                return;
+            }
+            let restart = match self.restart_policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => exit.code != 0,
+                RestartPolicy::Never => false,
+            };
+            if stopping || !restart {
+                return;
+            }
+            let message = format!(
+                "back-off {}ms restarting failed container={} pod={}_{}({})",
+                backoff.as_millis(),
+                spec.name,
+                self.key.name,
+                self.key.namespace,
+                self.uid
+            );
+            if !self.set_state(index, |c| {
+                c.last = Some(terminated.clone());
+                c.state = RunState::Waiting {
+                    reason: "CrashLoopBackOff".to_owned(),
+                    message: Some(message),
+                };
+            }) {
+                return;
+            }
+            if !self.sleep(backoff, &mut signal).await {
+                return;
+            }
+            backoff = (backoff * 2).min(self.timings().restart_backoff * 8);
+            if let Some(c) = self.state().containers.get_mut(index) {
+                c.restart_count += 1;
+            }
+        }
+    }
+
+    /// Runs one container instance until it exits (`Some`) or the pod vanishes (`None`).
+    async fn execute(
+        &self,
+        spec: &ContainerSpec,
+        container_id: &str,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> Option<Exit> {
+        let image = Some(spec.image.as_str());
+        let injected = self.failure(image, |f| {
+            matches!(f, Failure::CrashLoop { .. } | Failure::OomKilled)
+        });
+        let ignores_sigterm = self
+            .failure(image, |f| *f == Failure::IgnoreSigterm)
+            .is_some();
+        let crash_after = self.timings().crash_after;
+        let logs = Arc::clone(&self.kubelet.logs);
+        let program = async move {
+            match injected {
+                Some(Failure::OomKilled) => {
+                    tokio::time::sleep(crash_after).await;
+                    Exit {
+                        code: 137,
+                        reason: "OOMKilled",
+                    }
+                }
+                Some(Failure::CrashLoop { exit_code }) => {
+                    tokio::time::sleep(crash_after).await;
+                    Exit::from_code(exit_code)
+                }
+                _ => {
+                    run_program(
+                        &fixture::program_for(&spec.command, &spec.args),
+                        &logs,
+                        container_id,
+                    )
+                    .await
+                }
+            }
+        };
+        let mut program = pin!(program);
+        let stop = tokio::select! {
+            exit = &mut program => return Some(exit),
+            stop = wait_for_stop(signal) => stop,
+        };
+        let deadline = match stop {
+            PodSignal::Terminate { deadline } => deadline,
+            PodSignal::Removed | PodSignal::Live => return None,
+        };
+        // SIGTERM: a normal process exits after a moment; one that ignores it is SIGKILLed when
+        // the grace period ends.
+        let (stop_at, forced) = if ignores_sigterm {
+            (
+                deadline,
+                Exit {
+                    code: 137,
+                    reason: "Error",
+                },
+            )
+        } else {
+            (
+                deadline.min(Instant::now() + self.timings().termination),
+                Exit {
+                    code: 143,
+                    reason: "Error",
+                },
+            )
+        };
+        tokio::select! {
+            exit = &mut program => Some(exit),
+            () = tokio::time::sleep_until(stop_at) => Some(forced),
+            () = wait_for_removed(signal) => None,
+        }
+    }
+}
+
+/// Resolves when the pod is told to stop (terminate or removed).
+async fn wait_for_stop(signal: &mut watch::Receiver<PodSignal>) -> PodSignal {
+    loop {
+        let current = *signal.borrow_and_update();
+        if current != PodSignal::Live {
+            return current;
+        }
+        if signal.changed().await.is_err() {
+            return PodSignal::Removed;
+        }
+    }
+}
+
+/// Resolves when the pod object is removed.
+async fn wait_for_removed(signal: &mut watch::Receiver<PodSignal>) {
+    loop {
+        if *signal.borrow_and_update() == PodSignal::Removed {
+            return;
+        }
+        if signal.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Executes a container program; a program without `Exit` runs until it is stopped.
+async fn run_program(steps: &[Step], logs: &LogStore, container_id: &str) -> Exit {
+    for step in steps {
+        match step {
+            Step::Stdout(text) => {
+                logs.append(container_id, LogStream::Stdout, text);
+            }
+            Step::Stderr(text) => {
+                logs.append(container_id, LogStream::Stderr, text);
+            }
+            Step::StdoutLines { prefix, count } => {
+                for n in 1..=*count {
+                    logs.append(container_id, LogStream::Stdout, &format!("{prefix}-{n}"));
+                }
+            }
+            Step::Sleep(duration) => tokio::time::sleep(*duration).await,
+            Step::Exit(code) => return Exit::from_code(*code),
+        }
+    }
+    std::future::pending().await
+}
+
+fn condition(
+    transitions: &mut HashMap<&'static str, (bool, Timestamp)>,
+    type_: &'static str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> PodCondition {
+    let now = time::now();
+    let since = match transitions.get(type_) {
+        Some((previous, since)) if *previous == status => *since,
+        _ => {
+            transitions.insert(type_, (status, now));
+            now
+        }
+    };
+    PodCondition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.map(str::to_owned),
+        message,
+        last_transition_time: Some(time::k8s(since)),
+        ..PodCondition::default()
+    }
+}
+
+fn terminated_state(t: &Terminated) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            container_id: Some(t.container_id.clone()),
+            exit_code: t.exit_code,
+            reason: Some(t.reason.clone()),
+            started_at: Some(time::k8s(t.started)),
+            finished_at: Some(time::k8s(t.finished)),
+            ..ContainerStateTerminated::default()
+        }),
+        ..ContainerState::default()
+    }
+}
+
+/// The pod phase, following the kubelet's rules.
+fn phase(
+    containers: &[ContainerRuntime],
+    policy: RestartPolicy,
+    terminating: bool,
+) -> &'static str {
+    let (mut waiting, mut running, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for container in containers {
+        match &container.state {
+            RunState::Running { .. } => running += 1,
+            RunState::Terminated(t) => {
+                stopped += 1;
+                if t.exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            RunState::Waiting { .. } => match &container.last {
+                Some(last) => {
+                    stopped += 1;
+                    if last.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                None => waiting += 1,
+            },
+        }
+    }
+    if terminating && running == 0 {
+        return if stopped > 0 && stopped == succeeded && waiting == 0 {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
+    }
+    if waiting > 0 {
+        return "Pending";
+    }
+    if running > 0 {
+        return "Running";
+    }
+    if stopped == 0 {
+        return "Pending";
+    }
+    match policy {
+        RestartPolicy::Always => "Running",
+        _ if stopped == succeeded => "Succeeded",
+        RestartPolicy::Never => "Failed",
+        RestartPolicy::OnFailure => "Running",
+    }
+}
+
+/// One container's status.
+fn container_status(c: &ContainerRuntime) -> ContainerStatus {
+    let (state, container_id, running) = match &c.state {
+        RunState::Waiting { reason, message } => (
+            ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: message.clone(),
+                }),
+                ..ContainerState::default()
+            },
+            None,
+            false,
+        ),
+        RunState::Running {
+            container_id,
+            started,
+        } => (
+            ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(time::k8s(*started)),
+                }),
+                ..ContainerState::default()
+            },
+            Some(container_id.clone()),
+            true,
+        ),
+        RunState::Terminated(t) => (terminated_state(t), Some(t.container_id.clone()), false),
+    };
+    ContainerStatus {
+        name: c.spec.name.clone(),
+        image: c.spec.image.clone(),
+        image_id: c.image_id.clone().unwrap_or_default(),
+        container_id,
+        ready: running,
+        started: Some(running),
+        restart_count: c.restart_count,
+        state: Some(state),
+        last_state: Some(c.last.as_ref().map(terminated_state).unwrap_or_default()),
+        ..ContainerStatus::default()
+    }
+}
+
+/// The pod status as the kubelet would report it.
+fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> PodStatus {
+    let transitions = &mut state.transitions;
+    match state.scheduling {
+        Scheduling::Pending => {
+            return PodStatus {
+                phase: Some("Pending".to_owned()),
+                ..PodStatus::default()
+            };
+        }
+        Scheduling::Unschedulable => {
+            return PodStatus {
+                phase: Some("Pending".to_owned()),
+                conditions: Some(vec![condition(
+                    transitions,
+                    "PodScheduled",
+                    false,
+                    Some("Unschedulable"),
+                    Some("0/1 nodes are available: 1 node(s) were unschedulable (injected by mcp-k8s-fake). preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_owned()),
+                )]),
+                ..PodStatus::default()
+            };
+        }
+        Scheduling::Bound => {}
+    }
+    let Some(started_at) = state.started_at else {
+        // Bound by the scheduler, not yet seen by the kubelet.
+        return PodStatus {
+            phase: Some("Pending".to_owned()),
+            conditions: Some(vec![condition(
+                transitions,
+                "PodScheduled",
+                true,
+                None,
+                None,
+            )]),
+            ..PodStatus::default()
+        };
+    };
+    let phase = phase(&state.containers, policy, state.terminating);
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let unready: Vec<&str> = state
+        .containers
+        .iter()
+        .filter(|c| !matches!(c.state, RunState::Running { .. }))
+        .map(|c| c.spec.name.as_str())
+        .collect();
+    let ready = unready.is_empty();
+    let (ready_reason, ready_message) = if ready {
+        (None, None)
+    } else if terminal {
+        (Some("PodCompleted"), None)
+    } else {
+        (
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
+    };
+    let conditions = vec![
+        condition(
+            transitions,
+            "PodReadyToStartContainers",
+            !terminal,
+            None,
+            None,
+        ),
+        condition(transitions, "Initialized", true, None, None),
+        condition(
+            transitions,
+            "Ready",
+            ready,
+            ready_reason,
+            ready_message.clone(),
+        ),
+        condition(
+            transitions,
+            "ContainersReady",
+            ready,
+            ready_reason,
+            ready_message,
+        ),
+        condition(transitions, "PodScheduled", true, None, None),
+    ];
+    let container_statuses = state.containers.iter().map(container_status).collect();
+    PodStatus {
+        phase: Some(phase.to_owned()),
+        conditions: Some(conditions),
+        container_statuses: Some(container_statuses),
+        host_ip: Some(NODE_IP.to_owned()),
+        host_ips: Some(vec![HostIP {
+            ip: NODE_IP.to_owned(),
+        }]),
+        pod_ip: Some(pod_ip.to_owned()),
+        pod_ips: Some(vec![PodIP {
+            ip: pod_ip.to_owned(),
+        }]),
+        start_time: Some(time::k8s(started_at)),
+        ..PodStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(state: RunState, last: Option<i32>) -> ContainerRuntime {
+        let now = time::now();
+        ContainerRuntime {
+            spec: ContainerSpec {
+                name: "c".to_owned(),
+                image: "img".to_owned(),
+                command: Vec::new(),
+                args: Vec::new(),
+            },
+            image_id: None,
+            state,
+            last: last.map(|code| Terminated {
+                container_id: "x".to_owned(),
+                exit_code: code,
+                reason: "Error".to_owned(),
+                started: now,
+                finished: now,
+            }),
+            restart_count: 0,
+            instance_ids: Vec::new(),
+        }
+    }
+
+    fn terminated(code: i32) -> RunState {
+        let now = time::now();
+        RunState::Terminated(Terminated {
+            container_id: "x".to_owned(),
+            exit_code: code,
+            reason: "Error".to_owned(),
+            started: now,
+            finished: now,
+        })
+    }
+
+    fn waiting() -> RunState {
+        RunState::Waiting {
+            reason: "CrashLoopBackOff".to_owned(),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn phases_follow_the_kubelet_rules() {
+        let running = RunState::Running {
+            container_id: "x".to_owned(),
+            started: time::now(),
+        };
+        let cases = [
+            (
+                vec![container(waiting(), None)],
+                RestartPolicy::Always,
+                false,
+                "Pending",
+            ),
+            (
+                vec![container(running.clone(), None)],
+                RestartPolicy::Never,
+                false,
+                "Running",
+            ),
+            (
+                vec![container(terminated(0), None)],
+                RestartPolicy::Never,
+                false,
+                "Succeeded",
+            ),
+            (
+                vec![container(terminated(1), None)],
+                RestartPolicy::Never,
+                false,
+                "Failed",
+            ),
+            (
+                vec![container(terminated(1), None)],
+                RestartPolicy::OnFailure,
+                false,
+                "Running",
+            ),
+            (
+                vec![container(terminated(0), None)],
+                RestartPolicy::OnFailure,
+                false,
+                "Succeeded",
+            ),
+            (
+                vec![container(waiting(), Some(1))],
+                RestartPolicy::Always,
+                false,
+                "Running",
+            ),
+            (
+                vec![container(running, None), container(terminated(0), None)],
+                RestartPolicy::Never,
+                false,
+                "Running",
+            ),
+            (
+                vec![container(terminated(143), None)],
+                RestartPolicy::Always,
+                true,
+                "Failed",
+            ),
+            (
+                vec![container(terminated(0), None)],
+                RestartPolicy::Always,
+                true,
+                "Succeeded",
+            ),
+        ];
+        for (containers, policy, terminating, expected) in cases {
+            assert_eq!(
+                phase(&containers, policy, terminating),
+                expected,
+                "{containers:?} {policy:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! A stateful fake Kubernetes API server for tests.
+//!
+//! [`FakeKubeServer`] serves the Kubernetes REST API over HTTP on `127.0.0.1` (an OS-chosen
+//! port), so a real [`kube::Client`] talks to it exactly as to a cluster. It keeps pods,
+//! services, persistentvolumeclaims and networkpolicies with the apiserver's metadata handling
+//! (generateName, uid, a global resourceVersion, 409/404/410/422 `Status` errors), lists with
+//! label/field selectors and consistent `limit`/`continue` pagination, watches, graceful pod
+//! deletion and the pod `log` subresource. A simulated scheduler and kubelet move pods through
+//! their phases, run each container's fixture script (see `mcp_orchestrator_api::fixture`) and
+//! apply restart policies; tests inject failures (image pull, crash loop, OOM, unschedulable)
+//! and push log lines through a [`FakeKubeHandle`].
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use k8s_openapi::api::core::v1::Pod;
+//! let server = mcp_k8s_fake::FakeKubeServer::start().await;
+//! let client = server.client().await;
+//! let pods: kube::Api<Pod> = kube::Api::default_namespaced(client);
+//! # let _ = pods;
+//! # }
+//! ```
+
+mod api;
+mod failures;
+mod fixture;
+mod kubelet;
+mod logs;
+mod names;
+mod resources;
+mod selector;
+mod status;
+mod store;
+mod time;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::Method;
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use failures::{Failure, FailureTarget};
+pub use kubelet::{KubeletTimings, NODE_NAME};
+pub use logs::LogStream;
+pub use resources::ResourceKind;
+
+use crate::api::AppState;
+use crate::kubelet::Kubelet;
+use crate::logs::LogStore;
+use crate::store::{ObjectKey, Store};
+
+/// Errors of the fake's test-facing API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FakeKubeError {
+    /// Binding the loopback listener failed.
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(#[from] std::io::Error),
+    /// Building a kube client for the fake failed.
+    #[error("cannot build a kube client for the fake apiserver: {0}")]
+    Client(#[from] kube::Error),
+    /// The pod does not exist.
+    #[error("pod {namespace}/{name} not found")]
+    PodNotFound {
+        /// Namespace of the pod.
+        namespace: String,
+        /// Name of the pod.
+        name: String,
+    },
+    /// The pod has no such container, or no container at all.
+    #[error("pod {pod} has no container {container:?}")]
+    ContainerNotFound {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The requested container (None: the pod has none).
+        container: Option<String>,
+    },
+    /// The container is not running, so it cannot write log lines.
+    #[error("container {container} of pod {pod} is not running")]
+    ContainerNotRunning {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The container.
+        container: String,
+    },
+}
+
+/// One HTTP request the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// The URL path, e.g. `/api/v1/namespaces/default/pods`.
+    pub path: String,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+}
+
+impl RecordedRequest {
+    /// The (last) value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query);
+        pairs
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Decodes `a=b&c=d` with `+` and percent escapes.
+fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    fn decode(part: &str) -> String {
+        let bytes = part.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                other => out.push(other),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Settings of a [`FakeKubeServer`].
+#[derive(Debug, Clone)]
+pub struct FakeKubeOptions {
+    /// The namespace clients built by [`FakeKubeServer::client`] default to.
+    pub default_namespace: String,
+    /// How fast the simulated kubelet moves.
+    pub timings: KubeletTimings,
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK event.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for FakeKubeOptions {
+    fn default() -> Self {
+        Self {
+            default_namespace: "default".to_owned(),
+            timings: KubeletTimings::default(),
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running fake apiserver. Dropping it stops the server, the simulated kubelet, and every
+/// open watch and log stream.
+#[derive(Debug)]
+pub struct FakeKubeServer {
+    url: String,
+    default_namespace: String,
+    handle: FakeKubeHandle,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    serve: Option<JoinHandle<()>>,
+}
+
+impl FakeKubeServer {
+    /// Starts a server with default options.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound (see [`FakeKubeServer::try_start`]).
+    pub async fn start() -> Self {
+        Self::with_options(FakeKubeOptions::default()).await
+    }
+
+    /// Starts a server with these options.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound (see [`FakeKubeServer::try_start_with`]).
+    pub async fn with_options(options: FakeKubeOptions) -> Self {
+        match Self::try_start_with(options).await {
+            Ok(server) => server,
+            Err(error) => panic!("mcp-k8s-fake: {error}"),
+        }
+    }
+
+    /// Starts a server with default options.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::Bind`] if no loopback port can be bound.
+    pub async fn try_start() -> Result<Self, FakeKubeError> {
+        Self::try_start_with(FakeKubeOptions::default()).await
+    }
+
+    /// Starts a server with these options.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::Bind`] if no loopback port can be bound.
+    pub async fn try_start_with(options: FakeKubeOptions) -> Result<Self, FakeKubeError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let address = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let store = Arc::new(Store::new());
+        let logs = Arc::new(LogStore::default());
+        let failures = Arc::new(failures::Failures::default());
+        let kubelet = Arc::new(Kubelet::new(
+            Arc::clone(&store),
+            Arc::clone(&logs),
+            Arc::clone(&failures),
+            options.timings.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(AppState {
+            store: Arc::clone(&store),
+            logs: Arc::clone(&logs),
+            kubelet,
+            requests: Arc::clone(&requests),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+            bookmark_interval: options.bookmark_interval,
+        });
+        let app = api::router(state);
+        let shutdown = cancel.clone();
+        let serve = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "mcp-k8s-fake server stopped");
+            }
+        });
+        Ok(Self {
+            url: format!("http://{address}"),
+            default_namespace: options.default_namespace,
+            handle: FakeKubeHandle {
+                store,
+                logs,
+                failures,
+                requests,
+            },
+            cancel,
+            tracker,
+            serve: Some(serve),
+        })
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:43567`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A kube config pointing at the fake, defaulting to the configured namespace.
+    pub fn config(&self) -> kube::Config {
+        self.config_in(&self.default_namespace)
+    }
+
+    /// A kube config pointing at the fake, defaulting to `namespace`.
+    ///
+    /// # Panics
+    /// Never in practice: the URL is always a valid `http://127.0.0.1:port`.
+    pub fn config_in(&self, namespace: &str) -> kube::Config {
+        let uri = self
+            .url
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1"));
+        let mut config = kube::Config::new(uri);
+        namespace.clone_into(&mut config.default_namespace);
+        config.read_timeout = None;
+        config
+    }
+
+    /// A kube client for the fake (default namespace as configured).
+    ///
+    /// # Panics
+    /// If kube cannot build a client for a plain-HTTP config (see [`FakeKubeServer::try_client`]).
+    pub async fn client(&self) -> kube::Client {
+        match self.try_client().await {
+            Ok(client) => client,
+            Err(error) => panic!("mcp-k8s-fake: {error}"),
+        }
+    }
+
+    /// A kube client for the fake.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::Client`] if kube rejects the config.
+    #[allow(
+        clippy::unused_async,
+        reason = "kube's client spawns a buffer task, so it must be built inside a runtime"
+    )]
+    pub async fn try_client(&self) -> Result<kube::Client, FakeKubeError> {
+        Ok(kube::Client::try_from(self.config())?)
+    }
+
+    /// A kube client for the fake whose default namespace is `namespace`.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::Client`] if kube rejects the config.
+    #[allow(
+        clippy::unused_async,
+        reason = "kube's client spawns a buffer task, so it must be built inside a runtime"
+    )]
+    pub async fn client_in(&self, namespace: &str) -> Result<kube::Client, FakeKubeError> {
+        Ok(kube::Client::try_from(self.config_in(namespace))?)
+    }
+
+    /// The test-control handle (clone it freely).
+    pub fn handle(&self) -> FakeKubeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the server and waits until every task it started has ended.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if let Some(serve) = self.serve.take() {
+            let _ = serve.await;
+        }
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for FakeKubeServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+}
+
+/// Test control over a running fake: inspect objects, inject failures, push logs, expire
+/// continue tokens, read the request log.
+#[derive(Debug, Clone)]
+pub struct FakeKubeHandle {
+    store: Arc<Store>,
+    logs: Arc<LogStore>,
+    failures: Arc<failures::Failures>,
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl FakeKubeHandle {
+    /// Injects a failure for the containers or pods `target` designates; it applies to pods
+    /// scheduled and containers started or pulled from now on.
+    pub fn inject(&self, target: FailureTarget, failure: Failure) {
+        self.failures.inject(target, failure);
+    }
+
+    /// Removes every failure injected for `target`.
+    pub fn clear_failures(&self, target: &FailureTarget) {
+        self.failures.clear(target);
+    }
+
+    /// Removes every injected failure.
+    pub fn clear_all_failures(&self) {
+        self.failures.clear_all();
+    }
+
+    /// Writes `text` (one line per `\n`) to the only or first container of a pod.
+    ///
+    /// # Errors
+    /// If the pod does not exist or its first container is not running.
+    pub fn push_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        stream: LogStream,
+        text: &str,
+    ) -> Result<(), FakeKubeError> {
+        self.push_container_log(namespace, pod, None, stream, text)
+    }
+
+    /// Writes `text` to a named container of a pod (`None`: the first container).
+    ///
+    /// # Errors
+    /// If the pod or container does not exist, or the container is not running.
+    pub fn push_container_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        stream: LogStream,
+        text: &str,
+    ) -> Result<(), FakeKubeError> {
+        let object = self
+            .pod(namespace, pod)
+            .ok_or_else(|| FakeKubeError::PodNotFound {
+                namespace: namespace.to_owned(),
+                name: pod.to_owned(),
+            })?;
+        let pod_id = format!("{namespace}/{pod}");
+        let spec = object.spec.clone().unwrap_or_default();
+        let name = match container {
+            Some(name) => name.to_owned(),
+            None => spec
+                .containers
+                .first()
+                .map(|c| c.name.clone())
+                .ok_or_else(|| FakeKubeError::ContainerNotFound {
+                    pod: pod_id.clone(),
+                    container: None,
+                })?,
+        };
+        if !spec.containers.iter().any(|c| c.name == name) {
+            return Err(FakeKubeError::ContainerNotFound {
+                pod: pod_id,
+                container: Some(name),
+            });
+        }
+        let not_running = || FakeKubeError::ContainerNotRunning {
+            pod: pod_id.clone(),
+            container: name.clone(),
+        };
+        let container_id = object
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|statuses| statuses.iter().find(|s| s.name == name))
+            .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+            .and_then(|s| s.container_id.clone())
+            .ok_or_else(not_running)?;
+        if self.logs.append(&container_id, stream, text) {
+            Ok(())
+        } else {
+            Err(not_running())
+        }
+    }
+
+    /// Invalidates every continue token and watch resourceVersion issued so far, like an etcd
+    /// compaction: continuing such a list answers 410 Gone (reason Expired).
+    pub fn expire_continue_tokens(&self) {
+        self.store.compact();
+    }
+
+    /// The latest resourceVersion of the store.
+    pub fn resource_version(&self) -> u64 {
+        self.store.resource_version()
+    }
+
+    /// A stored pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.get(namespace, name)
+    }
+
+    /// A stored object of a served type (`Pod`, `Service`, `PersistentVolumeClaim`,
+    /// `NetworkPolicy`); `None` if absent or the type is not served.
+    pub fn get<K>(&self, namespace: &str, name: &str) -> Option<K>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        let kind = ResourceKind::from_kind(K::GROUP, K::KIND)?;
+        let value = self.store.get(&ObjectKey::new(kind, namespace, name))?;
+        serde_json::from_value(value).ok()
+    }
+
+    /// Every stored object of a served type, in `namespace` or (None) in all namespaces,
+    /// ordered by namespace and name.
+    pub fn list<K>(&self, namespace: Option<&str>) -> Vec<K>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        let Some(kind) = ResourceKind::from_kind(K::GROUP, K::KIND) else {
+            return Vec::new();
+        };
+        self.store
+            .all(kind, namespace)
+            .into_iter()
+            .filter_map(|value| serde_json::from_value(value).ok())
+            .collect()
+    }
+
+    /// A stored object as raw JSON.
+    pub fn object(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        self.store.get(&ObjectKey::new(kind, namespace, name))
+    }
+
+    /// Waits until the pod exists and satisfies `condition` (checked on every store change), at
+    /// most `timeout`. Returns the pod that satisfied it, `None` on timeout.
+    pub async fn wait_for_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        condition: impl Fn(&Pod) -> bool,
+    ) -> Option<Pod> {
+        self.wait_until(timeout, || {
+            self.pod(namespace, name).filter(|pod| condition(pod))
+        })
+        .await
+    }
+
+    /// Waits until the pod no longer exists, at most `timeout`; `true` if it is gone.
+    pub async fn wait_for_pod_gone(&self, namespace: &str, name: &str, timeout: Duration) -> bool {
+        self.wait_until(timeout, || {
+            self.pod(namespace, name).is_none().then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    async fn wait_until<T>(&self, timeout: Duration, probe: impl Fn() -> Option<T>) -> Option<T> {
+        let mut changes = self.store.subscribe_changes();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if let Some(found) = probe() {
+                    return Some(found);
+                }
+                if changes.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_decoded() {
+        let request = RecordedRequest {
+            method: Method::GET,
+            path: "/api/v1/pods".to_owned(),
+            query: Some("&labelSelector=app%3Dweb%2Ctier+in+%28a%29&limit=2&bad=%zz".to_owned()),
+        };
+        assert_eq!(
+            request.query_param("labelSelector").as_deref(),
+            Some("app=web,tier in (a)")
+        );
+        assert_eq!(request.query_param("limit").as_deref(), Some("2"));
+        assert_eq!(request.query_param("bad").as_deref(), Some("%zz"));
+        assert_eq!(request.query_param("missing"), None);
+    }
+}

@@ -1,0 +1,957 @@
+//! The resource types the fake serves (pods, services, persistentvolumeclaims, networkpolicies):
+//! their API coordinates, and the create-time defaulting and validation the apiserver applies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus, Service,
+    ServiceStatus,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use crate::names;
+use crate::status::{ApiError, FieldError};
+
+/// A resource type served by the fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    /// Core v1 `pods`.
+    Pod,
+    /// Core v1 `services`.
+    Service,
+    /// Core v1 `persistentvolumeclaims`.
+    PersistentVolumeClaim,
+    /// `networking.k8s.io/v1` `networkpolicies`.
+    NetworkPolicy,
+}
+
+impl ResourceKind {
+    /// Every served kind.
+    pub const ALL: [Self; 4] = [
+        Self::Pod,
+        Self::Service,
+        Self::PersistentVolumeClaim,
+        Self::NetworkPolicy,
+    ];
+
+    /// The plural resource name used in URLs.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Pod => "pods",
+            Self::Service => "services",
+            Self::PersistentVolumeClaim => "persistentvolumeclaims",
+            Self::NetworkPolicy => "networkpolicies",
+        }
+    }
+
+    /// The object kind (`Pod`, ...).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Service => "Service",
+            Self::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Self::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+
+    /// The API group ("" for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "networking.k8s.io",
+            _ => "",
+        }
+    }
+
+    /// The `apiVersion` of objects of this kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "networking.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    /// The kind of list objects (`PodList`, ...).
+    pub(crate) fn list_kind(self) -> String {
+        format!("{}List", self.kind())
+    }
+
+    /// Looks a kind up by API group and plural name.
+    pub(crate) fn from_plural(group: &str, plural: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.group() == group && kind.plural() == plural)
+    }
+
+    /// Looks a kind up by API group and kind name (for typed handle accessors).
+    pub(crate) fn from_kind(group: &str, kind: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.kind() == kind)
+    }
+
+    /// `pods` or `networkpolicies.networking.k8s.io`, as in NotFound messages.
+    pub(crate) fn qualified_resource(self) -> String {
+        match self.group() {
+            "" => self.plural().to_owned(),
+            group => format!("{}.{group}", self.plural()),
+        }
+    }
+
+    /// `Pod` or `NetworkPolicy.networking.k8s.io`, as in Invalid messages.
+    pub(crate) fn qualified_kind(self) -> String {
+        match self.group() {
+            "" => self.kind().to_owned(),
+            group => format!("{}.{group}", self.kind()),
+        }
+    }
+
+    /// `details` of NotFound / AlreadyExists statuses.
+    pub(crate) fn status_details(self, name: &str) -> Value {
+        let mut details = json!({ "name": name, "kind": self.plural() });
+        if !self.group().is_empty() {
+            details["group"] = json!(self.group());
+        }
+        details
+    }
+
+    /// `details` of Invalid statuses (carry the kind, not the resource).
+    pub(crate) fn invalid_details(self, name: &str) -> Value {
+        let mut details = json!({ "name": name, "kind": self.kind() });
+        if !self.group().is_empty() {
+            details["group"] = json!(self.group());
+        }
+        details
+    }
+
+    /// Field selectors the apiserver supports for this kind.
+    pub(crate) fn selectable_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            Self::Service => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.clusterIP",
+                "spec.type",
+            ],
+            Self::PersistentVolumeClaim | Self::NetworkPolicy => {
+                &["metadata.name", "metadata.namespace"]
+            }
+        }
+    }
+
+    /// Whether DELETE answers with the deleted object (pods, services) rather than a `Status`.
+    pub(crate) fn returns_deleted_object(self) -> bool {
+        matches!(self, Self::Pod | Self::Service)
+    }
+
+    /// Validates the name of an object of this kind.
+    pub(crate) fn validate_name(self, name: &str) -> Result<(), String> {
+        match self {
+            Self::Service => names::dns1035_label(name),
+            _ => names::dns1123_subdomain(name),
+        }
+    }
+}
+
+/// Counters the apiserver uses to allocate addresses.
+#[derive(Debug, Default)]
+pub(crate) struct Allocators {
+    next_cluster_ip: u32,
+    next_node_port: u16,
+}
+
+impl Allocators {
+    fn cluster_ip(&mut self) -> String {
+        self.next_cluster_ip += 1;
+        let n = self.next_cluster_ip;
+        format!("10.96.{}.{}", (n / 250) % 250, n % 250 + 1)
+    }
+
+    fn node_port(&mut self) -> i32 {
+        let port = 30000 + i32::from(self.next_node_port % 2768);
+        self.next_node_port = self.next_node_port.wrapping_add(1);
+        port
+    }
+}
+
+/// Checks kind/apiVersion/namespace/resourceVersion of a create body and returns the object's
+/// intended name (after `generateName` is resolved by the caller) and the defaulted, validated
+/// object without its final name.
+pub(crate) fn prepare_create(
+    kind: ResourceKind,
+    namespace: &str,
+    body: &Value,
+    allocators: &mut Allocators,
+) -> Result<Value, ApiError> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {})",
+            kind.kind()
+        )));
+    };
+    if let Some(api_version) = object.get("apiVersion").and_then(Value::as_str)
+        && api_version != kind.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            kind.api_version()
+        )));
+    }
+    if let Some(k) = object.get("kind").and_then(Value::as_str)
+        && k != kind.kind()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({k}) does not match the expected kind ({})",
+            kind.kind()
+        )));
+    }
+    let meta = &body["metadata"];
+    if let Some(ns) = meta["namespace"].as_str()
+        && !ns.is_empty()
+        && ns != namespace
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    if meta["resourceVersion"]
+        .as_str()
+        .is_some_and(|rv| !rv.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let display_name = meta["name"]
+        .as_str()
+        .or_else(|| meta["generateName"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let mut errors = Vec::new();
+    let prepared = match kind {
+        ResourceKind::Pod => {
+            if body["spec"]["containers"].is_null() {
+                return Err(ApiError::invalid(
+                    kind,
+                    &display_name,
+                    &[FieldError::required("spec.containers", "")],
+                ));
+            }
+            let mut pod: Pod = parse_typed(kind, body)?;
+            default_pod(&mut pod);
+            validate_meta(&pod.metadata, &mut errors);
+            validate_pod(&pod, &mut errors);
+            pod.status = Some(PodStatus {
+                phase: Some("Pending".to_owned()),
+                qos_class: Some(qos_class(&pod).to_owned()),
+                ..PodStatus::default()
+            });
+            to_value(&pod)?
+        }
+        ResourceKind::Service => {
+            let mut service: Service = parse_typed(kind, body)?;
+            validate_meta(&service.metadata, &mut errors);
+            validate_service(&service, &mut errors);
+            if errors.is_empty() {
+                default_service(&mut service, allocators);
+            }
+            service.status = Some(ServiceStatus {
+                load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus::default()),
+                ..ServiceStatus::default()
+            });
+            to_value(&service)?
+        }
+        ResourceKind::PersistentVolumeClaim => {
+            let mut pvc: PersistentVolumeClaim = parse_typed(kind, body)?;
+            validate_meta(&pvc.metadata, &mut errors);
+            validate_pvc(&pvc, &mut errors);
+            bind_pvc(&mut pvc);
+            to_value(&pvc)?
+        }
+        ResourceKind::NetworkPolicy => {
+            let mut policy: NetworkPolicy = parse_typed(kind, body)?;
+            validate_meta(&policy.metadata, &mut errors);
+            validate_network_policy(&policy, &mut errors);
+            default_network_policy(&mut policy);
+            to_value(&policy)?
+        }
+    };
+    if errors.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(ApiError::invalid(kind, &display_name, &errors))
+    }
+}
+
+fn parse_typed<T: serde::de::DeserializeOwned>(
+    kind: ResourceKind,
+    body: &Value,
+) -> Result<T, ApiError> {
+    serde_json::from_value(body.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"v1\" cannot be handled as a {}: {e}",
+            kind.kind(),
+            kind.kind()
+        ))
+    })
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(object).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Validates labels and annotation keys.
+fn validate_meta(meta: &ObjectMeta, errors: &mut Vec<FieldError>) {
+    for (key, value) in meta.labels.iter().flatten() {
+        if let Err(message) = names::qualified_name(key) {
+            errors.push(FieldError::invalid("metadata.labels", key, message));
+        }
+        if let Err(message) = names::label_value(value) {
+            errors.push(FieldError::invalid("metadata.labels", value, message));
+        }
+    }
+    for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        if let Err(message) = names::qualified_name(&key.to_lowercase()) {
+            errors.push(FieldError::invalid("metadata.annotations", key, message));
+        }
+    }
+    let annotation_bytes: usize = meta
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if annotation_bytes > 256 * 1024 {
+        errors.push(FieldError {
+            field: "metadata.annotations".to_owned(),
+            kind: crate::status::FieldErrorKind::Invalid(String::new()),
+            detail: "Too long: must have at most 262144 bytes".to_owned(),
+        });
+    }
+}
+
+/// Validates the name (or generateName prefix) of a new object.
+pub(crate) fn validate_new_name(
+    kind: ResourceKind,
+    name: Option<&str>,
+    generate_name: Option<&str>,
+) -> Result<(), ApiError> {
+    match (
+        name.filter(|n| !n.is_empty()),
+        generate_name.filter(|n| !n.is_empty()),
+    ) {
+        (Some(name), _) => kind.validate_name(name).map_err(|message| {
+            ApiError::invalid(
+                kind,
+                name,
+                &[FieldError::invalid("metadata.name", name, message)],
+            )
+        }),
+        (None, Some(prefix)) => {
+            // A prefix may end with '-': check it as if a suffix followed.
+            let masked = match prefix.strip_suffix('-') {
+                Some(stem) => format!("{stem}a"),
+                None => prefix.to_owned(),
+            };
+            let truncated: String = masked
+                .chars()
+                .take(names::DNS1123_LABEL_MAX - names::GENERATED_SUFFIX_LEN)
+                .collect();
+            kind.validate_name(&truncated).map_err(|message| {
+                ApiError::invalid(
+                    kind,
+                    prefix,
+                    &[FieldError::invalid(
+                        "metadata.generateName",
+                        prefix,
+                        message,
+                    )],
+                )
+            })
+        }
+        (None, None) => Err(ApiError::invalid(
+            kind,
+            "",
+            &[FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )],
+        )),
+    }
+}
+
+fn default_pod(pod: &mut Pod) {
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_owned());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_owned());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".to_owned());
+    let account = spec
+        .service_account_name
+        .get_or_insert_with(|| "default".to_owned())
+        .clone();
+    spec.service_account.get_or_insert(account);
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    spec.priority.get_or_insert(0);
+    spec.preemption_policy
+        .get_or_insert_with(|| "PreemptLowerPriority".to_owned());
+    // The scheduler, not the client, binds pods (a client-set nodeName is kept, as the real
+    // apiserver does).
+    for container in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        default_container(container);
+    }
+}
+
+fn default_container(container: &mut Container) {
+    if container.image_pull_policy.is_none() {
+        let image = container.image.as_deref().unwrap_or_default();
+        let last = image.rsplit('/').next().unwrap_or(image);
+        let pinned = image.contains('@');
+        let tag = last.split_once(':').map(|(_, tag)| tag);
+        let policy = if !pinned && tag.is_none_or(|t| t == "latest") {
+            "Always"
+        } else {
+            "IfNotPresent"
+        };
+        container.image_pull_policy = Some(policy.to_owned());
+    }
+    container
+        .termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".to_owned());
+    container
+        .termination_message_policy
+        .get_or_insert_with(|| "File".to_owned());
+    container.resources.get_or_insert_with(Default::default);
+    for port in container.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".to_owned());
+    }
+}
+
+/// The QoS class the apiserver derives from requests and limits.
+fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = &pod.spec else {
+        return "BestEffort";
+    };
+    let containers: Vec<&Container> = spec.containers.iter().collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for container in &containers {
+        let resources = container.resources.clone().unwrap_or_default();
+        let requests = resources.requests.unwrap_or_default();
+        let limits = resources.limits.unwrap_or_default();
+        if !requests.is_empty() || !limits.is_empty() {
+            any = true;
+        }
+        for resource in ["cpu", "memory"] {
+            let limit = limits.get(resource);
+            let request = requests.get(resource).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+fn validate_pod(pod: &Pod, errors: &mut Vec<FieldError>) {
+    let Some(spec) = &pod.spec else {
+        errors.push(FieldError::required("spec.containers", ""));
+        return;
+    };
+    if spec.containers.is_empty() {
+        errors.push(FieldError::required("spec.containers", ""));
+    }
+    if let Some(policy) = &spec.restart_policy
+        && !["Always", "OnFailure", "Never"].contains(&policy.as_str())
+    {
+        errors.push(FieldError::not_supported(
+            "spec.restartPolicy",
+            policy,
+            &["Always", "Never", "OnFailure"],
+        ));
+    }
+    if let Some(seconds) = spec.termination_grace_period_seconds
+        && seconds < 0
+    {
+        errors.push(FieldError::invalid(
+            "spec.terminationGracePeriodSeconds",
+            seconds.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    let mut volumes = BTreeSet::new();
+    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}].name");
+        if let Err(message) = names::dns1123_label(&volume.name) {
+            errors.push(FieldError::invalid(&field, &volume.name, message));
+        }
+        if !volumes.insert(volume.name.clone()) {
+            errors.push(FieldError::duplicate(&field, &volume.name));
+        }
+    }
+    let mut container_names = BTreeSet::new();
+    let groups = [
+        (
+            "spec.initContainers",
+            spec.init_containers.as_deref().unwrap_or_default(),
+        ),
+        ("spec.containers", spec.containers.as_slice()),
+    ];
+    for (path, containers) in groups {
+        for (i, container) in containers.iter().enumerate() {
+            validate_container(
+                &format!("{path}[{i}]"),
+                container,
+                &volumes,
+                &mut container_names,
+                errors,
+            );
+        }
+    }
+}
+
+fn validate_container(
+    path: &str,
+    container: &Container,
+    volumes: &BTreeSet<String>,
+    seen: &mut BTreeSet<String>,
+    errors: &mut Vec<FieldError>,
+) {
+    if container.name.is_empty() {
+        errors.push(FieldError::required(format!("{path}.name"), ""));
+    } else if let Err(message) = names::dns1123_label(&container.name) {
+        errors.push(FieldError::invalid(
+            format!("{path}.name"),
+            &container.name,
+            message,
+        ));
+    } else if !seen.insert(container.name.clone()) {
+        errors.push(FieldError::duplicate(
+            format!("{path}.name"),
+            &container.name,
+        ));
+    }
+    if container
+        .image
+        .as_deref()
+        .is_none_or(|i| i.trim().is_empty())
+    {
+        errors.push(FieldError::required(format!("{path}.image"), ""));
+    }
+    if let Some(policy) = &container.image_pull_policy
+        && !["Always", "IfNotPresent", "Never"].contains(&policy.as_str())
+    {
+        errors.push(FieldError::not_supported(
+            format!("{path}.imagePullPolicy"),
+            policy,
+            &["Always", "IfNotPresent", "Never"],
+        ));
+    }
+    let mut port_names = BTreeSet::new();
+    for (j, port) in container.ports.iter().flatten().enumerate() {
+        let field = format!("{path}.ports[{j}]");
+        if !(1..=65535).contains(&port.container_port) {
+            errors.push(FieldError::invalid(
+                format!("{field}.containerPort"),
+                port.container_port.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if let Some(name) = &port.name {
+            if let Err(message) = names::iana_svc_name(name) {
+                errors.push(FieldError::invalid(format!("{field}.name"), name, message));
+            } else if !port_names.insert(name.clone()) {
+                errors.push(FieldError::duplicate(format!("{field}.name"), name));
+            }
+        }
+        if let Some(protocol) = &port.protocol
+            && !PROTOCOLS.contains(&protocol.as_str())
+        {
+            errors.push(FieldError::not_supported(
+                format!("{field}.protocol"),
+                protocol,
+                PROTOCOLS,
+            ));
+        }
+    }
+    for (j, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        if !volumes.contains(&mount.name) {
+            errors.push(FieldError::not_found(
+                format!("{path}.volumeMounts[{j}].name"),
+                &mount.name,
+            ));
+        }
+        if mount.mount_path.is_empty() {
+            errors.push(FieldError::required(
+                format!("{path}.volumeMounts[{j}].mountPath"),
+                "",
+            ));
+        }
+    }
+    for (j, env) in container.env.iter().flatten().enumerate() {
+        if env.name.is_empty() || env.name.contains('=') || env.name.chars().any(char::is_control) {
+            errors.push(FieldError::invalid(
+                format!("{path}.env[{j}].name"),
+                &env.name,
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            ));
+        }
+    }
+}
+
+const SERVICE_TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+
+fn validate_service(service: &Service, errors: &mut Vec<FieldError>) {
+    let spec = service.spec.clone().unwrap_or_default();
+    let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !SERVICE_TYPES.contains(&service_type) {
+        errors.push(FieldError::not_supported(
+            "spec.type",
+            service_type,
+            SERVICE_TYPES,
+        ));
+        return;
+    }
+    let ports = spec.ports.clone().unwrap_or_default();
+    let headless = spec.cluster_ip.as_deref() == Some("None");
+    if service_type == "ExternalName" {
+        if spec.external_name.as_deref().is_none_or(str::is_empty) {
+            errors.push(FieldError::required("spec.externalName", ""));
+        }
+    } else if ports.is_empty() && !headless {
+        errors.push(FieldError::required("spec.ports", ""));
+    }
+    let mut port_names = BTreeSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        match &port.name {
+            Some(name) if !name.is_empty() => {
+                if let Err(message) = names::dns1123_label(name) {
+                    errors.push(FieldError::invalid(format!("{field}.name"), name, message));
+                } else if !port_names.insert(name.clone()) {
+                    errors.push(FieldError::duplicate(format!("{field}.name"), name));
+                }
+            }
+            _ if ports.len() > 1 => errors.push(FieldError::required(format!("{field}.name"), "")),
+            _ => {}
+        }
+        if !(1..=65535).contains(&port.port) {
+            errors.push(FieldError::invalid(
+                format!("{field}.port"),
+                port.port.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if let Some(protocol) = &port.protocol
+            && !PROTOCOLS.contains(&protocol.as_str())
+        {
+            errors.push(FieldError::not_supported(
+                format!("{field}.protocol"),
+                protocol,
+                PROTOCOLS,
+            ));
+        }
+        match &port.target_port {
+            Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
+                errors.push(FieldError::invalid(
+                    format!("{field}.targetPort"),
+                    n.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+            Some(IntOrString::String(name)) => {
+                if let Err(message) = names::iana_svc_name(name) {
+                    errors.push(FieldError::invalid(
+                        format!("{field}.targetPort"),
+                        name,
+                        message,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (key, value) in spec.selector.iter().flatten() {
+        if let Err(message) = names::qualified_name(key) {
+            errors.push(FieldError::invalid("spec.selector", key, message));
+        }
+        if let Err(message) = names::label_value(value) {
+            errors.push(FieldError::invalid("spec.selector", value, message));
+        }
+    }
+}
+
+fn default_service(service: &mut Service, allocators: &mut Allocators) {
+    let spec = service.spec.get_or_insert_with(Default::default);
+    let service_type = spec
+        .type_
+        .get_or_insert_with(|| "ClusterIP".to_owned())
+        .clone();
+    spec.session_affinity
+        .get_or_insert_with(|| "None".to_owned());
+    if service_type != "ExternalName" {
+        let ip = spec
+            .cluster_ip
+            .clone()
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| allocators.cluster_ip());
+        spec.cluster_ip = Some(ip.clone());
+        spec.cluster_ips = Some(vec![ip]);
+        spec.ip_families
+            .get_or_insert_with(|| vec!["IPv4".to_owned()]);
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".to_owned());
+        spec.internal_traffic_policy
+            .get_or_insert_with(|| "Cluster".to_owned());
+    }
+    let external = matches!(service_type.as_str(), "NodePort" | "LoadBalancer");
+    if external {
+        spec.external_traffic_policy
+            .get_or_insert_with(|| "Cluster".to_owned());
+    }
+    if service_type == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
+    }
+    for port in spec.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".to_owned());
+        if port.target_port.is_none() {
+            port.target_port = Some(IntOrString::Int(port.port));
+        }
+        if external && port.node_port.is_none() {
+            port.node_port = Some(allocators.node_port());
+        }
+    }
+}
+
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+fn validate_pvc(pvc: &PersistentVolumeClaim, errors: &mut Vec<FieldError>) {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let modes = spec.access_modes.unwrap_or_default();
+    if modes.is_empty() {
+        errors.push(FieldError::required(
+            "spec.accessModes",
+            "at least 1 access mode is required",
+        ));
+    }
+    for mode in &modes {
+        if !ACCESS_MODES.contains(&mode.as_str()) {
+            errors.push(FieldError::not_supported(
+                "spec.accessModes",
+                mode,
+                ACCESS_MODES,
+            ));
+        }
+    }
+    let has_storage = spec
+        .resources
+        .and_then(|r| r.requests)
+        .is_some_and(|requests| requests.contains_key("storage"));
+    if !has_storage {
+        errors.push(FieldError::required("spec.resources[storage]", ""));
+    }
+    if let Some(mode) = &spec.volume_mode
+        && !["Block", "Filesystem"].contains(&mode.as_str())
+    {
+        errors.push(FieldError::not_supported(
+            "spec.volumeMode",
+            mode,
+            &["Block", "Filesystem"],
+        ));
+    }
+}
+
+/// Binds a claim at once, as a cluster with an immediate-binding default storage class would.
+fn bind_pvc(pvc: &mut PersistentVolumeClaim) {
+    let spec = pvc.spec.get_or_insert_with(Default::default);
+    spec.storage_class_name
+        .get_or_insert_with(|| "standard".to_owned());
+    spec.volume_mode
+        .get_or_insert_with(|| "Filesystem".to_owned());
+    spec.volume_name
+        .get_or_insert_with(|| format!("pvc-{}", names::new_uid()));
+    let capacity: Option<BTreeMap<_, _>> = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|requests| requests.get("storage"))
+        .map(|q| BTreeMap::from([("storage".to_owned(), q.clone())]));
+    pvc.status = Some(PersistentVolumeClaimStatus {
+        phase: Some("Bound".to_owned()),
+        access_modes: spec.access_modes.clone(),
+        capacity,
+        ..PersistentVolumeClaimStatus::default()
+    });
+}
+
+fn validate_network_policy(policy: &NetworkPolicy, errors: &mut Vec<FieldError>) {
+    let spec = policy.spec.clone().unwrap_or_default();
+    if let Some(selector) = &spec.pod_selector {
+        validate_label_selector("spec.podSelector", selector, errors);
+    }
+    for (i, policy_type) in spec.policy_types.iter().flatten().enumerate() {
+        if !["Egress", "Ingress"].contains(&policy_type.as_str()) {
+            errors.push(FieldError::not_supported(
+                format!("spec.policyTypes[{i}]"),
+                policy_type,
+                &["Egress", "Ingress"],
+            ));
+        }
+    }
+    let ingress_peers = spec.ingress.iter().flatten().enumerate().map(|(i, rule)| {
+        (
+            format!("spec.ingress[{i}]"),
+            "from",
+            rule.from.clone(),
+            rule.ports.clone(),
+        )
+    });
+    let egress_peers = spec.egress.iter().flatten().enumerate().map(|(i, rule)| {
+        (
+            format!("spec.egress[{i}]"),
+            "to",
+            rule.to.clone(),
+            rule.ports.clone(),
+        )
+    });
+    for (path, peer_field, peers, ports) in ingress_peers.chain(egress_peers) {
+        for (j, peer) in peers.iter().flatten().enumerate() {
+            let field = format!("{path}.{peer_field}[{j}]");
+            let set = usize::from(peer.pod_selector.is_some())
+                + usize::from(peer.namespace_selector.is_some())
+                + usize::from(peer.ip_block.is_some());
+            if set == 0 {
+                errors.push(FieldError::required(&field, "must specify a peer"));
+            }
+            if peer.ip_block.is_some() && set > 1 {
+                errors.push(FieldError::forbidden(
+                    &field,
+                    "may not specify both ipBlock and another peer",
+                ));
+            }
+            if let Some(selector) = &peer.pod_selector {
+                validate_label_selector(&format!("{field}.podSelector"), selector, errors);
+            }
+            if let Some(selector) = &peer.namespace_selector {
+                validate_label_selector(&format!("{field}.namespaceSelector"), selector, errors);
+            }
+        }
+        for (j, port) in ports.iter().flatten().enumerate() {
+            if let Some(protocol) = &port.protocol
+                && !PROTOCOLS.contains(&protocol.as_str())
+            {
+                errors.push(FieldError::not_supported(
+                    format!("{path}.ports[{j}].protocol"),
+                    protocol,
+                    PROTOCOLS,
+                ));
+            }
+            if let Some(IntOrString::Int(n)) = &port.port
+                && !(1..=65535).contains(n)
+            {
+                errors.push(FieldError::invalid(
+                    format!("{path}.ports[{j}].port"),
+                    n.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+}
+
+fn validate_label_selector(
+    path: &str,
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    errors: &mut Vec<FieldError>,
+) {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if let Err(message) = names::qualified_name(key) {
+            errors.push(FieldError::invalid(
+                format!("{path}.matchLabels"),
+                key,
+                message,
+            ));
+        }
+        if let Err(message) = names::label_value(value) {
+            errors.push(FieldError::invalid(
+                format!("{path}.matchLabels"),
+                value,
+                message,
+            ));
+        }
+    }
+    for (i, expression) in selector.match_expressions.iter().flatten().enumerate() {
+        let field = format!("{path}.matchExpressions[{i}]");
+        let values = expression.values.clone().unwrap_or_default();
+        match expression.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => errors.push(FieldError::required(
+                format!("{field}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if !values.is_empty() => errors.push(FieldError::forbidden(
+                format!("{field}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errors.push(FieldError::not_supported(
+                format!("{field}.operator"),
+                other,
+                &["DoesNotExist", "Exists", "In", "NotIn"],
+            )),
+        }
+        if let Err(message) = names::qualified_name(&expression.key) {
+            errors.push(FieldError::invalid(
+                format!("{field}.key"),
+                &expression.key,
+                message,
+            ));
+        }
+    }
+}
+
+fn default_network_policy(policy: &mut NetworkPolicy) {
+    let spec = policy.spec.get_or_insert_with(Default::default);
+    spec.pod_selector.get_or_insert_with(Default::default);
+    if spec.policy_types.as_ref().is_none_or(Vec::is_empty) {
+        let mut types = vec!["Ingress".to_owned()];
+        if spec.egress.is_some() {
+            types.push("Egress".to_owned());
+        }
+        spec.policy_types = Some(types);
+    }
+}
