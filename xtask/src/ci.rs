@@ -1,0 +1,72 @@
+//! `cargo xtask ci`: exactly what CI runs, in order, failing fast.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::{cargo, manifests, python, run_cmd, tidy, workspace_root};
+
+/// Runs every CI step. `--skip-tests` stops after the static checks (for quick local runs).
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let skip_tests = args.iter().any(|a| a == "--skip-tests");
+    if let Some(unknown) = args.iter().find(|a| a.as_str() != "--skip-tests") {
+        bail!("unknown ci option {unknown:?} (known: --skip-tests)");
+    }
+    let started = Instant::now();
+    let cargo = cargo();
+
+    run_cmd(&cargo, &["fmt", "--all", "--", "--check"], &[])?;
+
+    println!("\n==> tidy (layering, file headers, feature docs)");
+    let violations = tidy::check(&workspace_root())?;
+    if !violations.is_empty() {
+        bail!(
+            "tidy found {} problem(s):\n  {}",
+            violations.len(),
+            violations.join("\n  ")
+        );
+    }
+
+    run_cmd(
+        &cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+
+    println!("\n==> generated example manifests are up to date");
+    manifests::check(&workspace_root())?;
+    println!("\n==> example manifests pass kubernetes-validate --strict");
+    manifests::validate(&workspace_root())?;
+
+    if !skip_tests {
+        let tools = python::ensure_tools()?;
+        let path = python::path_with_tools(&tools);
+        // Engines and tools that CI has must be present: a missing one fails instead of skipping.
+        run_cmd(
+            &cargo,
+            &[
+                "test",
+                "--workspace",
+                "--all-features",
+                "--locked",
+                "--no-fail-fast",
+            ],
+            &[
+                ("MCPCTL_REQUIRE_DOCKER", "1"),
+                ("MCPCTL_REQUIRE_PYTHON_MCP", "1"),
+                ("PATH", &path),
+            ],
+        )?;
+    }
+    println!("\nci: all steps passed in {:.0?}", started.elapsed());
+    Ok(())
+}
