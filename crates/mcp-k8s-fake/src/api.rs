@@ -696,7 +696,10 @@ fn decide_pod_delete(pod: &Value, options: &DeleteOptions) -> (DeleteAction, Pod
         period = 1;
     }
     if period == 0 {
-        return (DeleteAction::Remove, PodDeletion::None);
+        return (
+            DeleteAction::RemoveAs(stamp_deletion(pod, 0)),
+            PodDeletion::None,
+        );
     }
     if let Some(current) = pod["metadata"]["deletionGracePeriodSeconds"].as_i64()
         && !pod["metadata"]["deletionTimestamp"].is_null()
@@ -704,13 +707,26 @@ fn decide_pod_delete(pod: &Value, options: &DeleteOptions) -> (DeleteAction, Pod
     {
         return (DeleteAction::Unchanged, PodDeletion::None);
     }
+    (
+        DeleteAction::Update(stamp_deletion(pod, period)),
+        PodDeletion::Graceful(period),
+    )
+}
+
+/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
+/// pod already being deleted keeps its timestamp unless the period shortens it.
+pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
     let mut next = pod.clone();
-    next["metadata"]["deletionTimestamp"] = json!(time::format_seconds(time::plus_seconds(
-        time::now(),
-        period
-    )));
-    next["metadata"]["deletionGracePeriodSeconds"] = json!(period);
-    (DeleteAction::Update(next), PodDeletion::Graceful(period))
+    let meta = &mut next["metadata"];
+    let shorter = meta["deletionGracePeriodSeconds"]
+        .as_i64()
+        .is_none_or(|current| period < current);
+    if meta["deletionTimestamp"].is_null() || shorter {
+        let at = time::plus_seconds(time::now(), period);
+        meta["deletionTimestamp"] = json!(time::format_seconds(at));
+        meta["deletionGracePeriodSeconds"] = json!(period);
+    }
+    next
 }
 
 /// Deletes one object; returns the delete outcome (None when absent).
@@ -1090,21 +1106,21 @@ mod tests {
         };
         assert!(matches!(
             decide_pod_delete(&running, &zero).0,
-            DeleteAction::Remove
+            DeleteAction::RemoveAs(_)
         ));
 
         let mut pending = running.clone();
         pending["spec"]["nodeName"] = Value::Null;
         assert!(matches!(
             decide_pod_delete(&pending, &options).0,
-            DeleteAction::Remove
+            DeleteAction::RemoveAs(_)
         ));
 
         let mut done = running.clone();
         done["status"]["phase"] = json!("Succeeded");
         assert!(matches!(
             decide_pod_delete(&done, &options).0,
-            DeleteAction::Remove
+            DeleteAction::RemoveAs(_)
         ));
 
         let mut deleting = running.clone();

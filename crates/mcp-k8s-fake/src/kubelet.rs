@@ -434,7 +434,10 @@ impl PodRuntime {
                     let _ = self
                         .kubelet
                         .store
-                        .delete(&self.key, Some(&self.uid), |_| Ok(DeleteAction::Remove));
+                        .delete(&self.key, Some(&self.uid), |pod| {
+                            // The kubelet's final delete, with grace period 0.
+                            Ok(DeleteAction::RemoveAs(crate::api::stamp_deletion(pod, 0)))
+                        });
                     return;
                 }
                 PodSignal::Live => {

@@ -72,6 +72,8 @@ pub(crate) struct StoreEvent {
 pub(crate) enum DeleteAction {
     /// Remove the object now.
     Remove,
+    /// Remove the object now, reporting this last state (e.g. with the deletion stamp).
+    RemoveAs(Value),
     /// Keep the object, replaced by this value (e.g. with a deletionTimestamp).
     Update(Value),
     /// Keep the object as it is.
@@ -371,9 +373,12 @@ impl Store {
                 inner.objects.insert(key.clone(), next.clone());
                 (EventType::Modified, next.clone(), DeleteOutcome::Kept(next))
             }
-            DeleteAction::Remove => {
+            DeleteAction::Remove | DeleteAction::RemoveAs(_) => {
                 inner.objects.remove(key);
-                let mut last = current.clone();
+                let mut last = match action {
+                    DeleteAction::RemoveAs(last) => last,
+                    _ => current.clone(),
+                };
                 last["metadata"]["resourceVersion"] = json!(rv.to_string());
                 (
                     EventType::Deleted,

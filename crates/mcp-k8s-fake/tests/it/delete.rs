@@ -1,0 +1,179 @@
+//! Graceful pod deletion: deletionTimestamp first, removal once the containers exit or the grace
+//! period ends; immediate removal for grace 0, unscheduled and finished pods; preconditions.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use mcp_k8s_fake::{Failure, FailureTarget};
+use mcp_orchestrator_api::fixture::FixtureScript;
+
+use crate::{WAIT, create, idle_pod, script_pod, start, status_of, wait_running};
+
+#[tokio::test]
+async fn graceful_delete_sets_deletion_timestamp_then_removes_the_pod() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "del");
+    create(&pods, &idle_pod("p", &[])).await;
+    wait_running(&server, "del", "p").await;
+
+    let answer = pods
+        .delete("p", &DeleteParams::default().grace_period(20))
+        .await
+        .unwrap();
+    let deleting = answer
+        .left()
+        .expect("a graceful delete answers with the pod");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    assert_eq!(deleting.metadata.deletion_grace_period_seconds, Some(20));
+    // Still readable while it terminates, with the same deletionTimestamp.
+    if let Ok(pod) = pods.get("p").await {
+        assert_eq!(
+            pod.metadata.deletion_timestamp,
+            deleting.metadata.deletion_timestamp
+        );
+    }
+    assert!(server.handle().wait_for_pod_gone("del", "p", WAIT).await);
+    assert_eq!(status_of(pods.get("p").await).code, 404);
+}
+
+#[tokio::test]
+async fn grace_zero_unscheduled_and_finished_pods_go_at_once() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "now");
+    create(&pods, &idle_pod("running", &[])).await;
+    wait_running(&server, "now", "running").await;
+    let answer = pods
+        .delete("running", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert!(
+        answer
+            .left()
+            .is_some_and(|p| p.metadata.deletion_grace_period_seconds == Some(0))
+    );
+    assert_eq!(status_of(pods.get("running").await).code, 404);
+
+    server
+        .handle()
+        .inject(FailureTarget::pod("now", "stuck"), Failure::Unschedulable);
+    create(&pods, &idle_pod("stuck", &[])).await;
+    pods.delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status_of(pods.get("stuck").await).code, 404);
+
+    create(
+        &pods,
+        &script_pod("done", "Never", &FixtureScript::new().exit(0)),
+    )
+    .await;
+    server
+        .handle()
+        .wait_for_pod("now", "done", WAIT, |p| crate::phase(p) == "Succeeded")
+        .await
+        .unwrap();
+    pods.delete("done", &DeleteParams::default()).await.unwrap();
+    assert_eq!(status_of(pods.get("done").await).code, 404);
+}
+
+#[tokio::test]
+async fn sigterm_ignoring_containers_run_out_the_grace_period() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "stubborn");
+    server.handle().inject(
+        FailureTarget::image("example.com/idle:1"),
+        Failure::IgnoreSigterm,
+    );
+    create(&pods, &idle_pod("p", &[])).await;
+    wait_running(&server, "stubborn", "p").await;
+    let started = Instant::now();
+    pods.delete("p", &DeleteParams::default().grace_period(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pod = pods.get("p").await.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    assert!(
+        crate::is_running(&pod),
+        "the container should still run during the grace period"
+    );
+    assert!(
+        server
+            .handle()
+            .wait_for_pod_gone("stubborn", "p", WAIT)
+            .await
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn query_grace_period_preconditions_and_delete_collection() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "coll");
+    let created = create(&pods, &idle_pod("p", &[("app", "x")])).await;
+
+    let wrong = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some("not-the-uid".to_owned()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let status = status_of(pods.delete("p", &wrong).await);
+    assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+    assert!(
+        status.message.contains("Precondition failed"),
+        "{}",
+        status.message
+    );
+    let right = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: created.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("p", &right).await.unwrap();
+
+    // gracePeriodSeconds as a query parameter, no body.
+    create(&pods, &idle_pod("q", &[("app", "x")])).await;
+    wait_running(&server, "coll", "q").await;
+    let request = http::Request::delete("/api/v1/namespaces/coll/pods/q?gracePeriodSeconds=0")
+        .body(Vec::new())
+        .unwrap();
+    client.request_text(request).await.unwrap();
+    assert!(server.handle().pod("coll", "q").is_none());
+
+    for name in ["r1", "r2", "keep"] {
+        let app = if name == "keep" { "y" } else { "x" };
+        create(&pods, &idle_pod(name, &[("app", app)])).await;
+    }
+    let deleted = pods
+        .delete_collection(
+            &DeleteParams::default().grace_period(0),
+            &ListParams::default().labels("app=x"),
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = deleted
+        .left()
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, ["r1", "r2"]);
+    let left: Vec<String> = server
+        .handle()
+        .list::<Pod>(Some("coll"))
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(left, ["keep"]);
+}
