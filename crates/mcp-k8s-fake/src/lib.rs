@@ -147,6 +147,12 @@ fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One version of a watched object.
+enum Version<'a> {
+    Present(&'a serde_json::Value),
+    Deleted,
+}
+
 /// Settings of a [`FakeKubeServer`].
 #[derive(Debug, Clone)]
 pub struct FakeKubeOptions {
@@ -496,8 +502,9 @@ impl FakeKubeHandle {
         self.store.get(&ObjectKey::new(kind, namespace, name))
     }
 
-    /// Waits until the pod exists and satisfies `condition` (checked on every store change), at
-    /// most `timeout`. Returns the pod that satisfied it, `None` on timeout.
+    /// Waits until the pod exists and satisfies `condition`, at most `timeout`. Every version
+    /// the pod goes through from now on is checked, so short-lived states (ContainerCreating,
+    /// ErrImagePull) are not missed. Returns the first matching version, `None` on timeout.
     pub async fn wait_for_pod(
         &self,
         namespace: &str,
@@ -505,31 +512,62 @@ impl FakeKubeHandle {
         timeout: Duration,
         condition: impl Fn(&Pod) -> bool,
     ) -> Option<Pod> {
-        self.wait_until(timeout, || {
-            self.pod(namespace, name).filter(|pod| condition(pod))
+        let key = ObjectKey::new(ResourceKind::Pod, namespace, name);
+        let matching = |object: Option<serde_json::Value>| {
+            object
+                .and_then(|o| serde_json::from_value::<Pod>(o).ok())
+                .filter(|pod| condition(pod))
+        };
+        self.wait_for(&key, timeout, |version| match version {
+            Version::Present(object) => matching(Some((*object).clone())),
+            Version::Deleted => None,
         })
         .await
     }
 
     /// Waits until the pod no longer exists, at most `timeout`; `true` if it is gone.
     pub async fn wait_for_pod_gone(&self, namespace: &str, name: &str, timeout: Duration) -> bool {
-        self.wait_until(timeout, || {
-            self.pod(namespace, name).is_none().then_some(())
+        let key = ObjectKey::new(ResourceKind::Pod, namespace, name);
+        self.wait_for(&key, timeout, |version| {
+            matches!(version, Version::Deleted).then_some(())
         })
         .await
         .is_some()
     }
 
-    async fn wait_until<T>(&self, timeout: Duration, probe: impl Fn() -> Option<T>) -> Option<T> {
-        let mut changes = self.store.subscribe_changes();
+    /// Checks the object's current state, then each later version, until `probe` accepts one.
+    async fn wait_for<T>(
+        &self,
+        key: &ObjectKey,
+        timeout: Duration,
+        probe: impl Fn(&Version<'_>) -> Option<T>,
+    ) -> Option<T> {
+        let (current, mut events) = self.store.get_and_subscribe(key);
+        let state = |object: Option<&serde_json::Value>| match object {
+            Some(object) => probe(&Version::Present(object)),
+            None => probe(&Version::Deleted),
+        };
+        if let Some(found) = state(current.as_ref()) {
+            return Some(found);
+        }
         let wait = async {
             loop {
-                changes.borrow_and_update();
-                if let Some(found) = probe() {
-                    return Some(found);
-                }
-                if changes.changed().await.is_err() {
-                    return None;
+                match events.recv().await {
+                    Ok(event) if event.key == *key => {
+                        let object = (event.event_type != store::EventType::Deleted)
+                            .then_some(&event.object);
+                        if let Some(found) = state(object) {
+                            return Some(found);
+                        }
+                    }
+                    Ok(_) => {}
+                    // Fell behind: fall back to the current state.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(found) = state(self.store.get(key).as_ref()) {
+                            return Some(found);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         };

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::resources::{Allocators, ResourceKind};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -159,7 +159,6 @@ struct Inner {
 pub(crate) struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<StoreEvent>>,
-    changed: watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -171,7 +170,6 @@ impl Default for Store {
 impl Store {
     pub(crate) fn new() -> Self {
         let (events, _) = broadcast::channel(4096);
-        let (changed, _) = watch::channel(1);
         Self {
             inner: Mutex::new(Inner {
                 rv: 1,
@@ -181,7 +179,6 @@ impl Store {
                 allocators: Allocators::default(),
             }),
             events,
-            changed,
         }
     }
 
@@ -200,11 +197,6 @@ impl Store {
         self.lock().rv
     }
 
-    /// A receiver that changes whenever anything is written.
-    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
     fn record(&self, inner: &mut Inner, event: StoreEvent) {
         let event = Arc::new(event);
         inner.history.push_back(Arc::clone(&event));
@@ -215,7 +207,6 @@ impl Store {
         }
         // No receiver is fine: nobody watches.
         let _ = self.events.send(event);
-        self.changed.send_replace(inner.rv);
     }
 
     /// Stores a new object, resolving `generateName` and filling in the server-set metadata.
@@ -291,6 +282,15 @@ impl Store {
             },
         );
         Ok(object)
+    }
+
+    /// The stored object, and a receiver of every change after that state.
+    pub(crate) fn get_and_subscribe(
+        &self,
+        key: &ObjectKey,
+    ) -> (Option<Value>, broadcast::Receiver<Arc<StoreEvent>>) {
+        let inner = self.lock();
+        (inner.objects.get(key).cloned(), self.events.subscribe())
     }
 
     /// The stored object.
@@ -407,7 +407,6 @@ impl Store {
         inner.rv += 1;
         inner.compacted_rv = inner.rv;
         inner.history.clear();
-        self.changed.send_replace(inner.rv);
     }
 
     /// The objects of `kind` in scope as they were at `rv` (which must not be compacted).

@@ -164,7 +164,7 @@ async fn timeout_seconds_ends_the_stream() {
     assert!(events.iter().all(Result::is_ok));
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
 }
