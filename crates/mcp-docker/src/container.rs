@@ -1,0 +1,510 @@
+//! Spec -> container create body and volumes, as a pure function (no engine calls).
+//!
+//! Hardened defaults equal to the Kubernetes "restricted" profile: user `1000:1000` (or the
+//! spec's `securityContext`), read-only root filesystem with a tmpfs at `/tmp`, every
+//! capability dropped, `no-new-privileges`, a PID limit, and `docker-init` as PID 1 so the
+//! server gets SIGTERM with its default meaning and zombies are reaped. HTTP transports
+//! publish their port on 127.0.0.1 only, on a port the engine picks.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, EndpointSettings, HostConfig, Mount, MountType,
+    NetworkingConfig, PortBinding, RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
+};
+use mcp_orchestrator_api::{OrchestratorError, Result};
+use mcp_types::{
+    McpServer, Quantity, RestartPolicy, SecretString, Timestamp, ValidationErrors, labels,
+};
+
+use crate::error::BACKEND;
+
+/// Most processes (threads included) one instance may create.
+pub const PIDS_LIMIT: i64 = 256;
+/// Options of the scratch tmpfs at `/tmp`.
+pub const TMP_OPTIONS: &str = "rw,nosuid,nodev,mode=1777";
+/// Label on HTTP-transport containers: the container port the server listens on.
+pub const PORT_LABEL: &str = "mcpctl.io/port";
+/// Label on volumes: the volume name from the spec.
+pub const VOLUME_LABEL: &str = "mcpctl.io/volume";
+
+/// Everything `start_server` asks the engine to create for one instance. Its `Debug` hides the
+/// environment, which holds secret values.
+#[derive(Clone)]
+pub struct ContainerPlan {
+    /// The container name (the instance id).
+    pub name: String,
+    /// The create body. Its `Env` holds secret values: never log it.
+    pub body: ContainerCreateBody,
+    /// Named volumes to create first, labelled with the instance.
+    pub volumes: Vec<VolumeCreateRequest>,
+}
+
+impl std::fmt::Debug for ContainerPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut body = self.body.clone();
+        if let Some(env) = &mut body.env {
+            for entry in env.iter_mut() {
+                let key = entry.split('=').next().unwrap_or_default().to_owned();
+                *entry = format!("{key}=<redacted>");
+            }
+        }
+        f.debug_struct("ContainerPlan")
+            .field("name", &self.name)
+            .field("body", &body)
+            .field("volumes", &self.volumes)
+            .finish()
+    }
+}
+
+/// The name of the Docker volume backing spec volume `volume` of instance `instance`.
+pub fn volume_name(instance: &str, volume: &str) -> String {
+    format!("{instance}-{volume}")
+}
+
+/// The container port key (`8080/tcp`) of an HTTP transport.
+pub fn port_key(port: u16) -> String {
+    format!("{port}/tcp")
+}
+
+/// Builds the create body for `spec` (already validated and merged with its start options)
+/// as instance `instance`, created at `created_at`, with resolved `env`, on `network`.
+///
+/// # Errors
+/// - [`InvalidSpec`](OrchestratorError::InvalidSpec) when the spec has no image or a resource
+///   amount does not fit the engine's integers.
+/// - [`NotSupported`](OrchestratorError::NotSupported) for an egress allow-list (Docker has no
+///   per-container egress policy; running without it would silently be less safe).
+pub fn build_container(
+    spec: &McpServer,
+    instance: &str,
+    created_at: Timestamp,
+    env: &[(String, SecretString)],
+    network: &str,
+) -> Result<ContainerPlan> {
+    let image = spec.image.clone().ok_or_else(|| {
+        OrchestratorError::InvalidSpec(ValidationErrors::single(
+            "image",
+            "the docker backend runs images: set `image`",
+        ))
+    })?;
+    if spec.egress.is_some() {
+        return Err(OrchestratorError::NotSupported {
+            backend: BACKEND,
+            what: "egress allow-lists (`egress`); remove it or use the kubernetes backend".into(),
+        });
+    }
+
+    // Annotations become labels too (Docker has no annotations); the spec's labels win.
+    let mut all_labels: BTreeMap<String, String> = spec.annotations.clone();
+    all_labels.extend(labels::instance_labels(&spec.name, instance, &spec.labels));
+    all_labels.insert(labels::CREATED_AT.to_owned(), created_at.to_string());
+    all_labels.insert(
+        labels::TRANSPORT.to_owned(),
+        spec.transport.as_str().to_owned(),
+    );
+
+    if let Some(port) = spec.port.filter(|_| spec.transport.is_http()) {
+        all_labels.insert(PORT_LABEL.to_owned(), port.to_string());
+    }
+
+    let sc = spec.security_context.clone().unwrap_or_default();
+
+    let (mounts, volumes) = volume_parts(spec, instance);
+
+    let (exposed_ports, port_bindings) = match spec.port.filter(|_| spec.transport.is_http()) {
+        Some(port) => (
+            Some(vec![port_key(port)]),
+            Some(HashMap::from([(
+                port_key(port),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    host_port: None,
+                }]),
+            )])),
+        ),
+        None => (None, None),
+    };
+
+    let device_requests = spec.gpu.as_ref().map(|gpu| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".to_owned()),
+            count: Some(i64::from(gpu.count)),
+            capabilities: Some(vec![vec!["gpu".to_owned()]]),
+            ..DeviceRequest::default()
+        }]
+    });
+
+    let host_config = HostConfig {
+        port_bindings,
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        device_requests,
+        ..hardened_host_config(spec, network)?
+    };
+
+    let body = ContainerCreateBody {
+        image: Some(image),
+        user: Some(format!("{}:{}", sc.uid(), sc.gid())),
+        entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: Some(
+            env.iter()
+                .map(|(k, v)| format!("{k}={}", v.expose()))
+                .collect(),
+        ),
+        working_dir: spec.working_dir.clone(),
+        labels: Some(all_labels.into_iter().collect()),
+        exposed_ports,
+        tty: Some(false),
+        open_stdin: Some(false),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.to_owned(),
+                EndpointSettings::default(),
+            )])),
+        }),
+        ..ContainerCreateBody::default()
+    };
+    Ok(ContainerPlan {
+        name: instance.to_owned(),
+        body,
+        volumes,
+    })
+}
+
+/// The mounts of the container and the named volumes behind them.
+fn volume_parts(spec: &McpServer, instance: &str) -> (Vec<Mount>, Vec<VolumeCreateRequest>) {
+    let mounts: Vec<Mount> = spec
+        .volumes
+        .iter()
+        .map(|v| Mount {
+            target: Some(v.mount_path.clone()),
+            source: Some(volume_name(instance, &v.name)),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(v.read_only),
+            ..Mount::default()
+        })
+        .collect();
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            let mut l = volume_labels(&spec.name, instance);
+            l.insert(VOLUME_LABEL.to_owned(), v.name.clone());
+            VolumeCreateRequest {
+                name: Some(volume_name(instance, &v.name)),
+                driver: Some("local".to_owned()),
+                labels: Some(l),
+                ..VolumeCreateRequest::default()
+            }
+        })
+        .collect();
+
+    (mounts, volumes)
+}
+
+/// Resources, hardening, restart policy and network: the parts of the host config that do not
+/// depend on the instance.
+fn hardened_host_config(spec: &McpServer, network: &str) -> Result<HostConfig> {
+    let (requests, limits) = spec.resources.effective();
+    let sc = spec.security_context.clone().unwrap_or_default();
+    Ok(HostConfig {
+        memory: amount(
+            limits.memory.as_ref(),
+            "resources.limits.memory",
+            Quantity::to_bytes,
+        )?,
+        memory_reservation: amount(
+            requests.memory.as_ref(),
+            "resources.requests.memory",
+            Quantity::to_bytes,
+        )?,
+        nano_cpus: amount(
+            limits.cpu.as_ref(),
+            "resources.limits.cpu",
+            Quantity::to_nanos,
+        )?,
+        pids_limit: Some(PIDS_LIMIT),
+        readonly_rootfs: Some(sc.read_only_root()),
+        tmpfs: Some(HashMap::from([("/tmp".to_owned(), TMP_OPTIONS.to_owned())])),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        group_add: Some(vec![sc.fs_group().to_string()]),
+        privileged: Some(false),
+        init: Some(true),
+        restart_policy: Some(DockerRestartPolicy {
+            name: Some(match spec.restart_policy {
+                RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+                RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+                RestartPolicy::Never => RestartPolicyNameEnum::NO,
+            }),
+            maximum_retry_count: None,
+        }),
+        network_mode: Some(network.to_owned()),
+        ..HostConfig::default()
+    })
+}
+
+/// Labels of the volumes of an instance: enough to find and remove them by instance.
+pub fn volume_labels(server: &str, instance: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.to_owned(), "true".to_owned()),
+        (labels::SERVER.to_owned(), server.to_owned()),
+        (labels::INSTANCE.to_owned(), instance.to_owned()),
+        (
+            labels::APP_MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        ),
+    ])
+}
+
+fn amount(q: Option<&Quantity>, path: &str, unit: fn(&Quantity) -> u64) -> Result<Option<i64>> {
+    q.map(|q| {
+        i64::try_from(unit(q)).map_err(|_| {
+            OrchestratorError::InvalidSpec(ValidationErrors::single(
+                path,
+                format!("{q} is too large for the Docker engine"),
+            ))
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_types::{GpuSpec, K8sSecurityContext, Transport, VolumeSpec};
+
+    const ID: &str = "mcp-time-0123456789";
+
+    fn now() -> Timestamp {
+        "2025-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn build(spec: &McpServer) -> ContainerPlan {
+        build_container(
+            spec,
+            ID,
+            now(),
+            &[("TOKEN".into(), SecretString::new("s3cr3t"))],
+            "net",
+        )
+        .unwrap()
+    }
+
+    fn hc(plan: &ContainerPlan) -> &HostConfig {
+        plan.body.host_config.as_ref().unwrap()
+    }
+
+    #[test]
+    fn hardened_defaults() {
+        let plan = build(&McpServer::new("time", "img:1"));
+        let h = hc(&plan);
+        assert_eq!(plan.body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(
+            h.security_opt.as_deref(),
+            Some(&["no-new-privileges".to_owned()][..])
+        );
+        assert_eq!(h.pids_limit, Some(PIDS_LIMIT));
+        assert_eq!(h.tmpfs.as_ref().unwrap()["/tmp"], TMP_OPTIONS);
+        assert_eq!(h.privileged, Some(false));
+        assert_eq!(plan.body.tty, Some(false));
+        assert_eq!(h.network_mode.as_deref(), Some("net"));
+        assert!(
+            plan.body
+                .networking_config
+                .as_ref()
+                .unwrap()
+                .endpoints_config
+                .as_ref()
+                .unwrap()
+                .contains_key("net")
+        );
+        // Default resources: limits 512Mi / 500m, requests 128Mi.
+        assert_eq!(h.memory, Some(512 << 20));
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+        assert_eq!(h.memory_reservation, Some(128 << 20));
+        assert_eq!(
+            h.restart_policy.as_ref().unwrap().name,
+            Some(RestartPolicyNameEnum::ALWAYS)
+        );
+        assert!(h.port_bindings.is_none() && plan.body.exposed_ports.is_none());
+        assert!(h.device_requests.is_none() && h.mounts.is_none() && plan.volumes.is_empty());
+    }
+
+    #[test]
+    fn security_context_overrides() {
+        let spec = McpServer {
+            security_context: Some(K8sSecurityContext {
+                run_as_user: Some(2000),
+                run_as_group: Some(3000),
+                fs_group: Some(4000),
+                read_only_root_filesystem: Some(false),
+            }),
+            ..McpServer::new("time", "img:1")
+        };
+        let plan = build(&spec);
+        assert_eq!(plan.body.user.as_deref(), Some("2000:3000"));
+        assert_eq!(hc(&plan).readonly_rootfs, Some(false));
+        assert_eq!(
+            hc(&plan).group_add.as_deref(),
+            Some(&["4000".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn labels_annotations_command_args_env() {
+        let mut spec = McpServer {
+            command: vec!["/bin/server".into()],
+            args: vec!["--flag".into(), "x".into()],
+            working_dir: Some("/work".into()),
+            ..McpServer::new("time", "img:1")
+        };
+        spec.labels.insert("team".into(), "search".into());
+        spec.annotations.insert("note".into(), "hi".into());
+        spec.annotations.insert("team".into(), "loses".into());
+        let plan = build(&spec);
+        let l = plan.body.labels.as_ref().unwrap();
+        for (k, v) in [
+            (labels::SERVER, "time"),
+            (labels::MANAGED, "true"),
+            (labels::INSTANCE, ID),
+            (labels::APP_NAME, "time"),
+            (labels::APP_INSTANCE, ID),
+            (labels::APP_MANAGED_BY, "mcpctl"),
+            (labels::CREATED_AT, "2025-06-01T12:00:00Z"),
+            (labels::TRANSPORT, "stdio"),
+            ("team", "search"),
+            ("note", "hi"),
+        ] {
+            assert_eq!(l.get(k).map(String::as_str), Some(v), "label {k}");
+        }
+        assert_eq!(plan.body.entrypoint.as_deref(), Some(&spec.command[..]));
+        assert_eq!(plan.body.cmd.as_deref(), Some(&spec.args[..]));
+        assert_eq!(plan.body.working_dir.as_deref(), Some("/work"));
+        assert_eq!(
+            plan.body.env.as_deref(),
+            Some(&["TOKEN=s3cr3t".to_owned()][..])
+        );
+        assert_eq!(plan.name, ID);
+    }
+
+    #[test]
+    fn http_port_published_on_loopback_only() {
+        let spec = McpServer {
+            transport: Transport::StreamableHttp,
+            port: Some(8080),
+            ..McpServer::new("web", "img:1")
+        };
+        let plan = build(&spec);
+        assert_eq!(
+            plan.body.exposed_ports.as_deref(),
+            Some(&["8080/tcp".to_owned()][..])
+        );
+        let bindings = hc(&plan).port_bindings.as_ref().unwrap()["8080/tcp"]
+            .clone()
+            .unwrap();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(bindings[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(bindings[0].host_port, None);
+    }
+
+    #[test]
+    fn resources_gpu_volumes_restart_policy() {
+        let spec: McpServer = serde_json::from_str(
+            r#"{"name":"big","image":"img:1","restartPolicy":"OnFailure",
+                "resources":{"requests":{"cpu":"250m","memory":"256Mi"},"limits":{"cpu":"1.5","memory":"1Gi"}},
+                "gpu":{"count":2},
+                "volumes":[{"name":"data","size":"1Gi","mountPath":"/data"},
+                           {"name":"ro","size":"1Gi","mountPath":"/ro","readOnly":true}]}"#,
+        )
+        .unwrap();
+        spec.validate_spec().unwrap();
+        let plan = build(&spec);
+        let h = hc(&plan);
+        assert_eq!(h.memory, Some(1 << 30));
+        assert_eq!(h.memory_reservation, Some(256 << 20));
+        assert_eq!(h.nano_cpus, Some(1_500_000_000));
+        assert_eq!(
+            h.restart_policy.as_ref().unwrap().name,
+            Some(RestartPolicyNameEnum::ON_FAILURE)
+        );
+        let gpu = &h.device_requests.as_ref().unwrap()[0];
+        assert_eq!(gpu.driver.as_deref(), Some("nvidia"));
+        assert_eq!(gpu.count, Some(2));
+        assert_eq!(gpu.capabilities, Some(vec![vec!["gpu".to_owned()]]));
+        let mounts = h.mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(
+            mounts[0].source.as_deref(),
+            Some("mcp-time-0123456789-data")
+        );
+        assert_eq!(mounts[0].target.as_deref(), Some("/data"));
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+        assert_eq!(mounts[1].read_only, Some(true));
+        assert_eq!(plan.volumes.len(), 2);
+        let vl = plan.volumes[0].labels.as_ref().unwrap();
+        assert_eq!(vl[labels::INSTANCE], ID);
+        assert_eq!(vl[VOLUME_LABEL], "data");
+        let never = McpServer {
+            restart_policy: RestartPolicy::Never,
+            gpu: Some(GpuSpec {
+                product: None,
+                count: 1,
+            }),
+            volumes: vec![VolumeSpec {
+                name: "x".into(),
+                size: Quantity::parse("1Gi").unwrap(),
+                storage_class: None,
+                mount_path: "/x".into(),
+                access_modes: vec![],
+                read_only: false,
+            }],
+            ..McpServer::new("n", "img")
+        };
+        assert_eq!(
+            hc(&build(&never)).restart_policy.as_ref().unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let no_image = McpServer::command("p", "/bin/true", Vec::<String>::new());
+        let err = build_container(&no_image, ID, now(), &[], "net").unwrap_err();
+        assert!(
+            matches!(err, OrchestratorError::InvalidSpec(ref e) if e.has_path("image")),
+            "{err}"
+        );
+        let egress = McpServer {
+            egress: Some(vec!["10.0.0.0/8".into()]),
+            ..McpServer::new("e", "img")
+        };
+        let err = build_container(&egress, ID, now(), &[], "net").unwrap_err();
+        assert!(
+            matches!(err, OrchestratorError::NotSupported { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_of_the_spec_never_shows_env_values() {
+        let mut spec = McpServer::new("time", "img:1");
+        spec.env
+            .insert("TOKEN".into(), mcp_types::EnvValue::plain("s3cr3t"));
+        assert!(!format!("{spec:?}").contains("s3cr3t"));
+        let plan = build(&spec);
+        let shown = format!("{plan:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("TOKEN=<redacted>"),
+            "{shown}"
+        );
+    }
+}

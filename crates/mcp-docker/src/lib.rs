@@ -1,0 +1,19 @@
+//! Docker backend for the `McpOrchestrator` trait: [`DockerOrchestrator`] runs each MCP
+//! server instance as a hardened container through bollard.
+//!
+//! - [`DockerConfig`]: socket or TCP host, the network instances join, a secrets directory.
+//! - [`container::build_container`]: spec -> container create body (pure, unit-tested).
+//! - [`status::instance_status`]: Docker state -> `InstanceStatus` (pure, table-tested).
+//! - Logs are re-assembled into lines per stream, with `since`/`tail` applied exactly on the
+//!   client side (see the `logs` module docs).
+//! - Every engine error goes through one mapping function into `OrchestratorError`.
+
+pub mod config;
+pub mod container;
+mod error;
+mod logs;
+mod orchestrator;
+pub mod status;
+
+pub use config::DockerConfig;
+pub use orchestrator::DockerOrchestrator;

@@ -1,0 +1,661 @@
+//! `DockerOrchestrator`: the `McpOrchestrator` operations on a Docker engine through bollard.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{ContainerInspectResponse, ContainerSummary, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::TryStreamExt;
+use garde::Validate;
+use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
+use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
+use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
+use mcp_types::{
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
+    StartOptions, Timestamp, labels, new_instance_name,
+};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::{DEFAULT_TIMEOUT, DockerConfig};
+use crate::container::{PORT_LABEL, build_container};
+use crate::error::{BACKEND, Target, map_error};
+use crate::logs::read_logs;
+use crate::status::instance_status;
+
+/// Extra time a stop request may take beyond the grace period (kill, engine bookkeeping).
+const STOP_SLACK: Duration = Duration::from_secs(30);
+/// How long `stop_server` waits for a removed container to disappear.
+const GONE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent inspects while listing.
+const LIST_CONCURRENCY: usize = 8;
+
+/// Runs MCP servers as Docker containers.
+///
+/// Every container, and every volume it gets, carries `mcpctl.io/managed=true` and the
+/// instance labels; only such containers are ever inspected, listed, read or stopped.
+/// Volumes are removed with their instance on stop, as the Kubernetes backend removes its
+/// PersistentVolumeClaims. Cloning shares the engine connection.
+#[derive(Clone)]
+pub struct DockerOrchestrator {
+    docker: Docker,
+    config: DockerConfig,
+    endpoint: String,
+    network_id: String,
+    secrets: std::sync::Arc<dyn SecretResolver>,
+}
+
+impl fmt::Debug for DockerOrchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerOrchestrator")
+            .field("endpoint", &self.endpoint)
+            .field("network", &self.config.network)
+            .field("network_id", &self.network_id)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerOrchestrator {
+    /// Connects to the engine, negotiates the API version (older engines speak an older
+    /// one than bollard's default), and creates the network unless it exists.
+    ///
+    /// # Errors
+    /// - [`InvalidArgument`](OrchestratorError::InvalidArgument) for an invalid config.
+    /// - [`Unavailable`](OrchestratorError::Unavailable) naming the socket path or host when
+    ///   the engine cannot be reached within a few seconds.
+    /// - [`PermissionDenied`](OrchestratorError::PermissionDenied) when the engine refuses.
+    pub async fn connect(config: DockerConfig) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| OrchestratorError::InvalidArgument {
+                what: "docker config",
+                message: e.to_string(),
+            })?;
+        let endpoint = config.endpoint();
+        let secs = DEFAULT_TIMEOUT.as_secs();
+        let docker =
+            if let Some(host) = &config.host {
+                Docker::connect_with_http(
+                    &format!("http://{host}:{}", config.port.unwrap_or(2375)),
+                    secs,
+                    API_DEFAULT_VERSION,
+                )
+            } else {
+                let path = config.socket_path.to_str().ok_or_else(|| {
+                    OrchestratorError::InvalidArgument {
+                        what: "docker config",
+                        message: format!(
+                            "socketPath {} is not valid UTF-8",
+                            config.socket_path.display()
+                        ),
+                    }
+                })?;
+                Docker::connect_with_socket(path, secs, API_DEFAULT_VERSION)
+            }
+            .map_err(|e| map_error(e, Target::Engine, &endpoint))?;
+        let unanswered = || {
+            OrchestratorError::unavailable(
+                BACKEND,
+                format!(
+                    "the Docker engine at {endpoint} did not answer within {DEFAULT_TIMEOUT:?}"
+                ),
+                None,
+            )
+        };
+        let docker = tokio::time::timeout(DEFAULT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unanswered())?
+            .map_err(|e| map_error(e, Target::Engine, &endpoint))?;
+        let network_id = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            ensure_network(&docker, &config.network, &endpoint),
+        )
+        .await
+        .map_err(|_| unanswered())??;
+        let secrets: std::sync::Arc<dyn SecretResolver> = match &config.secrets_dir {
+            Some(dir) => std::sync::Arc::new(DirSecretResolver::new(dir)),
+            None => std::sync::Arc::new(NoSecrets),
+        };
+        debug!(%endpoint, network = %config.network, "connected to the Docker engine");
+        Ok(Self {
+            docker,
+            config,
+            endpoint,
+            network_id,
+            secrets,
+        })
+    }
+
+    /// The bollard client, for callers that need engine calls this crate does not wrap.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The configuration this orchestrator was connected with.
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// Where the engine is (`unix:///var/run/docker.sock`, `tcp://host:2375`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The id of the network instances join.
+    pub fn network_id(&self) -> &str {
+        &self.network_id
+    }
+
+    fn err(&self, target: Target<'_>) -> impl FnOnce(bollard::errors::Error) -> OrchestratorError {
+        let endpoint = self.endpoint.clone();
+        let target = match target {
+            Target::Engine => Owned::Engine,
+            Target::Container(s) => Owned::Container(s.to_owned()),
+            Target::Image(s) => Owned::Image(s.to_owned()),
+            Target::Network(s) => Owned::Network(s.to_owned()),
+            Target::Volume(s) => Owned::Volume(s.to_owned()),
+        };
+        move |e| map_error(e, target.as_target(), &endpoint)
+    }
+
+    /// Inspects a container that must be managed and named exactly `id`; anything else is
+    /// `NotFound` (the engine would also resolve id prefixes and unmanaged containers).
+    async fn inspect_managed(&self, id: &InstanceId) -> Result<ContainerInspectResponse> {
+        if mcp_types::names::check_dns1123_label(id.as_str()).is_err() {
+            return Err(OrchestratorError::not_found(id.as_str()));
+        }
+        let info = self
+            .docker
+            .inspect_container(id.as_str(), None)
+            .await
+            .map_err(self.err(Target::Container(id.as_str())))?;
+        let managed = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(labels::MANAGED))
+            .is_some_and(|v| v == "true");
+        let named = info
+            .name
+            .as_deref()
+            .is_some_and(|n| n.trim_start_matches('/') == id.as_str());
+        if managed && named {
+            Ok(info)
+        } else {
+            Err(OrchestratorError::not_found(id.as_str()))
+        }
+    }
+
+    /// One managed instance with its status and endpoint.
+    ///
+    /// # Errors
+    /// [`NotFound`](OrchestratorError::NotFound) for an unknown or unmanaged id;
+    /// [`Unavailable`](OrchestratorError::Unavailable) when the engine is unreachable.
+    pub async fn instance(&self, id: &InstanceId) -> Result<Instance> {
+        let info = self.inspect_managed(id).await?;
+        Ok(instance_from_inspect(id, &info))
+    }
+
+    /// Makes sure `image` is present, pulling it when missing.
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) => match self.err(Target::Image(image))(e) {
+                OrchestratorError::ImageNotAvailable { .. } => {}
+                other => return Err(other),
+            },
+        }
+        info!(%image, "image not present; pulling");
+        let (from_image, tag) = split_tag(image);
+        let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        self.docker
+            .create_image(Some(options.build()), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(self.err(Target::Image(image)))
+    }
+
+    async fn remove_volumes(&self, instance: &str) -> Result<()> {
+        let filters = HashMap::from([("label", vec![format!("{}={instance}", labels::INSTANCE)])]);
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::new().filters(&filters).build(),
+            ))
+            .await
+            .map_err(self.err(Target::Container(instance)))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            let mut tries = 0;
+            loop {
+                match self
+                    .docker
+                    .remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::new().build()))
+                    .await
+                    .map_err(self.err(Target::Volume(&v.name)))
+                {
+                    Ok(()) | Err(OrchestratorError::NotFound { .. }) => break,
+                    // In use: the container's removal may still be releasing it.
+                    Err(OrchestratorError::AlreadyExists { .. }) if tries < 20 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a container that never became a running instance, and its volumes.
+    async fn discard(&self, instance: &str) {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(e) = self.docker.remove_container(instance, Some(options)).await {
+            let e = self.err(Target::Container(instance))(e);
+            if !e.is_not_found() {
+                warn!(%instance, error = %e, "could not remove a container that failed to start");
+            }
+        }
+        if let Err(e) = self.remove_volumes(instance).await {
+            warn!(%instance, error = %e, "could not remove the volumes of a failed start");
+        }
+    }
+
+    async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
+        let env = resolve_env(&spec.env, self.secrets.as_ref())?;
+        let plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
+        let image = spec.image.as_deref().unwrap_or_default();
+        self.ensure_image(image).await?;
+        for volume in &plan.volumes {
+            let name = volume.name.clone().unwrap_or_default();
+            if let Err(e) = self.docker.create_volume(volume.clone()).await {
+                self.discard(id).await;
+                return Err(self.err(Target::Volume(&name))(e));
+            }
+        }
+        let options = CreateContainerOptionsBuilder::new().name(id).build();
+        if let Err(e) = self.docker.create_container(Some(options), plan.body).await {
+            self.discard(id).await;
+            // A 404 here means the image vanished after it was checked.
+            return Err(self.err(Target::Image(image))(e));
+        }
+        if let Err(e) = self.docker.start_container(id, None).await {
+            let e = self.err(Target::Container(id))(e);
+            self.discard(id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits until the engine no longer knows `id`.
+    async fn wait_gone(&self, id: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + GONE_TIMEOUT;
+        loop {
+            match self.docker.inspect_container(id, None).await {
+                Err(e) => match self.err(Target::Container(id))(e) {
+                    OrchestratorError::NotFound { .. } => return Ok(()),
+                    other => return Err(other),
+                },
+                Ok(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(OrchestratorError::Timeout {
+                        what: format!("container {id} to be removed"),
+                        after: GONE_TIMEOUT,
+                    });
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+/// Owned copy of a [`Target`] for error closures.
+enum Owned {
+    Engine,
+    Container(String),
+    Image(String),
+    Network(String),
+    Volume(String),
+}
+
+impl Owned {
+    fn as_target(&self) -> Target<'_> {
+        match self {
+            Self::Engine => Target::Engine,
+            Self::Container(s) => Target::Container(s),
+            Self::Image(s) => Target::Image(s),
+            Self::Network(s) => Target::Network(s),
+            Self::Volume(s) => Target::Volume(s),
+        }
+    }
+}
+
+/// `repo:tag` -> (`repo`, `Some(tag)`); an untagged reference gets `latest` (pulling a
+/// repository without a tag would pull every tag); a digest reference is passed whole.
+fn split_tag(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rfind(':') {
+        Some(i) => {
+            let cut = image.len() - last.len() + i;
+            (&image[..cut], Some(&image[cut + 1..]))
+        }
+        None => (image, Some("latest")),
+    }
+}
+
+fn container_labels(info: &ContainerInspectResponse) -> BTreeMap<String, String> {
+    info.config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResponse) -> Instance {
+    let labels = container_labels(info);
+    let status = info.state.as_ref().map_or_else(
+        || InstanceStatus::phase(mcp_types::Phase::Unknown),
+        |s| instance_status(s, info.restart_count.unwrap_or_default()),
+    );
+    let endpoint = labels.get(PORT_LABEL).and_then(|port| {
+        let bindings = info
+            .network_settings
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .get(&format!("{port}/tcp"))?
+            .as_ref()?;
+        let host_port = bindings
+            .iter()
+            .find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?
+            .host_port
+            .as_deref()
+            .filter(|p| !p.is_empty())?;
+        Some(format!("http://127.0.0.1:{host_port}"))
+    });
+    Instance {
+        id: id.clone(),
+        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
+        created_at: labels
+            .get(labels::CREATED_AT)
+            .and_then(|t| t.parse::<Timestamp>().ok()),
+        labels,
+        status,
+        endpoint,
+    }
+}
+
+/// Instance id, labels and server of a listed container (status comes from an inspect).
+fn listed(summary: &ContainerSummary) -> Option<Instance> {
+    let id = summary
+        .names
+        .as_ref()?
+        .iter()
+        .map(|n| n.trim_start_matches('/'))
+        .find(|n| !n.contains('/'))?
+        .to_owned();
+    let labels: BTreeMap<String, String> = summary
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Some(Instance {
+        id: InstanceId::new(id),
+        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
+        created_at: None,
+        labels,
+        status: InstanceStatus::default(),
+        endpoint: None,
+    })
+}
+
+/// Finds the network named `name` or creates it. Engines before API 1.44 accept duplicate
+/// names, so racing creators may both succeed; every creator then keeps the oldest network
+/// of that name and removes its own if it is not that one, so all agree on one network.
+async fn ensure_network(docker: &Docker, name: &str, endpoint: &str) -> Result<String> {
+    let err = |e| map_error(e, Target::Network(name), endpoint);
+    if let Some((_, id)) = networks_named(docker, name).await.map_err(err)?.first() {
+        return Ok(id.clone());
+    }
+    let request = NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".to_owned()),
+        labels: Some(HashMap::from([(
+            labels::APP_MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        )])),
+        ..NetworkCreateRequest::default()
+    };
+    let mine = match docker.create_network(request).await.map_err(err) {
+        Ok(created) => Some(created.id),
+        // A newer engine refusing a duplicate: someone else created it first.
+        Err(OrchestratorError::AlreadyExists { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let found = networks_named(docker, name).await.map_err(err)?;
+    let Some((_, oldest)) = found.first() else {
+        return Err(OrchestratorError::backend(
+            BACKEND,
+            format!("network {name:?} vanished right after it was created"),
+        ));
+    };
+    if let Some(mine) = mine.filter(|m| m != oldest) {
+        debug!(network = %name, "another creator won the race; removing our duplicate");
+        if let Err(e) = docker.remove_network(&mine).await {
+            warn!(network = %name, error = %err(e), "could not remove a duplicate network");
+        }
+    }
+    Ok(oldest.clone())
+}
+
+/// Networks named exactly `name` (the engine's filter matches substrings), oldest first, as
+/// (created, id).
+async fn networks_named(
+    docker: &Docker,
+    name: &str,
+) -> std::result::Result<Vec<(Timestamp, String)>, bollard::errors::Error> {
+    let filters = HashMap::from([("name", vec![name.to_owned()])]);
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await?;
+    let mut found: Vec<(Timestamp, String)> = networks
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| {
+            // `Created` is typed by a bollard feature (string, `time` or `chrono`); its JSON
+            // form is RFC 3339 in every case.
+            let created = serde_json::to_value(&n)
+                .ok()
+                .and_then(|v| v.get("Created").and_then(|c| c.as_str()).map(str::to_owned))
+                .and_then(|c| c.parse::<Timestamp>().ok())
+                .unwrap_or(Timestamp::MAX);
+            Some((created, n.id?))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+#[async_trait]
+impl McpOrchestrator for DockerOrchestrator {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
+        let spec = options.apply(spec)?;
+        let id = new_instance_name(&spec.name);
+        let span = info_span!(
+            "docker.start",
+            instance = %id,
+            server = %spec.name,
+            image = spec.image.as_deref().unwrap_or_default()
+        );
+        async {
+            self.start_inner(&spec, &id).await?;
+            info!("started");
+            Ok(InstanceId::new(id.clone()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        let span = info_span!("docker.stop", instance = %id, ?grace);
+        async {
+            self.inspect_managed(id).await?;
+            let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+                .unwrap_or(i32::MAX);
+            let stopper = self.docker.clone().with_timeout(grace + STOP_SLACK);
+            stopper
+                .stop_container(
+                    id.as_str(),
+                    Some(StopContainerOptionsBuilder::new().t(secs).build()),
+                )
+                .await
+                .map_err(self.err(Target::Container(id.as_str())))?;
+            let options = RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .v(true)
+                .build();
+            match self
+                .docker
+                .remove_container(id.as_str(), Some(options))
+                .await
+                .map_err(self.err(Target::Container(id.as_str())))
+            {
+                // Gone already, or another remover is at it: wait for it either way.
+                Ok(())
+                | Err(
+                    OrchestratorError::NotFound { .. } | OrchestratorError::AlreadyExists { .. },
+                ) => {}
+                Err(e) => return Err(e),
+            }
+            self.wait_gone(id.as_str()).await?;
+            self.remove_volumes(id.as_str()).await?;
+            info!("stopped and removed");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let info = self.inspect_managed(id).await?;
+        Ok(info.state.as_ref().map_or_else(
+            || InstanceStatus::phase(mcp_types::Phase::Unknown),
+            |s| instance_status(s, info.restart_count.unwrap_or_default()),
+        ))
+    }
+
+    async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
+        self.inspect_managed(id).await?;
+        if options.previous {
+            return Err(OrchestratorError::InvalidArgument {
+                what: "previous",
+                message: "the docker backend keeps one log across restarts; read it without \
+                          `previous` (use `since` to see only the current run)"
+                    .into(),
+            });
+        }
+        read_logs(&self.docker, id.as_str(), options, &self.endpoint).await
+    }
+
+    async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+        filters
+            .validate()
+            .map_err(|e| OrchestratorError::InvalidArgument {
+                what: "filters",
+                message: e.to_string(),
+            })?;
+        let after = filters
+            .continue_token
+            .as_deref()
+            .map(parse_after_token)
+            .transpose()?;
+        let mut label_filters = vec![format!("{}=true", labels::MANAGED)];
+        if let Some(server) = &filters.server {
+            label_filters.push(format!("{}={server}", labels::SERVER));
+        }
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&HashMap::from([("label", label_filters)]))
+            .build();
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(self.err(Target::Engine))?;
+        // Server and labels are known from the listing; the phase needs an inspect.
+        let without_phase = InstanceFilters {
+            phase: None,
+            ..filters.clone()
+        };
+        let mut candidates: Vec<Instance> = summaries
+            .iter()
+            .filter_map(listed)
+            .filter(|i| after.as_deref().is_none_or(|a| i.id.as_str() > a))
+            .filter(|i| without_phase.matches(i))
+            .collect();
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        let want = filters.limit.map_or(usize::MAX, |l| {
+            usize::try_from(l).unwrap_or(usize::MAX).saturating_add(1)
+        });
+        let mut items = Vec::new();
+        for chunk in candidates.chunks(LIST_CONCURRENCY) {
+            let inspected =
+                futures::future::join_all(chunk.iter().map(|c| self.instance(&c.id))).await;
+            for r in inspected {
+                match r {
+                    Ok(i) if filters.matches(&i) => items.push(i),
+                    // Removed or changed since the listing.
+                    Ok(_) | Err(OrchestratorError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if items.len() >= want {
+                break;
+            }
+        }
+        items.truncate(want);
+        Ok(page_after(items, after.as_deref(), filters.limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("img", "img", Some("latest"))]
+    #[case("img:1", "img", Some("1"))]
+    #[case("reg:5000/team/img", "reg:5000/team/img", Some("latest"))]
+    #[case("reg:5000/team/img:2.0", "reg:5000/team/img", Some("2.0"))]
+    #[case("img@sha256:abc", "img@sha256:abc", None)]
+    fn image_references_split_into_repo_and_tag(
+        #[case] image: &str,
+        #[case] repo: &str,
+        #[case] tag: Option<&str>,
+    ) {
+        assert_eq!(split_tag(image), (repo, tag));
+    }
+}
