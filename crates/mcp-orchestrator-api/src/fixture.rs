@@ -101,7 +101,7 @@ impl FixtureScript {
                 FixtureStep::Stdout(l) => out.push((true, l.clone())),
                 FixtureStep::Stderr(l) => out.push((false, l.clone())),
                 FixtureStep::StdoutLines { prefix, count } => {
-                    out.extend((1..=*count).map(|i| (true, format!("{prefix}-{i}"))))
+                    out.extend((1..=*count).map(|i| (true, format!("{prefix}-{i}"))));
                 }
                 FixtureStep::Sleep(_) => {}
                 FixtureStep::Exit(_) => break,
