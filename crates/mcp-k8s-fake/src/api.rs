@@ -465,7 +465,7 @@ fn watch(state: &Arc<AppState>, kind: ResourceKind, filter: Filter, params: &Par
         if send_initial && bookmarks && tx.send(bookmark(kind, last_rv, true)).await.is_err() {
             return;
         }
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {

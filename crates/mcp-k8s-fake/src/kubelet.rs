@@ -147,7 +147,7 @@ impl Kubelet {
     /// A graceful delete set the pod's deletionTimestamp: stop it within `grace_seconds`.
     pub(crate) fn terminate(&self, uid: &str, grace_seconds: i64) {
         let grace = Duration::from_secs(u64::try_from(grace_seconds).unwrap_or(0));
-        let deadline = Instant::now() + grace;
+        let deadline = later(grace);
         if let Some(tx) = self.pods().get(uid) {
             tx.send_if_modified(|signal| match signal {
                 PodSignal::Terminate { deadline: current } if *current <= deadline => false,
@@ -583,7 +583,9 @@ impl PodRuntime {
             if !self.sleep(backoff, &mut signal).await {
                 return;
             }
-            backoff = (backoff * 2).min(self.timings().restart_backoff * 8);
+            backoff = backoff
+                .saturating_mul(2)
+                .min(self.timings().restart_backoff.saturating_mul(8));
             if let Some(c) = self.state().containers.get_mut(index) {
                 c.restart_count += 1;
             }
@@ -650,7 +652,7 @@ impl PodRuntime {
             )
         } else {
             (
-                deadline.min(Instant::now() + self.timings().termination),
+                deadline.min(later(self.timings().termination)),
                 Exit {
                     code: 143,
                     reason: "Error",
@@ -663,6 +665,14 @@ impl PodRuntime {
             () = wait_for_removed(signal) => None,
         }
     }
+}
+
+/// `now + duration`, or a year from now when that overflows (a huge grace period from input).
+fn later(duration: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// Resolves when the pod is told to stop (terminate or removed).

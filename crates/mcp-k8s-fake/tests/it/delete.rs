@@ -177,3 +177,22 @@ async fn query_grace_period_preconditions_and_delete_collection() {
         .collect();
     assert_eq!(left, ["keep"]);
 }
+
+#[tokio::test]
+async fn huge_grace_periods_are_accepted() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "huge");
+    create(&pods, &idle_pod("p", &[])).await;
+    wait_running(&server, "huge", "p").await;
+    let request = http::Request::delete(format!(
+        "/api/v1/namespaces/huge/pods/p?gracePeriodSeconds={}",
+        i64::MAX
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let text = client.request_text(request).await.unwrap();
+    let pod: Pod = serde_json::from_str(&text).unwrap();
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(i64::MAX));
+    // The container exits on SIGTERM long before the grace period ends.
+    assert!(server.handle().wait_for_pod_gone("huge", "p", WAIT).await);
+}

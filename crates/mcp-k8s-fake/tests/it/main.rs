@@ -5,6 +5,7 @@ mod kubelet;
 mod lists;
 mod logs;
 mod objects;
+mod runtime;
 mod watch;
 
 use std::collections::BTreeMap;
