@@ -13,12 +13,40 @@
 //! ```no_run
 //! # async fn demo() {
 //! use k8s_openapi::api::core::v1::Pod;
-//! let server = mcp_k8s_fake::FakeKubeServer::start().await;
-//! let client = server.client().await;
-//! let pods: kube::Api<Pod> = kube::Api::default_namespaced(client);
-//! # let _ = pods;
+//! use mcp_k8s_fake::{Failure, FailureTarget, FakeKubeServer, LogStream};
+//!
+//! let server = FakeKubeServer::start().await;
+//! let pods: kube::Api<Pod> = kube::Api::default_namespaced(server.client().await);
+//! let handle = server.handle();
+//! handle.inject(FailureTarget::image("registry.example/broken:1"), Failure::ImagePull);
+//! // ... create pods through `pods`, then:
+//! let _ = handle.push_log("default", "my-pod", LogStream::Stdout, "hello");
 //! # }
 //! ```
+//!
+//! # Semantics
+//! - Names: DNS-1123 subdomains (services: DNS-1035 labels); `generateName` appends 5 random
+//!   characters. Labels, annotation keys and a useful subset of each kind's spec are validated
+//!   (422 `Invalid` with `details.causes`); pods, services and claims get the apiserver's
+//!   defaults (restart policy, grace period, cluster IP, bound claim, ...).
+//! - Lists are ordered by name (by namespace/name across namespaces). A continue token reads the
+//!   snapshot of the first page; `remainingItemCount` is set when no selector is used, like an
+//!   etcd-backed list. A token older than the last compaction answers 410 `Expired` (see
+//!   [`FakeKubeHandle::expire_continue_tokens`]); a malformed one 400, as the apiserver does.
+//! - Watches replay history after a resourceVersion (410 `Expired` as an ERROR event once
+//!   compacted), or start with ADDED events for `resourceVersion` unset/`0`; objects entering or
+//!   leaving a label selection appear as ADDED/DELETED; `timeoutSeconds`, `allowWatchBookmarks`
+//!   and `sendInitialEvents` are honoured.
+//! - A pod delete with a grace period (query or `DeleteOptions` body, else the pod's
+//!   `terminationGracePeriodSeconds`) sets `deletionTimestamp`; the kubelet stops the
+//!   containers (SIGTERM: exit 143 after [`KubeletTimings::termination`]; with
+//!   [`Failure::IgnoreSigterm`], exit 137 when the grace period ends), then removes the pod.
+//!   Grace 0, unscheduled and finished pods are removed at once.
+//!
+//! # Not modelled
+//! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
+//! exists), finalizers and owner-reference garbage collection, probes, init containers' runs,
+//! exec/attach/port-forward, authentication, and resource kinds other than the four above.
 
 mod api;
 mod failures;
@@ -309,12 +337,20 @@ impl FakeKubeServer {
     ///
     /// # Errors
     /// [`FakeKubeError::Client`] if kube rejects the config.
-    #[allow(
-        clippy::unused_async,
-        reason = "kube's client spawns a buffer task, so it must be built inside a runtime"
-    )]
     pub async fn try_client(&self) -> Result<kube::Client, FakeKubeError> {
-        Ok(kube::Client::try_from(self.config())?)
+        self.try_client_in(&self.default_namespace).await
+    }
+
+    /// A kube client for the fake whose default namespace is `namespace`.
+    ///
+    /// # Panics
+    /// If kube cannot build a client for a plain-HTTP config (see
+    /// [`FakeKubeServer::try_client_in`]).
+    pub async fn client_in(&self, namespace: &str) -> kube::Client {
+        match self.try_client_in(namespace).await {
+            Ok(client) => client,
+            Err(error) => panic!("mcp-k8s-fake: {error}"),
+        }
     }
 
     /// A kube client for the fake whose default namespace is `namespace`.
@@ -325,7 +361,7 @@ impl FakeKubeServer {
         clippy::unused_async,
         reason = "kube's client spawns a buffer task, so it must be built inside a runtime"
     )]
-    pub async fn client_in(&self, namespace: &str) -> Result<kube::Client, FakeKubeError> {
+    pub async fn try_client_in(&self, namespace: &str) -> Result<kube::Client, FakeKubeError> {
         Ok(kube::Client::try_from(self.config_in(namespace))?)
     }
 

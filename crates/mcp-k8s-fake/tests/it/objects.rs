@@ -69,6 +69,27 @@ async fn generate_name_conflicts_and_metadata() {
 }
 
 #[tokio::test]
+async fn clients_default_to_their_namespace() {
+    let server = mcp_k8s_fake::FakeKubeServer::with_options(mcp_k8s_fake::FakeKubeOptions {
+        default_namespace: "team-a".to_owned(),
+        ..mcp_k8s_fake::FakeKubeOptions::default()
+    })
+    .await;
+    let in_a: Api<Pod> = Api::default_namespaced(server.client().await);
+    let in_b: Api<Pod> = Api::default_namespaced(server.client_in("team-b").await);
+    let a = create(&in_a, &idle_pod("p", &[])).await;
+    let b = create(&in_b, &idle_pod("p", &[])).await;
+    assert_eq!(a.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(b.metadata.namespace.as_deref(), Some("team-b"));
+    assert!(server.url().starts_with("http://127.0.0.1:"));
+    assert_eq!(server.handle().list::<Pod>(None).len(), 2);
+    let mut wrong = idle_pod("q", &[]);
+    wrong.metadata.namespace = Some("team-b".to_owned());
+    let status = status_of(in_a.create(&PostParams::default(), &wrong).await);
+    assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+}
+
+#[tokio::test]
 async fn missing_objects_are_404_status() {
     let (_server, client) = start().await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
