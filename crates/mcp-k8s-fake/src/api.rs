@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -160,6 +161,24 @@ impl Params {
     }
 }
 
+/// Path parameters whose rejection is a `Status` (404), not axum's plain-text answer.
+struct StatusPath<T>(T);
+
+impl<S, T> FromRequestParts<S> for StatusPath<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|_| ApiError::unknown_path())
+    }
+}
+
 /// Resolves `{group}/{version}/{plural}` to a served kind.
 fn resolve(group: &str, version: &str, plural: &str) -> Result<ResourceKind, ApiError> {
     if version != "v1" {
@@ -237,7 +256,9 @@ async fn api_groups() -> Response {
     }))
 }
 
-async fn resource_list(Path(path): Path<std::collections::HashMap<String, String>>) -> ApiResult {
+async fn resource_list(
+    StatusPath(path): StatusPath<std::collections::HashMap<String, String>>,
+) -> ApiResult {
     let group = path.get("group").map(String::as_str).unwrap_or_default();
     let version = path.get("version").map(String::as_str).unwrap_or_default();
     if version != "v1" || !(group.is_empty() || group == "networking.k8s.io") {
@@ -282,7 +303,7 @@ async fn resource_list(Path(path): Path<std::collections::HashMap<String, String
 }
 
 /// Namespaces are not stored: every namespace exists and is active.
-async fn namespace(Path((version, ns)): Path<(String, String)>) -> ApiResult {
+async fn namespace(StatusPath((version, ns)): StatusPath<(String, String)>) -> ApiResult {
     if version != "v1" {
         return Err(ApiError::unknown_path());
     }
@@ -313,7 +334,7 @@ fn parse_filter(
 
 async fn list_all(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
 ) -> ApiResult {
     let params = Params::from(raw)?;
@@ -322,7 +343,7 @@ async fn list_all(
 
 async fn list_namespaced(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
 ) -> ApiResult {
     let params = Params::from(raw)?;
@@ -509,7 +530,7 @@ fn watch(state: &Arc<AppState>, kind: ResourceKind, filter: Filter, params: &Par
     Ok(streaming_response("application/json", rx))
 }
 
-async fn get_object(State(state): Shared, Path(path): Path<ResourcePath>) -> ApiResult {
+async fn get_object(State(state): Shared, StatusPath(path): StatusPath<ResourcePath>) -> ApiResult {
     let key = path.key()?;
     state
         .store
@@ -520,7 +541,7 @@ async fn get_object(State(state): Shared, Path(path): Path<ResourcePath>) -> Api
 
 async fn get_subresource(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
 ) -> ApiResult {
     let key = path.key()?;
@@ -540,7 +561,7 @@ async fn get_subresource(
 
 async fn create(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
     body: Bytes,
 ) -> ApiResult {
@@ -774,7 +795,7 @@ fn delete_one(
 
 async fn delete_object(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
     body: Bytes,
 ) -> ApiResult {
@@ -808,7 +829,7 @@ async fn delete_object(
 
 async fn delete_collection(
     State(state): Shared,
-    Path(path): Path<ResourcePath>,
+    StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
     body: Bytes,
 ) -> ApiResult {

@@ -381,6 +381,19 @@ async fn version_content_types_unknown_paths_and_request_log() {
         "the server could not find the requested resource"
     );
 
+    let request = http::Request::get("/api/v1/namespaces/%FF/pods/x")
+        .body(Vec::new())
+        .unwrap();
+    assert_eq!(status_of(client.request_text(request).await).code, 404);
+    let request = http::Request::patch("/api/v1/namespaces/default/pods/x")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let status = status_of(client.request_text(request).await);
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (405, "MethodNotAllowed")
+    );
+
     server.handle().clear_requests();
     let pods: Api<Pod> = Api::namespaced(client, "ns1");
     pods.list(&ListParams::default().labels("app in (a,b)").limit(5))
