@@ -1,0 +1,148 @@
+//! Command-line parsing for the binary. Hand-written rather than clap: fixture scripts are an
+//! ordered list of repeated flags, and every error must fit on one line.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use mcp_orchestrator_api::fixture::{FIXTURE_SUBCOMMAND, FixtureScript};
+
+/// What `--help` prints.
+pub(crate) const USAGE: &str = "\
+usage: mcp-test-server <command>
+
+commands:
+  stdio                          serve MCP over stdin/stdout
+  http --port PORT [--host IP]   serve MCP streamable HTTP at http://IP:PORT/mcp (host 0.0.0.0 by default)
+  fixture [STEP]...              run a fixture script; steps, in order:
+      --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS | --exit CODE
+    without --exit the process idles until SIGTERM/SIGINT, then exits 0
+
+tools: echo {text}, add {a, b}, env {name}";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `--help`.
+    Help,
+    /// `--version`.
+    Version,
+    /// MCP over stdio.
+    Stdio,
+    /// MCP over streamable HTTP, bound to `addr`.
+    Http {
+        /// Where to listen.
+        addr: SocketAddr,
+    },
+    /// Execute a fixture script.
+    Fixture(FixtureScript),
+}
+
+/// Parses the arguments after the program name. The error is one line, without the program name.
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let args = args
+        .into_iter()
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| format!("argument {:?} is not valid UTF-8", a.display()))
+        })
+        .collect::<Result<Vec<String>, String>>()?;
+    let Some(first) = args.first() else {
+        return Err("missing command (stdio, http or fixture)".to_owned());
+    };
+    match first.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "-V" | "--version" => Ok(Command::Version),
+        "stdio" => match args.get(1) {
+            None => Ok(Command::Stdio),
+            Some(extra) => Err(format!("stdio takes no arguments, got {extra:?}")),
+        },
+        "http" => parse_http(&args[1..]),
+        FIXTURE_SUBCOMMAND => FixtureScript::parse_args(&args)
+            .map(Command::Fixture)
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "unknown command {other:?} (expected stdio, http or fixture)"
+        )),
+    }
+}
+
+fn parse_http(args: &[String]) -> Result<Command, String> {
+    let mut port = None;
+    let mut host = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("http: {flag} needs a value"))?;
+        match flag.as_str() {
+            "--port" => {
+                port = Some(
+                    value
+                        .parse::<u16>()
+                        .map_err(|_| format!("http: --port {value:?} is not a port number"))?,
+                );
+            }
+            // An IP literal only: name lookups need NSS, which a static binary cannot load.
+            "--host" => {
+                host = value.parse().map_err(|_| {
+                    format!("http: --host {value:?} is not an IP address (names are not resolved)")
+                })?;
+            }
+            other => return Err(format!("http: unknown flag {other:?}")),
+        }
+    }
+    let port = port.ok_or("http: --port is required")?;
+    Ok(Command::Http {
+        addr: SocketAddr::new(host, port),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(p(&["stdio"]), Ok(Command::Stdio));
+        assert_eq!(p(&["--help"]), Ok(Command::Help));
+        assert_eq!(
+            p(&["http", "--port", "8080"]),
+            Ok(Command::Http {
+                addr: "0.0.0.0:8080".parse().unwrap()
+            })
+        );
+        assert_eq!(
+            p(&["http", "--host", "::1", "--port", "0"]),
+            Ok(Command::Http {
+                addr: "[::1]:0".parse().unwrap()
+            })
+        );
+        let script = FixtureScript::new().stdout("a b").exit(4);
+        let args = script.to_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(p(&args), Ok(Command::Fixture(script)));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for bad in [
+            &[][..],
+            &["serve"],
+            &["stdio", "x"],
+            &["http"],
+            &["http", "--port"],
+            &["http", "--port", "70000"],
+            &["http", "--port", "1", "--host", "localhost"],
+            &["http", "--port", "1", "--bogus", "1"],
+            &["fixture", "--exit", "x"],
+            &["fixture", "--what", "1"],
+        ] {
+            let err = p(bad).expect_err("must be rejected");
+            assert!(!err.is_empty() && !err.contains('\n'), "{bad:?}: {err:?}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The `mcp-test-server` binary: a real MCP server over stdio or streamable HTTP, and the runner
+//! for the conformance kit's fixture scripts. Bad arguments print one line and exit with code 2.
+
+mod cli;
+mod fixture;
+mod http;
+mod server;
+mod signals;
+
+use std::process::ExitCode;
+
+use cli::Command;
+use signals::Signals;
+
+/// Exit code for arguments the binary does not understand.
+const USAGE_EXIT: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("mcp-test-server: {e} (try --help)");
+            return ExitCode::from(USAGE_EXIT);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("mcp-test-server {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Stdio | Command::Http { .. } | Command::Fixture(_) => {}
+    }
+    // One thread is plenty for a test server, and keeps it light when dozens run at once.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-test-server: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(command));
+    // Blocking stdin readers (stdio mode) must not keep the process alive after we are done.
+    runtime.shutdown_background();
+    code
+}
+
+async fn run(command: Command) -> ExitCode {
+    // Handlers first: as PID 1 in a container a signal that arrives before they are installed
+    // is dropped (PID 1 has no default actions), and the server could then never be stopped.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mcp-test-server: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Stdio => server::serve_stdio(signals).await,
+        Command::Http { addr } => http::serve(addr, signals).await,
+        Command::Fixture(script) => {
+            let code = fixture::run(&script, signals).await;
+            // Exit codes outside 0..=255 wrap like they do for any process.
+            std::process::exit(code);
+        }
+        Command::Help | Command::Version => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-test-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

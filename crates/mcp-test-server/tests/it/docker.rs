@@ -1,0 +1,199 @@
+//! The `FROM scratch` test image on the real Docker engine: built once, reused by content hash,
+//! rebuilt when the hash label differs, runs fixtures as PID 1 (exit codes, logs, SIGTERM).
+//! Skips with a reason when no engine answers, unless `MCPCTL_REQUIRE_DOCKER=1`.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::{FutureExt, StreamExt};
+use mcp_orchestrator_api::fixture::FixtureScript;
+use mcp_test_server::{
+    BINARY_HASH_LABEL, TEST_IMAGE_LABEL, build_docker_image, docker_context_tar,
+    ensure_docker_image, static_binary,
+};
+
+async fn docker_or_skip() -> Option<Docker> {
+    let required = std::env::var("MCPCTL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d.negotiate_version().await,
+        Err(e) => Err(e),
+    };
+    match docker {
+        Ok(d) if d.ping().await.is_ok() => Some(d),
+        Ok(_) | Err(_) => {
+            assert!(
+                !required,
+                "MCPCTL_REQUIRE_DOCKER=1 but no Docker engine answers"
+            );
+            eprintln!("skipping: no Docker engine answers (set MCPCTL_REQUIRE_DOCKER=1 to fail)");
+            None
+        }
+    }
+}
+
+/// Builds the context at `tag` with a wrong hash label: what an image from an older binary
+/// looks like.
+async fn build_stale(docker: &Docker, tag: &str) -> String {
+    let binary = tokio::task::spawn_blocking(static_binary)
+        .await
+        .unwrap()
+        .unwrap();
+    let context = docker_context_tar(&binary).unwrap();
+    let labels = HashMap::from([(BINARY_HASH_LABEL, "stale")]);
+    let options = BuildImageOptionsBuilder::default()
+        .t(tag)
+        .labels(&labels)
+        .rm(true)
+        .build();
+    let mut build = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(step) = build.next().await {
+        step.expect("stale image build");
+    }
+    docker.inspect_image(tag).await.unwrap().id.unwrap()
+}
+
+/// Creates and starts a container of `image` running `script`; returns its id.
+async fn run(docker: &Docker, image: &str, script: &FixtureScript) -> String {
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(script.to_args()),
+        labels: Some(HashMap::from([(
+            TEST_IMAGE_LABEL.to_owned(),
+            "run".to_owned(),
+        )])),
+        ..Default::default()
+    };
+    let id = docker.create_container(None, body).await.unwrap().id;
+    docker.start_container(&id, None).await.unwrap();
+    id
+}
+
+/// Waits until container `id` exits; returns its exit code.
+async fn exit_code(docker: &Docker, id: &str) -> i64 {
+    let mut wait = docker.wait_container(id, None);
+    let waited = tokio::time::timeout(Duration::from_secs(30), wait.next()).await;
+    match waited.expect("container did not exit in time") {
+        Some(Ok(r)) => r.status_code,
+        // bollard reports a non-zero exit as an error carrying the code.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        other => panic!("waiting for {id}: {other:?}"),
+    }
+}
+
+/// The container's (stdout, stderr) so far.
+async fn logs(docker: &Docker, id: &str) -> (String, String) {
+    let options = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut stream = docker.logs(id, Some(options));
+    let (mut out, mut err) = (String::new(), String::new());
+    while let Some(chunk) = stream.next().await {
+        match chunk.unwrap() {
+            LogOutput::StdOut { message } => out.push_str(&String::from_utf8_lossy(&message)),
+            LogOutput::StdErr { message } => err.push_str(&String::from_utf8_lossy(&message)),
+            LogOutput::StdIn { .. } | LogOutput::Console { .. } => {}
+        }
+    }
+    (out, err)
+}
+
+#[tokio::test]
+async fn image_builds_once_reuses_by_hash_and_runs_fixtures_as_pid1() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let tag = format!("mcp-test-server:it-{}", std::process::id());
+    let mut containers = Vec::new();
+    let mut images = Vec::new();
+    let outcome = AssertUnwindSafe(scenario(&docker, &tag, &mut containers, &mut images))
+        .catch_unwind()
+        .await;
+    for id in &containers {
+        let force = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = docker.remove_container(id, Some(force)).await;
+    }
+    for image in images.iter().chain([&tag]) {
+        let force = RemoveImageOptionsBuilder::default().force(true).build();
+        let _ = docker.remove_image(image, Some(force), None).await;
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenario(
+    docker: &Docker,
+    tag: &str,
+    containers: &mut Vec<String>,
+    images: &mut Vec<String>,
+) {
+    let stale = build_stale(docker, tag).await;
+    images.push(stale.clone());
+
+    // A tag whose hash label does not match the binary is rebuilt.
+    let started = Instant::now();
+    let id = build_docker_image(docker, tag).await.unwrap();
+    eprintln!("test image {tag} built in {:.1?}", started.elapsed());
+    assert_ne!(id, stale);
+    images.push(id.clone());
+
+    // A matching one is reused, without a build.
+    let started = Instant::now();
+    assert_eq!(build_docker_image(docker, tag).await.unwrap(), id);
+    eprintln!("test image {tag} reused in {:.1?}", started.elapsed());
+
+    // Once per process and tag.
+    assert_eq!(ensure_docker_image(docker, tag).await.unwrap(), id);
+    assert_eq!(ensure_docker_image(docker, tag).await.unwrap(), id);
+
+    let image = docker.inspect_image(tag).await.unwrap();
+    let config = image.config.unwrap();
+    assert_eq!(config.user.as_deref(), Some("1000:1000"));
+    assert_eq!(config.entrypoint, Some(vec!["/mcp-test-server".to_owned()]));
+    let labels = config.labels.unwrap();
+    assert_eq!(
+        labels.get(TEST_IMAGE_LABEL).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(labels.get(BINARY_HASH_LABEL).map(String::len), Some(64));
+
+    // A script that ends: exact lines on each stream, the exit code.
+    let script = FixtureScript::new()
+        .stdout("hello from scratch")
+        .stderr("to stderr")
+        .exit(5);
+    let c = run(docker, tag, &script).await;
+    containers.push(c.clone());
+    assert_eq!(exit_code(docker, &c).await, 5);
+    assert_eq!(
+        logs(docker, &c).await,
+        ("hello from scratch\n".to_owned(), "to stderr\n".to_owned())
+    );
+
+    // An idle script as PID 1: `docker stop` ends it with SIGTERM, promptly, exit 0.
+    let c = run(docker, &id, &FixtureScript::new().stdout("ready")).await;
+    containers.push(c.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while logs(docker, &c).await.0 != "ready\n" {
+        assert!(Instant::now() < deadline, "no ready line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = Instant::now();
+    let stop = StopContainerOptionsBuilder::default().t(10).build();
+    docker.stop_container(&c, Some(stop)).await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(exit_code(docker, &c).await, 0);
+}
