@@ -949,9 +949,160 @@ fn default_network_policy(policy: &mut NetworkPolicy) {
     spec.pod_selector.get_or_insert_with(Default::default);
     if spec.policy_types.as_ref().is_none_or(Vec::is_empty) {
         let mut types = vec!["Ingress".to_owned()];
-        if spec.egress.is_some() {
+        // Like the apiserver: an empty `egress: []` does not make an egress policy.
+        if spec.egress.as_ref().is_some_and(|rules| !rules.is_empty()) {
             types.push("Egress".to_owned());
         }
         spec.policy_types = Some(types);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(kind: ResourceKind, body: &Value) -> Result<Value, Value> {
+        prepare_create(kind, "ns", body, &mut Allocators::default()).map_err(|e| e.to_status())
+    }
+
+    fn fields(status: &Value) -> Vec<String> {
+        status["details"]["causes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["field"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pods_get_defaults_and_qos() {
+        let pod = json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "image": "busybox", "ports": [{"containerPort": 80}],
+                 "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}
+            ]}
+        });
+        let out = prepare(ResourceKind::Pod, &pod).unwrap();
+        assert_eq!(out["kind"], "Pod");
+        assert_eq!(out["spec"]["restartPolicy"], "Always");
+        assert_eq!(out["spec"]["dnsPolicy"], "ClusterFirst");
+        assert_eq!(out["spec"]["serviceAccountName"], "default");
+        assert_eq!(out["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(out["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(
+            out["status"],
+            json!({"phase": "Pending", "qosClass": "Guaranteed"})
+        );
+    }
+
+    #[test]
+    fn pod_validation_reports_every_field() {
+        let pod = json!({
+            "metadata": {"name": "p", "labels": {"ok": "yes", "bad key": "v"}},
+            "spec": {
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "containers": [{
+                    "name": "a", "image": "x:1",
+                    "ports": [{"containerPort": 0, "name": "web"}, {"containerPort": 81, "name": "web"}],
+                    "volumeMounts": [{"name": "missing", "mountPath": "/m"}]
+                }]
+            }
+        });
+        let status = prepare(ResourceKind::Pod, &pod).unwrap_err();
+        assert_eq!(
+            fields(&status),
+            [
+                "metadata.labels",
+                "spec.containers[0].ports[0].containerPort",
+                "spec.containers[0].ports[1].name",
+                "spec.containers[0].volumeMounts[0].name"
+            ]
+        );
+        let missing = json!({"metadata": {"name": "p"}, "spec": {}});
+        assert_eq!(
+            fields(&prepare(ResourceKind::Pod, &missing).unwrap_err()),
+            ["spec.containers"]
+        );
+        let wrong_kind = json!({"kind": "Service", "metadata": {"name": "p"}});
+        assert_eq!(
+            prepare(ResourceKind::Pod, &wrong_kind).unwrap_err()["code"],
+            400
+        );
+    }
+
+    #[test]
+    fn node_port_services_get_ports_and_policies() {
+        let service = json!({
+            "metadata": {"name": "web"},
+            "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+        });
+        let out = prepare(ResourceKind::Service, &service).unwrap();
+        let port = &out["spec"]["ports"][0];
+        assert!(
+            port["nodePort"]
+                .as_i64()
+                .is_some_and(|p| (30000..32768).contains(&p))
+        );
+        assert_eq!(port["targetPort"], "http");
+        assert_eq!(out["spec"]["externalTrafficPolicy"], "Cluster");
+        let two_unnamed =
+            json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        let status = prepare(ResourceKind::Service, &two_unnamed).unwrap_err();
+        assert_eq!(
+            fields(&status),
+            ["spec.ports[0].name", "spec.ports[1].name"]
+        );
+        let headless = json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}});
+        assert_eq!(
+            prepare(ResourceKind::Service, &headless).unwrap()["spec"]["clusterIP"],
+            "None"
+        );
+    }
+
+    #[test]
+    fn network_policies_and_claims_are_checked() {
+        let policy = json!({
+            "metadata": {"name": "np"},
+            "spec": {
+                "podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]},
+                "policyTypes": ["Sideways"],
+                "egress": [{"to": [{}], "ports": [{"protocol": "ICMP"}]}]
+            }
+        });
+        let status = prepare(ResourceKind::NetworkPolicy, &policy).unwrap_err();
+        assert_eq!(
+            fields(&status),
+            [
+                "spec.podSelector.matchExpressions[0].values",
+                "spec.policyTypes[0]",
+                "spec.egress[0].to[0]",
+                "spec.egress[0].ports[0].protocol"
+            ]
+        );
+        let egress = json!({"metadata": {"name": "np"}, "spec": {"egress": [{}]}});
+        let out = prepare(ResourceKind::NetworkPolicy, &egress).unwrap();
+        assert_eq!(out["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        assert_eq!(out["spec"]["podSelector"], json!({}));
+        let empty = json!({"metadata": {"name": "np"}, "spec": {"egress": []}});
+        let out = prepare(ResourceKind::NetworkPolicy, &empty).unwrap();
+        assert_eq!(out["spec"]["policyTypes"], json!(["Ingress"]));
+        let claim =
+            json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteSometimes"]}});
+        let status = prepare(ResourceKind::PersistentVolumeClaim, &claim).unwrap_err();
+        assert_eq!(
+            fields(&status),
+            ["spec.accessModes", "spec.resources[storage]"]
+        );
+    }
+
+    #[test]
+    fn names_and_generate_name_prefixes() {
+        assert!(validate_new_name(ResourceKind::Pod, Some("a.b"), None).is_ok());
+        assert!(validate_new_name(ResourceKind::Service, Some("a.b"), None).is_err());
+        assert!(validate_new_name(ResourceKind::Pod, None, Some("web-")).is_ok());
+        assert!(validate_new_name(ResourceKind::Pod, None, Some("Web-")).is_err());
+        assert!(validate_new_name(ResourceKind::Pod, None, None).is_err());
+        assert!(validate_new_name(ResourceKind::Pod, Some(""), Some("x-")).is_ok());
     }
 }
