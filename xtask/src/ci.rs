@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, manifests, python, run_cmd, tidy, workspace_root};
+use crate::{cargo, kind_test, manifests, python, run_cmd, tidy, workspace_root};
 
 /// Runs every CI step. `--skip-tests` stops after the static checks (for quick local runs).
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -46,6 +46,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     manifests::check(&workspace_root())?;
     println!("\n==> example manifests pass kubernetes-validate --strict");
     manifests::validate(&workspace_root())?;
+    // CI has no kind: the plan is printed (and its construction exercised); a real cluster run
+    // is `cargo xtask kind-test` where kind, kubectl and Docker are installed.
+    println!("\n==> cargo xtask kind-test --dry-run");
+    kind_test::run(&["--dry-run".to_owned()])?;
 
     if !skip_tests {
         let tools = python::ensure_tools()?;

@@ -2,6 +2,7 @@
 //! Rust instead of shell scripts, so "green locally" means green CI.
 
 mod ci;
+mod kind_test;
 mod manifests;
 mod python;
 mod tidy;
@@ -16,7 +17,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci                 everything CI runs: fmt, clippy, layering, generated files, tests
   tidy               layering and file-header rules only
-  manifests          regenerate examples/k8s (--check: fail if stale; --validate: also kubernetes-validate)";
+  manifests          regenerate examples/k8s (--check: fail if stale; --validate: also kubernetes-validate)
+  kind-test          Kubernetes integration tests on a throw-away kind cluster (--dry-run, --keep, --require)";
 
 fn main() {
     if let Err(e) = run() {
@@ -34,6 +36,7 @@ fn run() -> Result<()> {
     match cmd.as_str() {
         "ci" => ci::run(rest),
         "manifests" => manifests::run(rest),
+        "kind-test" => kind_test::run(rest),
         "tidy" => {
             let violations = tidy::check(&workspace_root())?;
             if violations.is_empty() {
