@@ -1,0 +1,244 @@
+//! `KubernetesOrchestrator`: construction, and the `McpOrchestrator` operations that read
+//! (status, logs, list). Starting and stopping live in `lifecycle`.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream;
+use garde::Validate;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ListParams};
+use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
+use mcp_types::names::check_label_value;
+use mcp_types::{
+    Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions, McpServer, Page,
+    StartOptions, ValidationErrors, labels,
+};
+
+use crate::error::{BACKEND, Target, idempotent};
+use crate::status::{has_previous_run, has_run, instance_status, is_managed, pod_instance};
+use crate::{config, lifecycle, logs};
+
+/// Runs MCP servers as pods in one namespace.
+///
+/// Each instance is a pod named after its id (`mcp-<server>-<suffix>`), with the NetworkPolicy
+/// (unless `networkPolicies: false`), PersistentVolumeClaims and Service (HTTP transports) that
+/// [`mcp_k8s_resources::build_instance`] builds, all labelled `mcpctl.io/instance=<id>`. Cloning
+/// is cheap and shares the client.
+#[derive(Clone)]
+pub struct KubernetesOrchestrator {
+    pub(crate) client: kube::Client,
+    pub(crate) config: K8sConfig,
+    pub(crate) pods: Api<Pod>,
+    pub(crate) services: Api<Service>,
+    pub(crate) claims: Api<PersistentVolumeClaim>,
+    pub(crate) policies: Api<NetworkPolicy>,
+}
+
+impl fmt::Debug for KubernetesOrchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesOrchestrator")
+            .field("namespace", &self.config.namespace)
+            .field("network_policies", &self.config.network_policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesOrchestrator {
+    /// Connects as `config` says: in-cluster (`inCluster: true`), a kubeconfig file
+    /// (`kubeconfig`, with `context` or the file's current context), or the default loading chain
+    /// (`$KUBECONFIG`, `~/.kube/config`, then in-cluster). No request is sent until the first
+    /// operation.
+    ///
+    /// # Errors
+    /// - [`InvalidArgument`](OrchestratorError::InvalidArgument) `kubernetes config` for an
+    ///   invalid configuration (the namespace must be a DNS-1123 label; `inCluster` excludes
+    ///   `kubeconfig` and `context`).
+    /// - [`InvalidArgument`](OrchestratorError::InvalidArgument) `kubeconfig` naming the path
+    ///   when the file is missing, unreadable or invalid, or lacks the context; `in-cluster
+    ///   config` outside a pod.
+    /// - [`Unavailable`](OrchestratorError::Unavailable) or
+    ///   [`PermissionDenied`](OrchestratorError::PermissionDenied) when kube cannot build a
+    ///   client from the loaded configuration (TLS, credentials).
+    pub async fn new(config: K8sConfig) -> Result<Self> {
+        config::check(&config)?;
+        let loaded = config::load(&config).await?;
+        let client = kube::Client::try_from(loaded).map_err(|e| {
+            crate::error::map_kube_error(e, &Target::collection("build a client", "client"))
+        })?;
+        Ok(Self::assemble(client, config))
+    }
+
+    /// Uses a client the caller built (tests, callers that share one client). The client's own
+    /// default namespace is ignored: everything goes to `config.namespace`.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](OrchestratorError::InvalidArgument) `kubernetes config` for an invalid
+    /// configuration.
+    pub fn with_client(client: kube::Client, config: K8sConfig) -> Result<Self> {
+        config::check(&config)?;
+        Ok(Self::assemble(client, config))
+    }
+
+    fn assemble(client: kube::Client, config: K8sConfig) -> Self {
+        let ns = config.namespace.as_str();
+        Self {
+            pods: Api::namespaced(client.clone(), ns),
+            services: Api::namespaced(client.clone(), ns),
+            claims: Api::namespaced(client.clone(), ns),
+            policies: Api::namespaced(client.clone(), ns),
+            client,
+            config,
+        }
+    }
+
+    /// The kube client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &K8sConfig {
+        &self.config
+    }
+
+    /// The namespace every object goes to.
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
+    /// The pod of a managed instance.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing pod or one without `mcpctl.io/managed=true`; request errors.
+    pub(crate) async fn managed_pod(&self, id: &InstanceId, action: &'static str) -> Result<Pod> {
+        let target = Target::pod(action, id.as_str());
+        let pod = idempotent(&target, || Box::pin(self.pods.get(id.as_str()))).await?;
+        if is_managed(&pod) {
+            Ok(pod)
+        } else {
+            Err(OrchestratorError::not_found(id.as_str()))
+        }
+    }
+
+    /// The label selector of a listing: managed pods, of a server, matching the filter's
+    /// selector.
+    pub(crate) fn list_selector(filters: &InstanceFilters) -> Result<String> {
+        let mut selector = format!("{}=true", labels::MANAGED);
+        if let Some(server) = &filters.server {
+            check_label_value(server).map_err(|message| OrchestratorError::InvalidArgument {
+                what: "server filter",
+                message,
+            })?;
+            for part in [",", labels::SERVER, "=", server] {
+                selector.push_str(part);
+            }
+        }
+        if let Some(extra) = filters.label_selector.as_ref().filter(|s| !s.is_empty()) {
+            selector.push(',');
+            selector.push_str(&extra.to_string());
+        }
+        Ok(selector)
+    }
+}
+
+#[async_trait]
+impl McpOrchestrator for KubernetesOrchestrator {
+    fn backend_name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
+        lifecycle::start(self, spec, options).await
+    }
+
+    async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
+        lifecycle::stop(self, id, grace).await
+    }
+
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        Ok(instance_status(&self.managed_pod(id, "get pod").await?))
+    }
+
+    /// Reads the `mcp-server` container's log. Every line is reported as stdout (the container
+    /// log merges stdout and stderr); `stream` must be `All`. A container that has not started
+    /// yet has no lines; following it waits until it starts (or its pod goes away). With
+    /// `follow`, the stream ends when the container ends.
+    async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
+        logs::check_stream(options.stream)?;
+        let pod = self.managed_pod(id, "get pod").await?;
+        if options.previous && !has_previous_run(&pod) {
+            return Err(OrchestratorError::InvalidArgument {
+                what: "previous",
+                message: format!("instance {id} has no previous run"),
+            });
+        }
+        let plan = logs::plan(options);
+        let started = options.previous || has_run(&pod);
+        if !options.follow {
+            if !started {
+                return Ok(stream::empty().boxed());
+            }
+            let lines = logs::read_all(&self.pods, id.as_str(), &plan).await?;
+            return Ok(stream::iter(lines.into_iter().map(Ok)).boxed());
+        }
+        let pods = self.pods.clone();
+        let id = id.as_str().to_owned();
+        let uid = pod.metadata.uid.clone();
+        let lines = async move {
+            if !started {
+                match lifecycle::wait_until_started(&pods, &id, uid).await {
+                    Ok(true) => {}
+                    Ok(false) => return stream::empty().boxed(),
+                    Err(e) => return stream::once(async { Err(e) }).boxed(),
+                }
+            }
+            match logs::follow(pods, id, plan).await {
+                Ok(lines) => lines,
+                Err(e) => stream::once(async { Err(e) }).boxed(),
+            }
+        };
+        Ok(stream::once(lines).flatten().boxed())
+    }
+
+    /// Lists pods labelled `mcpctl.io/managed=true` (plus `mcpctl.io/server=<name>` and the
+    /// filter's selector, all evaluated by the API server), a page of at most `limit` pods at a
+    /// time with the API server's `continue` token. The phase filter is applied on the client
+    /// after the server has cut the page, so a page can hold fewer than `limit` instances (even
+    /// none) while a continue token is still returned: keep paging until the token is `None`.
+    async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+        filters
+            .validate()
+            .map_err(|report| OrchestratorError::InvalidArgument {
+                what: "list filters",
+                message: ValidationErrors::from(report).to_string(),
+            })?;
+        let params = ListParams {
+            label_selector: Some(Self::list_selector(filters)?),
+            limit: filters.limit,
+            continue_token: filters.continue_token.clone(),
+            ..ListParams::default()
+        };
+        let argument = if filters.continue_token.is_some() {
+            "continue token or filter"
+        } else {
+            "list filters"
+        };
+        let target = Target::collection("list pods", "pod").with_argument(argument);
+        let list = idempotent(&target, || Box::pin(self.pods.list(&params))).await?;
+        let mut items: Vec<Instance> = list
+            .items
+            .iter()
+            .filter_map(pod_instance)
+            .filter(|i| filters.phase.is_none_or(|p| p == i.status.phase))
+            .collect();
+        items.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Page {
+            items,
+            continue_token: list.metadata.continue_.filter(|t| !t.is_empty()),
+        })
+    }
+}
