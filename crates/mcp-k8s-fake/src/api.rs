@@ -658,7 +658,7 @@ impl DeleteOptions {
     }
 }
 
-/// What a delete did to a pod: nothing more, started a graceful termination, or removed it.
+/// Whether a pod delete started (or shortened) a graceful termination the kubelet must carry out.
 enum PodDeletion {
     Graceful(i64),
     None,
