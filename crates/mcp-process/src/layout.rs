@@ -1,0 +1,254 @@
+//! The on-disk layout shared by the orchestrator and the supervisor: one directory per
+//! instance under `<state dir>/instances/`, the JSON documents in it, and atomic writes.
+//!
+//! ```text
+//! <state dir>/
+//!   instances/<id>/
+//!     meta.json        what to run and how it is labelled (written once, before the supervisor)
+//!     supervisor.json  the supervisor's pid + start time (written by the starter right after spawn)
+//!     state.json       status, restart count, the server's pid + start time (supervisor only)
+//!     logs.jsonl       one JSON object per output line: ts, stream, run, text (supervisor only)
+//!     supervisor.log   the supervisor's own diagnostics (never environment values)
+//!     stop.json        a stop request's grace period (written by a stopper before SIGTERM)
+//!     stop.lock        flock that serializes stoppers
+//!     stdio.sock       the stdio bridge of a stdio server (see `attach_stdio`)
+//!   trash/             instance directories being deleted (renamed here first, atomically)
+//! ```
+//!
+//! Every document except the append-only log is replaced with write-to-temp + rename, so a
+//! reader sees the old or the new version, never a torn one; each has a single writer.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mcp_types::{InstanceId, InstanceStatus, LogStream, RestartPolicy, Timestamp, Transport};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::procfs::ProcIdentity;
+
+/// Subdirectory of the state dir holding one directory per instance.
+pub(crate) const INSTANCES: &str = "instances";
+/// Subdirectory of the state dir where instance directories are renamed before deletion.
+pub(crate) const TRASH: &str = "trash";
+
+/// The paths inside one instance directory.
+#[derive(Debug, Clone)]
+pub(crate) struct InstancePaths {
+    pub(crate) dir: PathBuf,
+}
+
+impl InstancePaths {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    pub(crate) fn meta(&self) -> PathBuf {
+        self.dir.join("meta.json")
+    }
+    pub(crate) fn supervisor(&self) -> PathBuf {
+        self.dir.join("supervisor.json")
+    }
+    pub(crate) fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub(crate) fn logs(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+    pub(crate) fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    pub(crate) fn stop_request(&self) -> PathBuf {
+        self.dir.join("stop.json")
+    }
+    pub(crate) fn stop_lock(&self) -> PathBuf {
+        self.dir.join("stop.lock")
+    }
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join(SOCKET_FILE)
+    }
+}
+
+/// File name of the log inside an instance directory.
+pub(crate) const LOG_FILE: &str = "logs.jsonl";
+/// File name of the stdio bridge socket inside an instance directory.
+pub(crate) const SOCKET_FILE: &str = "stdio.sock";
+
+/// What the supervisor runs, fixed at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Launch {
+    /// Absolute path of the program (resolved against PATH and the working directory at start).
+    pub(crate) program: PathBuf,
+    /// `command[1..]` followed by `args`.
+    pub(crate) args: Vec<String>,
+    /// Working directory of the server.
+    pub(crate) cwd: PathBuf,
+    /// MCP transport; stdio servers get the stdio bridge.
+    pub(crate) transport: Transport,
+    /// What to do when the server exits.
+    pub(crate) restart_policy: RestartPolicy,
+    /// `RLIMIT_DATA` applied to the supervisor (and so inherited by the server), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) memory_limit_bytes: Option<u64>,
+    /// First restart delay.
+    pub(crate) backoff_initial_ms: u64,
+    /// Longest restart delay.
+    pub(crate) backoff_max_ms: u64,
+    /// Log a stdio server's stdout also while a client is attached (protocol traffic).
+    #[serde(default)]
+    pub(crate) log_stdio_traffic: bool,
+}
+
+/// Everything known about an instance at start (`meta.json`). Environment values are never
+/// written anywhere: only their names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Meta {
+    pub(crate) id: InstanceId,
+    pub(crate) server: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) endpoint: Option<String>,
+    /// The names (not values) of the environment variables given to the server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) env_names: Vec<String>,
+    pub(crate) launch: Launch,
+}
+
+/// What the supervisor reports (`state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct State {
+    pub(crate) status: InstanceStatus,
+    /// The current run (0 for the first, +1 per restart); log lines carry it.
+    pub(crate) run: u32,
+    /// The running server process, which leads its own process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) server: Option<ProcIdentity>,
+    pub(crate) updated_at: Option<Timestamp>,
+}
+
+/// A stop request (`stop.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StopRequest {
+    pub(crate) grace_ms: u64,
+}
+
+/// What the starter sends the supervisor on its stdin, then closes: the resolved environment
+/// of the server. Kept off the disk and out of the supervisor's own environment; no `Debug`, so
+/// the values cannot end up in a log by accident.
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct Handoff {
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// One line of `logs.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogRecord {
+    pub(crate) ts: Timestamp,
+    pub(crate) stream: LogStream,
+    pub(crate) run: u32,
+    pub(crate) text: String,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Replaces `path` with `bytes` atomically (temp file in the same directory, fsync, rename).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `value` as JSON to `path` atomically.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a JSON document; `None` when the file does not exist.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` and missing parents, private to the user (0700).
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates `dir` (not its parents), private to the user; fails if it exists.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_json_round_trip_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(read_json::<State>(&path).unwrap().is_none());
+        let mut state = State::default();
+        write_json(&path, &state).unwrap();
+        state.run = 3;
+        write_json(&path, &state).unwrap();
+        assert_eq!(read_json::<State>(&path).unwrap(), Some(state));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn log_record_format() {
+        let rec = LogRecord {
+            ts: "2024-01-02T03:04:05.123456789Z".parse().unwrap(),
+            stream: LogStream::Stderr,
+            run: 2,
+            text: "hello \"world\"".into(),
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        assert_eq!(
+            line,
+            r#"{"ts":"2024-01-02T03:04:05.123456789Z","stream":"stderr","run":2,"text":"hello \"world\""}"#
+        );
+        assert_eq!(serde_json::from_str::<LogRecord>(&line).unwrap(), rec);
+    }
+}

@@ -1,0 +1,691 @@
+//! The per-instance supervisor (the containerd-shim / conmon pattern): a small detached process
+//! that owns one server process, logs its output, applies the restart policy, records state,
+//! bridges a stdio server to one attached client at a time, and stops the server on request.
+//!
+//! The orchestrator starts it as `<supervisor program> [supervisorArgs...] <instance dir>` with
+//! the instance directory as its working directory, writes the server's resolved environment
+//! (a JSON [`Handoff`]) to its stdin and closes it, and waits for the line `ready` on its stdout
+//! (printed once the first launch of the server has been attempted). The supervisor then:
+//!
+//! 1. calls `setsid` so it belongs to no terminal or caller's process group and outlives the
+//!    program that started it;
+//! 2. applies the memory limit as `RLIMIT_DATA` to itself, so the server inherits it;
+//! 3. launches the server in a process group of its own, stdout and stderr piped, stdin piped
+//!    for stdio servers;
+//! 4. appends every output line to `logs.jsonl` with its stream, run number and a timestamp;
+//! 5. on exit, records the exit code, sweeps what is left of the server's process group, and
+//!    restarts it with exponential backoff (reason `CrashLoopBackOff` while waiting) when the
+//!    policy says so, or records `Succeeded`/`Failed` and exits;
+//! 6. on SIGTERM or SIGINT (a stop), sends SIGTERM to the server's group, closes its stdin,
+//!    waits the grace period from `stop.json`, sends SIGKILL to the group, records `Stopped`
+//!    and exits. SIGHUP is ignored.
+//!
+//! Every state change is written to `state.json` atomically.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use mcp_types::{LogStream, Phase, RestartPolicy, Timestamp, Transport, reasons};
+use rustix::process::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::layout::{
+    Handoff, InstancePaths, Launch, LogRecord, Meta, SOCKET_FILE, State, StopRequest, read_json,
+    write_json,
+};
+use crate::procfs::ProcIdentity;
+
+/// The line the supervisor prints on stdout once it has attempted the first launch.
+pub(crate) const READY: &str = "ready";
+/// First word of the line the stdio bridge sends a client on connecting.
+pub(crate) const ATTACH_BANNER: &str = "mcp-process-attach";
+/// Grace period when a stop comes without `stop.json` (for example a plain `kill`).
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// A run that lasted this long resets the restart backoff.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+/// How long descendants left in the group of a server that exited by itself get after SIGTERM.
+const SWEEP_GRACE: Duration = Duration::from_secs(2);
+/// How long output still buffered in the pipes may take to drain after the server is gone.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs the supervisor with `args` (the instance directory; nothing else), returning the
+/// process exit code. This is the whole `mcp-process-supervisor` binary.
+///
+/// A program that links this crate and does not want to ship the second binary can embed the
+/// supervisor: set [`crate::ProcessConfig::supervisor_path`] to the program itself and
+/// [`crate::ProcessConfig::supervisor_args`] to a hidden subcommand, and at the very top of
+/// `main`, before any async runtime exists, route that subcommand here:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let mut args = std::env::args_os().skip(1);
+///     if args.next().is_some_and(|a| a == "__supervise") {
+///         return mcp_process::supervisor::run(args);
+///     }
+///     // ... the program's normal main ...
+///     std::process::ExitCode::SUCCESS
+/// }
+/// ```
+pub fn run<I, S>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let [dir] = args.as_slice() else {
+        eprintln!(
+            "usage: {} <instance-dir>\n\nThe per-instance supervisor of the mcp-process backend; \
+             started by ProcessOrchestrator, not by hand.",
+            crate::config::SUPERVISOR_BINARY
+        );
+        return ExitCode::from(2);
+    };
+    match main_inner(Path::new(dir)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            diag(&format!("fatal: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line of the supervisor's own log (its stderr is `supervisor.log`).
+fn diag(msg: &str) {
+    eprintln!("{} {msg}", Timestamp::now());
+}
+
+fn main_inner(dir: &Path) -> Result<(), String> {
+    // Leave the starter's session and process group: nothing aimed at them reaches us.
+    if let Err(e) = rustix::process::setsid() {
+        diag(&format!("setsid: {e} (continuing)"));
+    }
+    std::env::set_current_dir(dir).map_err(|e| format!("cd {}: {e}", dir.display()))?;
+    let paths = InstancePaths::new(std::env::current_dir().map_err(|e| e.to_string())?);
+    let meta: Meta = read_json(&paths.meta())
+        .map_err(|e| format!("reading meta.json: {e}"))?
+        .ok_or("meta.json is missing")?;
+    let handoff: Handoff = serde_json::from_reader(std::io::stdin().lock())
+        .map_err(|e| format!("reading the environment from stdin: {e}"))?;
+    if let Some(limit) = meta.launch.memory_limit_bytes {
+        apply_memory_limit(limit)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let log = LogSink::open(&paths)?;
+        let stop = stop_signals()?;
+        let mut supervisor = Supervisor {
+            paths,
+            launch: meta.launch,
+            env: handoff.env,
+            state: State::default(),
+            log,
+            attach: Attach::default(),
+            stop,
+            ready_sent: false,
+        };
+        supervisor.supervise().await
+    })
+}
+
+/// `RLIMIT_DATA` on this process, inherited by the server (and its children).
+fn apply_memory_limit(bytes: u64) -> Result<(), String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Data).maximum;
+    let limit = hard.map_or(bytes, |h| h.min(bytes));
+    setrlimit(
+        Resource::Data,
+        Rlimit {
+            current: Some(limit),
+            maximum: Some(limit),
+        },
+    )
+    .map_err(|e| format!("setrlimit(RLIMIT_DATA, {limit}): {e}"))
+}
+
+/// A watch that turns true on SIGTERM or SIGINT; SIGHUP is swallowed.
+fn stop_signals() -> Result<watch::Receiver<bool>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let err = |e: std::io::Error| format!("installing signal handlers: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(err)?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {}
+            }
+        }
+        let _ = tx.send(true);
+        // Keep the sender so receivers never see a closed channel.
+        std::future::pending::<()>().await;
+    });
+    Ok(rx)
+}
+
+async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data behind these locks stays consistent even if a holder panicked.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How one run of the server ended.
+enum Outcome {
+    /// It exited by itself (or could not be started: 126/127 like a shell).
+    Exited {
+        code: i32,
+        message: Option<String>,
+        ran_for: Duration,
+    },
+    /// A stop was requested and the server is gone.
+    Stopped { code: Option<i32> },
+}
+
+struct Supervisor {
+    paths: InstancePaths,
+    launch: Launch,
+    env: Vec<(String, String)>,
+    state: State,
+    log: LogSink,
+    attach: Attach,
+    stop: watch::Receiver<bool>,
+    ready_sent: bool,
+}
+
+impl Supervisor {
+    fn save(&mut self) {
+        self.state.updated_at = Some(Timestamp::now());
+        if let Err(e) = write_json(&self.paths.state(), &self.state) {
+            diag(&format!("writing state.json: {e}"));
+        }
+    }
+
+    /// Tells the starter that the first launch was attempted (once).
+    fn signal_ready(&mut self) {
+        if !self.ready_sent {
+            self.ready_sent = true;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{READY}").and_then(|()| out.flush());
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        match read_json::<StopRequest>(&self.paths.stop_request()) {
+            Ok(Some(r)) => Duration::from_millis(r.grace_ms),
+            _ => DEFAULT_GRACE,
+        }
+    }
+
+    async fn supervise(&mut self) -> Result<(), String> {
+        self.state.status.phase = Phase::Pending;
+        self.save();
+        let stdio = self.launch.transport == Transport::Stdio;
+        if stdio {
+            let _ = std::fs::remove_file(SOCKET_FILE);
+            let listener = UnixListener::bind(SOCKET_FILE)
+                .map_err(|e| format!("binding {}: {e}", self.paths.socket().display()))?;
+            tokio::spawn(accept_loop(listener, self.attach.clone()));
+        }
+        let initial = Duration::from_millis(self.launch.backoff_initial_ms.max(1));
+        let max = Duration::from_millis(self.launch.backoff_max_ms).max(initial);
+        let mut backoff = initial;
+        loop {
+            let outcome = self.run_once().await;
+            let now = Timestamp::now();
+            self.state.server = None;
+            self.state.status.finished_at = Some(now);
+            let (code, message, ran_for) = match outcome {
+                Outcome::Stopped { code } => {
+                    let status = &mut self.state.status;
+                    status.phase = Phase::Stopped;
+                    status.reason = None;
+                    status.message = Some("stopped on request".into());
+                    status.exit_code = code;
+                    break;
+                }
+                Outcome::Exited {
+                    code,
+                    message,
+                    ran_for,
+                } => (code, message, ran_for),
+            };
+            self.state.status.exit_code = Some(code);
+            let restart = match self.launch.restart_policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => code != 0,
+                RestartPolicy::Never => false,
+            };
+            let detail = message.unwrap_or_else(|| format!("exited with code {code}"));
+            if !restart {
+                let status = &mut self.state.status;
+                if code == 0 {
+                    status.phase = Phase::Succeeded;
+                    status.reason = Some(reasons::COMPLETED.into());
+                    status.message = None;
+                } else {
+                    status.phase = Phase::Failed;
+                    status.reason = Some(reasons::ERROR.into());
+                    status.message = Some(detail);
+                }
+                break;
+            }
+            if ran_for >= BACKOFF_RESET_AFTER {
+                backoff = initial;
+            }
+            let status = &mut self.state.status;
+            status.phase = Phase::Pending;
+            status.reason = Some(reasons::CRASH_LOOP_BACKOFF.into());
+            status.message = Some(format!("{detail}; restarting in {backoff:?}"));
+            self.save();
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = stop_requested(&mut stop) => {
+                    let status = &mut self.state.status;
+                    status.phase = Phase::Stopped;
+                    status.reason = None;
+                    status.message = Some("stopped on request".into());
+                    break;
+                }
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(max);
+            self.state.run += 1;
+            self.state.status.restart_count += 1;
+            self.log.set_run(self.state.run);
+        }
+        self.save();
+        if stdio {
+            let _ = std::fs::remove_file(SOCKET_FILE);
+        }
+        Ok(())
+    }
+
+    /// Launches the server once and waits for it to end or for a stop.
+    async fn run_once(&mut self) -> Outcome {
+        let stdio = self.launch.transport == Transport::Stdio;
+        let mut cmd = Command::new(&self.launch.program);
+        cmd.args(&self.launch.args)
+            .current_dir(&self.launch.cwd)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .process_group(0)
+            .stdin(if stdio { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    126
+                } else {
+                    127
+                };
+                let message = format!("cannot start {}: {e}", self.launch.program.display());
+                self.log
+                    .write(LogStream::Stderr, &format!("mcp-process: {message}"));
+                self.signal_ready();
+                return Outcome::Exited {
+                    code,
+                    message: Some(message),
+                    ran_for: Duration::ZERO,
+                };
+            }
+        };
+        let started = Instant::now();
+        let leader = child.id().and_then(ProcIdentity::of);
+        {
+            let status = &mut self.state.status;
+            status.phase = Phase::Running;
+            status.reason = None;
+            status.message = None;
+            status.exit_code = None;
+            status.finished_at = None;
+            status.started_at = Some(Timestamp::now());
+        }
+        self.state.server = leader;
+        self.save();
+        self.signal_ready();
+
+        self.attach.begin_run(child.stdin.take());
+        let log_all = !stdio || self.launch.log_stdio_traffic;
+        let out = child.stdout.take().map(|o| {
+            tokio::spawn(pump(
+                o,
+                LogStream::Stdout,
+                self.log.clone(),
+                stdio.then(|| self.attach.clone()),
+                log_all,
+            ))
+        });
+        let err = child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(pump(e, LogStream::Stderr, self.log.clone(), None, true)));
+
+        let mut stop = self.stop.clone();
+        let (status, stopped) = tokio::select! {
+            status = child.wait() => (status, false),
+            () = stop_requested(&mut stop) => (self.terminate(&mut child, leader).await, true),
+        };
+        self.attach.end_run();
+        if let Some(leader) = leader {
+            // What the server left behind in its group goes with it.
+            let deadline = Instant::now() + SWEEP_GRACE;
+            kill_group(leader, deadline).await;
+        }
+        for task in [out, err].into_iter().flatten() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        let code = match &status {
+            Ok(s) => Some(exit_code(*s)),
+            Err(e) => {
+                diag(&format!("waiting for the server: {e}"));
+                None
+            }
+        };
+        if stopped {
+            Outcome::Stopped { code }
+        } else {
+            Outcome::Exited {
+                code: code.unwrap_or(-1),
+                message: None,
+                ran_for: started.elapsed(),
+            }
+        }
+    }
+
+    /// Stop: SIGTERM to the group and EOF on stdin, the grace period, then SIGKILL.
+    async fn terminate(
+        &mut self,
+        child: &mut Child,
+        leader: Option<ProcIdentity>,
+    ) -> std::io::Result<ExitStatus> {
+        self.state.status.phase = Phase::Stopping;
+        self.state.status.reason = Some(reasons::TERMINATING.into());
+        self.save();
+        let deadline = Instant::now() + self.grace();
+        self.attach.end_run();
+        match leader {
+            Some(l) => {
+                if let Err(e) = l.signal_group(Signal::TERM) {
+                    diag(&format!("SIGTERM to group {}: {e}", l.pid));
+                }
+            }
+            None => {
+                let _ = child.start_kill();
+            }
+        }
+        let status =
+            if let Ok(status) = tokio::time::timeout_at(deadline.into(), child.wait()).await {
+                status
+            } else {
+                if let Some(l) = leader {
+                    let _ = l.signal_group(Signal::KILL);
+                }
+                let _ = child.start_kill();
+                child.wait().await
+            };
+        if let Some(l) = leader {
+            kill_group(l, deadline).await;
+        }
+        status
+    }
+}
+
+/// Waits until `leader`'s group is gone or `deadline` passes (sending SIGTERM first when the
+/// group still has members), then SIGKILLs what remains.
+async fn kill_group(leader: ProcIdentity, deadline: Instant) {
+    if !leader.group_alive() {
+        return;
+    }
+    let _ = leader.signal_group(Signal::TERM);
+    while leader.group_alive() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    if leader.group_alive() {
+        let _ = leader.signal_group(Signal::KILL);
+    }
+}
+
+/// The exit code, or 128 + the signal number for a killed process (the shell convention).
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Reads lines from one of the server's pipes; stdout of a stdio server goes to the attached
+/// client when there is one, and to the log otherwise (or always, with `log_all`).
+async fn pump(
+    pipe: impl AsyncRead + Unpin,
+    stream: LogStream,
+    log: LogSink,
+    attach: Option<Attach>,
+    log_all: bool,
+) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut forwarded = false;
+        if let Some(tx) = attach.as_ref().and_then(Attach::sender) {
+            forwarded = tx.send(buf.clone()).await.is_ok();
+        }
+        if !forwarded || log_all {
+            let mut text = String::from_utf8_lossy(&buf).into_owned();
+            while text.ends_with('\n') || text.ends_with('\r') {
+                text.pop();
+            }
+            log.write(stream, &text);
+        }
+    }
+}
+
+/// The append-only log, shared by the stdout and stderr readers. Lines are stamped under the
+/// lock, so the file is in timestamp order.
+#[derive(Clone)]
+struct LogSink {
+    inner: Arc<Mutex<(std::fs::File, u32)>>,
+}
+
+impl LogSink {
+    fn open(paths: &InstancePaths) -> Result<Self, String> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths.logs())
+            .map_err(|e| format!("opening {}: {e}", paths.logs().display()))?;
+        Ok(Self {
+            inner: Arc::new(Mutex::new((file, 0))),
+        })
+    }
+
+    fn set_run(&self, run: u32) {
+        lock(&self.inner).1 = run;
+    }
+
+    fn write(&self, stream: LogStream, text: &str) {
+        let mut guard = lock(&self.inner);
+        let (file, run) = &mut *guard;
+        let record = LogRecord {
+            ts: Timestamp::now(),
+            stream,
+            run: *run,
+            text: text.to_owned(),
+        };
+        match serde_json::to_vec(&record) {
+            Ok(mut line) => {
+                line.push(b'\n');
+                if let Err(e) = file.write_all(&line) {
+                    diag(&format!("writing the log: {e}"));
+                }
+            }
+            Err(e) => diag(&format!("encoding a log line: {e}")),
+        }
+    }
+}
+
+/// The stdio bridge: the current server's stdin and the one attached client.
+#[derive(Clone, Default)]
+struct Attach {
+    inner: Arc<Mutex<AttachState>>,
+}
+
+#[derive(Default)]
+struct AttachState {
+    stdin: Option<Arc<tokio::sync::Mutex<ChildStdin>>>,
+    client: Option<(u64, mpsc::Sender<Vec<u8>>)>,
+    next_client: u64,
+}
+
+impl Attach {
+    fn begin_run(&self, stdin: Option<ChildStdin>) {
+        lock(&self.inner).stdin = stdin.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
+    }
+
+    /// The server is going away: close its stdin and hang up on the client.
+    fn end_run(&self) {
+        let mut s = lock(&self.inner);
+        s.stdin = None;
+        s.client = None;
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Vec<u8>>> {
+        lock(&self.inner).client.as_ref().map(|(_, tx)| tx.clone())
+    }
+
+    fn stdin_for(&self, client: u64) -> Option<Arc<tokio::sync::Mutex<ChildStdin>>> {
+        let s = lock(&self.inner);
+        match &s.client {
+            Some((id, _)) if *id == client => s.stdin.clone(),
+            _ => None,
+        }
+    }
+
+    fn try_attach(&self) -> Result<(u64, mpsc::Receiver<Vec<u8>>), &'static str> {
+        let mut s = lock(&self.inner);
+        if s.client.is_some() {
+            return Err("busy: another client is attached");
+        }
+        if s.stdin.is_none() {
+            return Err("unavailable: the server is not running");
+        }
+        s.next_client += 1;
+        let id = s.next_client;
+        let (tx, rx) = mpsc::channel(64);
+        s.client = Some((id, tx));
+        Ok((id, rx))
+    }
+
+    fn detach(&self, client: u64) {
+        let mut s = lock(&self.inner);
+        if s.client.as_ref().is_some_and(|(id, _)| *id == client) {
+            s.client = None;
+        }
+    }
+}
+
+/// Accepts bridge connections: the first line sent is `mcp-process-attach ok`, or a refusal
+/// (`busy: ...`, `unavailable: ...`) after which the connection is closed. Once accepted, bytes
+/// from the client go to the server's stdin and the server's stdout lines go to the client,
+/// until either side ends.
+async fn accept_loop(listener: UnixListener, attach: Attach) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                diag(&format!("accepting a stdio client: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let (id, mut rx) = match attach.try_attach() {
+            Ok(ok) => ok,
+            Err(refusal) => {
+                let _ = wr
+                    .write_all(format!("{ATTACH_BANNER} {refusal}\n").as_bytes())
+                    .await;
+                continue;
+            }
+        };
+        if wr
+            .write_all(format!("{ATTACH_BANNER} ok\n").as_bytes())
+            .await
+            .is_err()
+        {
+            attach.detach(id);
+            continue;
+        }
+        let writer_attach = attach.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if wr.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            writer_attach.detach(id);
+            // Dropping the write half shuts it down: the client reads EOF.
+        });
+        let reader_attach = attach.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let Some(stdin) = reader_attach.stdin_for(id) else {
+                    break;
+                };
+                let mut stdin = stdin.lock().await;
+                if stdin.write_all(&buf[..n]).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+            reader_attach.detach(id);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+    }
+
+    #[test]
+    fn usage_error_without_a_directory() {
+        assert_eq!(run(Vec::<OsString>::new()), ExitCode::from(2));
+    }
+}

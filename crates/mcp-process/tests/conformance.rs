@@ -1,0 +1,50 @@
+//! The process backend passes the whole conformance kit with the workspace's real test server
+//! as the program, and leaves no instance directory and no process behind.
+
+mod common;
+
+use std::time::Duration;
+
+use mcp_orchestrator_api::McpOrchestrator;
+use mcp_orchestrator_api::conformance::{self, CommandServers, Harness};
+use mcp_types::InstanceFilters;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_backend_passes_the_conformance_kit() {
+    let env = common::TestEnv::new();
+    let servers = CommandServers {
+        program: common::test_server().await.display().to_string(),
+    };
+    let recording = common::Recording::new(env.orchestrator.clone());
+    let harness = Harness {
+        timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(5),
+        ..Harness::new(&recording, &servers)
+    };
+    if let Err(report) = conformance::run_all(&harness).await {
+        panic!("{report}");
+    }
+    let left = env
+        .orchestrator
+        .list_instances(&InstanceFilters::default())
+        .await
+        .expect("list");
+    assert!(
+        left.items.is_empty(),
+        "the kit left instances: {:?}",
+        left.items
+    );
+    assert!(env.instance_dirs().is_empty(), "{:?}", env.instance_dirs());
+    let seen = recording.seen();
+    assert!(
+        seen.len() > 40,
+        "only {} processes were recorded",
+        seen.len()
+    );
+    common::assert_gone(&seen).await;
+    assert!(
+        common::processes_mentioning(env.dir.path()).is_empty(),
+        "supervisors still running for {}",
+        env.dir.path().display()
+    );
+}
