@@ -70,6 +70,23 @@ impl ServerFactory for ImageServers {
     }
 }
 
+/// How a backend's engine keeps a server's stdout and stderr, which decides what
+/// [`logs_timestamps_and_streams`] demands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StreamSupport {
+    /// Every line keeps its stream, and `StreamSelector::Stdout` / `Stderr` select one
+    /// (processes, Docker, the in-memory backend). The kit checks each line's stream and that a
+    /// selector returns exactly that stream's lines.
+    #[default]
+    Separate,
+    /// The engine keeps one log with both streams merged in write order and cannot tell them
+    /// apart (Kubernetes). The kit checks that every line is reported as stdout, in write order,
+    /// and that selecting one stream is refused with
+    /// [`NotSupported`](OrchestratorError::NotSupported) rather than answered with lines that
+    /// may belong to the other stream.
+    Merged,
+}
+
 /// What the kit runs against.
 pub struct Harness<'a> {
     /// The backend under test.
@@ -80,16 +97,19 @@ pub struct Harness<'a> {
     pub timeout: Duration,
     /// Grace period used when stopping.
     pub grace: Duration,
+    /// Whether the backend keeps stdout and stderr apart.
+    pub streams: StreamSupport,
 }
 
 impl<'a> Harness<'a> {
-    /// A harness with a 60 s timeout and a 5 s grace period.
+    /// A harness with a 60 s timeout, a 5 s grace period and separate streams.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
             orchestrator,
             servers,
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
+            streams: StreamSupport::Separate,
         }
     }
 }
@@ -591,10 +611,11 @@ pub async fn logs_since(h: &Harness<'_>) -> CheckResult {
 }
 
 /// `timestamps` on gives every line a plausible, non-decreasing time; off gives none. Streams
-/// are told apart.
+/// are told apart, or, for a backend whose engine merges them ([`StreamSupport::Merged`]), every
+/// line is stdout in write order and selecting one stream is `NotSupported`.
 pub async fn logs_timestamps_and_streams(h: &Harness<'_>) -> CheckResult {
     const C: &str = "logs_timestamps_and_streams";
-    with_run(h, C, |_, run| async move {
+    with_run(h, C, |h, run| async move {
         let before = Timestamp::now();
         let id = run
             .start(
@@ -639,6 +660,9 @@ pub async fn logs_timestamps_and_streams(h: &Harness<'_>) -> CheckResult {
             without.iter().all(|l| l.timestamp.is_none()),
             "timestamps present without timestamps: true: {without:?}"
         );
+        if h.streams == StreamSupport::Merged {
+            return merged_streams(h, &run, &id, &without).await;
+        }
         let mut got: Vec<_> = without
             .iter()
             .map(|l| (l.stream, l.text.as_str()))
@@ -673,6 +697,58 @@ pub async fn logs_timestamps_and_streams(h: &Harness<'_>) -> CheckResult {
         Ok(())
     })
     .await
+}
+
+/// The stream part of [`logs_timestamps_and_streams`] for [`StreamSupport::Merged`] backends.
+async fn merged_streams(
+    h: &Harness<'_>,
+    run: &Run<'_, '_>,
+    id: &InstanceId,
+    lines: &[LogLine],
+) -> CheckResult {
+    const C: &str = "logs_timestamps_and_streams";
+    let got: Vec<_> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
+    let expected = [
+        (LogStream::Stdout, "out-1"),
+        (LogStream::Stdout, "err-1"),
+        (LogStream::Stdout, "out-2"),
+    ];
+    ensure!(
+        C,
+        got == expected,
+        "merged streams: expected every line as stdout in write order {expected:?}, got {got:?}"
+    );
+    for selector in [
+        mcp_types::StreamSelector::Stdout,
+        mcp_types::StreamSelector::Stderr,
+    ] {
+        let opts = LogOptions {
+            stream: selector,
+            ..LogOptions::default()
+        };
+        match h.orchestrator.get_logs(id, &opts).await {
+            Err(OrchestratorError::NotSupported { .. }) => {}
+            Err(e) => {
+                return Err(Failure {
+                    check: C,
+                    message: format!(
+                        "merged streams: selecting {selector:?} must be NotSupported, got {e:?}"
+                    ),
+                });
+            }
+            Ok(stream) => {
+                let lines = collect(run.check, stream, h.timeout).await?;
+                return Err(Failure {
+                    check: C,
+                    message: format!(
+                        "merged streams: selecting {selector:?} must be NotSupported, got lines {:?}",
+                        texts(&lines)
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `follow` yields lines printed after the call and ends when the instance stops; it also

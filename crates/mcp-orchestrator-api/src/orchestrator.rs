@@ -66,6 +66,9 @@ pub trait McpOrchestrator: Debug + Send + Sync + 'static {
     /// - [`NotFound`](crate::OrchestratorError::NotFound) for an unknown id.
     /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) for options the backend
     ///   cannot honour (e.g. `previous` where no previous run exists).
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) for a single-stream selection
+    ///   when the engine merges stdout and stderr (Kubernetes); such backends report every line
+    ///   as stdout.
     /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
     async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines>;
 

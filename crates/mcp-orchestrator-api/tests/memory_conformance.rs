@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mcp_orchestrator_api::conformance::{self, CommandServers, Harness};
+use futures::StreamExt;
+use mcp_orchestrator_api::conformance::{self, CommandServers, Harness, StreamSupport};
 use mcp_orchestrator_api::{
-    DynOrchestrator, InMemoryOrchestrator, LogLines, McpOrchestrator, Result,
+    DynOrchestrator, InMemoryOrchestrator, LogLines, McpOrchestrator, OrchestratorError, Result,
 };
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page, Phase,
-    StartOptions,
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
+    Phase, StartOptions, StreamSelector,
 };
 
 fn servers() -> CommandServers {
@@ -124,10 +125,58 @@ delegate_except!(BadPaging {
     }
 });
 
+/// Behaves like an engine that merges stdout and stderr (Kubernetes): every line is stdout and a
+/// single-stream selection is refused.
+#[derive(Debug, Default)]
+struct MergedStreams(InMemoryOrchestrator);
+
+/// Merges the streams like [`MergedStreams`] but still answers single-stream selections.
+#[derive(Debug, Default)]
+struct MergedButSelects(InMemoryOrchestrator);
+
+fn all_stdout(lines: LogLines) -> LogLines {
+    lines
+        .map(|l| {
+            l.map(|mut l| {
+                l.stream = LogStream::Stdout;
+                l
+            })
+        })
+        .boxed()
+}
+
+delegate_except!(MergedStreams {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        if o.stream != StreamSelector::All {
+            return Err(OrchestratorError::NotSupported { backend: "broken", what: "one stream alone".into() });
+        }
+        Ok(all_stdout(self.0.get_logs(id, o).await?))
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(MergedButSelects {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        Ok(all_stdout(self.0.get_logs(id, &LogOptions { stream: StreamSelector::All, ..o.clone() }).await?))
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
 async fn fails(o: &dyn McpOrchestrator, check: &str) -> String {
+    fails_with(o, check, StreamSupport::Separate).await
+}
+
+async fn fails_with(o: &dyn McpOrchestrator, check: &str, streams: StreamSupport) -> String {
     let s = servers();
     let h = Harness {
         timeout: Duration::from_secs(3),
+        streams,
         ..Harness::new(o, &s)
     };
     match conformance::run_check(&h, check).await {
@@ -180,4 +229,44 @@ async fn run_all_reports_every_failure() {
         "{report}"
     );
     assert_eq!(report.ran, conformance::checks().len());
+}
+
+#[tokio::test]
+async fn kit_catches_merged_streams_on_a_backend_that_claims_separate_ones() {
+    let msg = fails(&MergedStreams::default(), "logs_timestamps_and_streams").await;
+    assert!(msg.contains("streams: expected"), "{msg}");
+}
+
+#[tokio::test]
+async fn merged_stream_backends_pass_when_they_say_so() {
+    let o = MergedStreams::default();
+    let s = servers();
+    let h = Harness {
+        timeout: Duration::from_secs(10),
+        streams: StreamSupport::Merged,
+        ..Harness::new(&o, &s)
+    };
+    if let Err(f) = conformance::run_check(&h, "logs_timestamps_and_streams").await {
+        panic!("{f}");
+    }
+}
+
+#[tokio::test]
+async fn kit_holds_merged_stream_backends_to_their_claim() {
+    // Labels stderr lines as stderr: not what a merged log can know.
+    let msg = fails_with(
+        &InMemoryOrchestrator::new(),
+        "logs_timestamps_and_streams",
+        StreamSupport::Merged,
+    )
+    .await;
+    assert!(msg.contains("every line as stdout"), "{msg}");
+    // Answers a single-stream selection with lines that may belong to the other stream.
+    let msg = fails_with(
+        &MergedButSelects::default(),
+        "logs_timestamps_and_streams",
+        StreamSupport::Merged,
+    )
+    .await;
+    assert!(msg.contains("must be NotSupported"), "{msg}");
 }
