@@ -1,0 +1,40 @@
+//! The whole conformance kit against the real cluster, as the `mcpctl` service account.
+
+use std::time::Duration;
+
+use mcp_orchestrator_api::McpOrchestrator;
+use mcp_orchestrator_api::conformance::{self, Harness, StreamSupport};
+use mcp_types::InstanceFilters;
+
+use crate::support::{TIMEOUT, cluster};
+
+#[tokio::test]
+async fn the_conformance_kit_passes_on_kind() {
+    let Some(kind) = cluster("the_conformance_kit_passes_on_kind").await else {
+        return;
+    };
+    let servers = kind.servers();
+    let h = Harness {
+        timeout: TIMEOUT,
+        grace: Duration::from_secs(5),
+        // The container log merges stdout and stderr (the kubelet keeps one log per container).
+        streams: StreamSupport::Merged,
+        ..Harness::new(&kind.orchestrator, &servers)
+    };
+    if let Err(report) = conformance::run_all(&h).await {
+        panic!("{report}");
+    }
+    // The kit cleans up after itself; on a real cluster nothing of it is left either. (Other
+    // tests run beside it in the namespace, so only the kit's own run label is looked for.)
+    let left = kind
+        .orchestrator
+        .list_instances(&InstanceFilters {
+            label_selector: Some(mcp_types::LabelSelector::new(vec![
+                mcp_types::Requirement::Exists(conformance::RUN_LABEL.to_owned()),
+            ])),
+            ..InstanceFilters::default()
+        })
+        .await
+        .expect("list");
+    assert!(left.items.is_empty(), "left behind: {:?}", left.items);
+}

@@ -1,0 +1,115 @@
+//! The namespace from `examples/k8s/namespace.yaml` enforces the restricted Pod Security
+//! Standard: it admits every pod the builders make, and (negative control) refuses a privileged
+//! pod. Creates are server-side dry runs: admission runs in full, nothing is stored.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, SecurityContext};
+use kube::api::{Api, PostParams};
+use mcp_k8s_resources::{BuildOptions, build_instance};
+use mcp_types::{GpuSpec, InstanceId, McpServer, Quantity, SizePreset, Timestamp, VolumeSpec};
+
+use crate::support::{Kind, cluster, restricted_pod, unique};
+
+fn dry_run() -> PostParams {
+    PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    }
+}
+
+/// The server shapes of the generated examples: HTTP with egress, a volume, a GPU.
+fn shapes(kind: &Kind) -> Vec<McpServer> {
+    let mut http = kind.http_server("psa-http", 8080);
+    http.egress = Some(vec!["203.0.113.0/24".into()]);
+    let volume = McpServer {
+        volumes: vec![VolumeSpec {
+            name: "data".into(),
+            size: Quantity::parse("1Gi").expect("quantity"),
+            storage_class: None,
+            mount_path: "/data".into(),
+            access_modes: Vec::new(),
+            read_only: false,
+        }],
+        ..kind.fixture("psa-volume", &mcp_orchestrator_api::FixtureScript::new())
+    };
+    let gpu = McpServer {
+        gpu: Some(GpuSpec {
+            product: Some("NVIDIA-A100-SXM4-40GB".into()),
+            count: 1,
+        }),
+        resources: mcp_types::ResourceRequirements::preset(SizePreset::Large),
+        ..McpServer::new("psa-gpu", &kind.image)
+    };
+    vec![http, volume, gpu]
+}
+
+#[tokio::test]
+async fn the_namespace_enforces_restricted() {
+    let Some(kind) = cluster("the_namespace_enforces_restricted").await else {
+        return;
+    };
+    let namespaces: Api<Namespace> = Api::all(kind.admin.clone());
+    let ns = namespaces.get(&kind.namespace).await.expect("namespace");
+    let labels = ns.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+}
+
+#[tokio::test]
+async fn restricted_admits_every_pod_the_builders_make() {
+    let Some(kind) = cluster("restricted_admits_every_pod_the_builders_make").await else {
+        return;
+    };
+    let pods = kind.pods();
+    let opts = BuildOptions::new(&kind.namespace, Timestamp::now());
+    for spec in shapes(&kind) {
+        let id = InstanceId::new(mcp_types::new_instance_name(&spec.name));
+        let built = build_instance(&spec, &id, &opts).expect("build");
+        if let Err(e) = pods.create(&dry_run(), &built.pod).await {
+            panic!("restricted refused the {} pod: {e}", spec.name);
+        }
+    }
+    // The probe fixture is held to the same standard.
+    let probe = restricted_pod(&unique("psa-probe"), &kind.probe_image, &[], vec![]);
+    pods.create(&dry_run(), &probe)
+        .await
+        .expect("restricted admits the probe pod");
+}
+
+#[tokio::test]
+async fn restricted_refuses_a_privileged_pod() {
+    let Some(kind) = cluster("restricted_refuses_a_privileged_pod").await else {
+        return;
+    };
+    let mut pod: Pod = restricted_pod(&unique("privileged"), &kind.probe_image, &[], vec![]);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.host_network = Some(true);
+        spec.security_context = None;
+        spec.containers[0].security_context = Some(SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            ..SecurityContext::default()
+        });
+    }
+    // Refused even for cluster-admin: Pod Security admission is not an RBAC matter.
+    match kind.pods().create(&dry_run(), &pod).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status.message.contains("violates PodSecurity"),
+                "refused for another reason: {status:?}"
+            );
+            for field in ["privileged", "hostNetwork", "runAsNonRoot"] {
+                assert!(
+                    status.message.contains(field),
+                    "{field} not named: {status:?}"
+                );
+            }
+        }
+        Ok(pod) => panic!("a privileged pod was admitted: {:?}", pod.metadata.name),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
