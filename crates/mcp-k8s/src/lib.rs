@@ -27,6 +27,8 @@ mod error;
 mod lifecycle;
 mod logs;
 mod orchestrator;
+#[cfg(test)]
+mod request_tests;
 mod status;
 
 pub use error::BACKEND;

@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use mcp_k8s_resources::names::instance_selector;
 use mcp_k8s_resources::{BuildOptions, InstanceResources, build_instance};
 use mcp_orchestrator_api::{OrchestratorError, Result};
-use mcp_types::{InstanceId, McpServer, StartOptions, Timestamp, new_instance_name};
+use mcp_types::{InstanceId, McpServer, StartOptions, Timestamp, labels, new_instance_name};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ use crate::KubernetesOrchestrator;
 use crate::error::{
     RETRY_ATTEMPTS, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Target, idempotent, map_wait_error, once,
 };
-use crate::status::has_run;
+use crate::status::{has_run, is_managed};
 
 /// How long after the grace period a stop waits for the pod to go before forcing it.
 pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(10);
@@ -212,13 +212,15 @@ where
     }
 }
 
-/// Deletes every object of `kind` labelled with the instance. Lists then deletes one by one:
-/// Services have no `deletecollection`, and the backend's Role does not grant it.
+/// Deletes every managed object of `kind` labelled with the instance
+/// (`mcpctl.io/managed=true,mcpctl.io/instance=<id>`). Lists then deletes one by one: Services
+/// have no `deletecollection`, and the backend's Role does not grant it.
 async fn delete_labelled<K>(api: &Api<K>, kind: &'static str, id: &str) -> Result<()>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
-    let params = ListParams::default().labels(&instance_selector(id));
+    let selector = format!("{}=true,{}", labels::MANAGED, instance_selector(id));
+    let params = ListParams::default().labels(&selector);
     let target = Target::collection("list", kind);
     let list = idempotent(&target, || Box::pin(api.list(&params))).await?;
     let mut first_error = None;
@@ -246,11 +248,14 @@ pub(crate) async fn stop(
     id: &InstanceId,
     grace: Duration,
 ) -> Result<()> {
-    let pod = match o.managed_pod(id, "get pod").await {
-        Ok(pod) => pod,
+    let target = Target::pod("get pod", id.as_str());
+    let pod = match idempotent(&target, || Box::pin(o.pods.get(id.as_str()))).await {
+        Ok(pod) if is_managed(&pod) => pod,
+        // A namesake we do not manage: not ours to stop, nor its companions.
+        Ok(_) => return Err(OrchestratorError::not_found(id.as_str())),
         Err(e) if e.is_not_found() => {
             // No pod, but a stop that failed half-way or a pod deleted by hand can leave the
-            // companions behind: sweep them (they are ours by their label), then report.
+            // companions behind: sweep them (they are ours by their labels), then report.
             if let Err(sweep) = delete_companions(o, id.as_str()).await {
                 tracing::warn!(%id, error = %sweep, "could not remove leftover objects of an instance");
             }
