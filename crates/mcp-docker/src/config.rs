@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SOCKET_PATH: &str = "/var/run/docker.sock";
 /// The default network every instance joins.
 pub const DEFAULT_NETWORK: &str = "mcpctl-network";
-/// How long connecting to the engine (and each later request's response headers) may take by
-/// default before the engine counts as unavailable.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the engine (version negotiation and the network check) may take
+/// before the engine counts as unavailable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any later request may wait for the engine's response headers (a busy engine
+/// creating many containers at once can be slow; a stop waits its grace period on top).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to reach the Docker engine and how to run instances on it.
 ///

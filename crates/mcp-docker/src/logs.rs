@@ -193,6 +193,9 @@ pub(crate) fn select_lines(
         // The first entry may continue a line that began before the cut.
         lines.remove(0);
     }
+    // Lines complete in arrival order; a long line split into entries completes after a line
+    // of the other stream that began later. Time order is by the first entry (stable sort).
+    lines.sort_by_key(|l| l.ts);
     lines.retain(|l| wanted(opts, l));
     if let Some(n) = opts.tail {
         let skip = lines
@@ -414,6 +417,20 @@ mod tests {
         asm.flush(&mut lines);
         assert_eq!(texts(&lines), ["hello", "err line", "world"]);
         assert_eq!(lines[2].ts, Some(ts(B)));
+    }
+
+    #[test]
+    fn snapshots_are_in_time_order_of_each_line_start() {
+        let snapshot = Snapshot {
+            frames: vec![
+                frame(LogStream::Stdout, A, "long-"),
+                frame(LogStream::Stderr, B, "err\n"),
+                frame(LogStream::Stdout, C, "line\n"),
+            ],
+            complete: true,
+        };
+        let (lines, _) = select_lines(&snapshot, &LogOptions::default(), true);
+        assert_eq!(texts(&lines), ["long-line", "err"]);
     }
 
     #[test]

@@ -19,11 +19,11 @@ use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
-    StartOptions, Timestamp, labels, new_instance_name,
+    Requirement, StartOptions, Timestamp, labels, new_instance_name,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::config::{DEFAULT_TIMEOUT, DockerConfig};
+use crate::config::{CONNECT_TIMEOUT, DockerConfig, REQUEST_TIMEOUT};
 use crate::container::{PORT_LABEL, build_container};
 use crate::error::{BACKEND, Target, map_error};
 use crate::logs::read_logs;
@@ -42,6 +42,17 @@ const LIST_CONCURRENCY: usize = 8;
 /// instance labels; only such containers are ever inspected, listed, read or stopped.
 /// Volumes are removed with their instance on stop, as the Kubernetes backend removes its
 /// PersistentVolumeClaims. Cloning shares the engine connection.
+///
+/// Docker specifics:
+/// - the spec's annotations become container labels (Docker has no annotations), so they show
+///   in [`Instance::labels`] and label selectors see them; the spec's labels win on a clash;
+/// - a volume's `size`, `storageClass` and `accessModes` have no Docker equivalent and are
+///   ignored; a new named volume is owned by root unless the image already has the mount
+///   path (Docker then copies it, with its owner, into the empty volume), and `fsGroup` is
+///   only added as a supplementary group;
+/// - `egress` allow-lists are refused with `NotSupported`;
+/// - `gpu.product` cannot be chosen on one host and is ignored (the count is requested);
+/// - logs are one stream across restarts, so `previous` is refused with `InvalidArgument`.
 #[derive(Clone)]
 pub struct DockerOrchestrator {
     docker: Docker,
@@ -79,7 +90,7 @@ impl DockerOrchestrator {
                 message: e.to_string(),
             })?;
         let endpoint = config.endpoint();
-        let secs = DEFAULT_TIMEOUT.as_secs();
+        let secs = REQUEST_TIMEOUT.as_secs();
         let docker =
             if let Some(host) = &config.host {
                 Docker::connect_with_http(
@@ -104,17 +115,17 @@ impl DockerOrchestrator {
             OrchestratorError::unavailable(
                 BACKEND,
                 format!(
-                    "the Docker engine at {endpoint} did not answer within {DEFAULT_TIMEOUT:?}"
+                    "the Docker engine at {endpoint} did not answer within {CONNECT_TIMEOUT:?}"
                 ),
                 None,
             )
         };
-        let docker = tokio::time::timeout(DEFAULT_TIMEOUT, docker.negotiate_version())
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unanswered())?
             .map_err(|e| map_error(e, Target::Engine, &endpoint))?;
         let network_id = tokio::time::timeout(
-            DEFAULT_TIMEOUT,
+            CONNECT_TIMEOUT,
             ensure_network(&docker, &config.network, &endpoint),
         )
         .await
@@ -594,6 +605,14 @@ impl McpOrchestrator for DockerOrchestrator {
         let mut label_filters = vec![format!("{}=true", labels::MANAGED)];
         if let Some(server) = &filters.server {
             label_filters.push(format!("{}={server}", labels::SERVER));
+        }
+        // The engine narrows by the requirements it can express; `matches` decides below.
+        if let Some(selector) = &filters.label_selector {
+            label_filters.extend(selector.requirements().iter().filter_map(|r| match r {
+                Requirement::Equals(k, v) => Some(format!("{k}={v}")),
+                Requirement::Exists(k) => Some(k.clone()),
+                _ => None,
+            }));
         }
         let options = ListContainersOptionsBuilder::new()
             .all(true)

@@ -631,23 +631,41 @@ async fn long_lines_restarts_and_follow_with_tail() {
 
     let all: Vec<_> = env
         .o
-        .get_logs(&id, &LogOptions::default())
+        .get_logs(
+            &id,
+            &LogOptions {
+                timestamps: true,
+                ..LogOptions::default()
+            },
+        )
         .await
         .unwrap()
         .try_collect()
         .await
         .unwrap();
+    let lengths: Vec<_> = all.iter().map(|l| (l.stream, l.text.len())).collect();
+    assert_eq!(all.len(), 8, "(stream, length) of each line: {lengths:?}");
+    let longest = all.iter().map(|l| l.text.len()).max().unwrap_or_default();
     assert_eq!(
-        all.len(),
-        8,
-        "{:?}",
-        all.iter().map(|l| l.text.len()).collect::<Vec<_>>()
+        longest,
+        long.len(),
+        "the long line was not re-assembled: {lengths:?}"
     );
-    assert_eq!(all[0].text, long, "the long line was not re-assembled");
+    assert!(
+        all.iter()
+            .any(|l| l.text == long && l.stream == mcp_types::LogStream::Stdout)
+    );
     assert!(
         all.iter()
             .any(|l| l.text == "err" && l.stream == mcp_types::LogStream::Stderr)
     );
+    for w in all.windows(2) {
+        assert!(
+            w[0].timestamp.is_some() && w[0].timestamp <= w[1].timestamp,
+            "{:?}",
+            (w[0].timestamp, w[1].timestamp)
+        );
+    }
     let tail: Vec<_> = env
         .o
         .get_logs(
