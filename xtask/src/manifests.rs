@@ -5,6 +5,12 @@
 //! backend really creates; `--check` fails when a file differs from what the builders produce
 //! (rust-analyzer's codegen-check style), and `--validate` checks the schemas of the oldest and
 //! newest Kubernetes versions we support.
+//!
+//! `--validate` also validates every ```` ```yaml ```` block of `docs/*.md` the same way: a YAML
+//! snippet in the documentation is either a reference to one of the generated files (by path,
+//! never copied) or a complete object that passes `kubernetes-validate --strict` for every
+//! supported version. The blocks are written to `target/doc-yaml/<doc>-L<line>.yaml` first, so
+//! an error names the document and the line of the block.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,8 +33,9 @@ cargo xtask manifests [--check] [--validate]
 
   (no flag)    regenerate examples/k8s/*.yaml from the mcp-k8s-resources builders
   --check      fail, naming each file, when a file differs from what the builders produce
-  --validate   --check, then validate every file with kubernetes-validate --strict against
-               Kubernetes 1.33.0 and 1.37.0 (installed by xtask into target/python-tools)";
+  --validate   --check, then validate every file, and every ```yaml block of docs/*.md, with
+               kubernetes-validate --strict against Kubernetes 1.33.0 and 1.37.0 (installed by
+               xtask into target/python-tools)";
 
 /// Where the examples live, relative to the workspace root.
 const EXAMPLES_DIR: &str = "examples/k8s";
@@ -37,6 +44,11 @@ const COMMAND: &str = "cargo xtask manifests";
 /// Oldest and newest Kubernetes versions we support; kubernetes-validate 1.37.0 (pinned in
 /// xtask/python-requirements.txt) ships the schemas of 1.28.0 to 1.37.0.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+/// Documentation whose ```yaml blocks are validated, relative to the workspace root.
+const DOCS_DIR: &str = "docs";
+/// Where the extracted blocks are written for the validator, relative to the workspace root.
+const DOC_SNIPPETS_DIR: &str = "target/doc-yaml";
 
 /// Fixed inputs so the output is byte-for-byte stable.
 const NAMESPACE: &str = "mcpctl";
@@ -105,28 +117,152 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     }
 }
 
-/// Validates every generated file with `kubernetes-validate --strict` against each supported
-/// Kubernetes version, installing the pinned tool into xtask's venv under `target/` first (only
-/// PyPI needs to be reachable).
+/// Validates every generated file and every ```yaml block of `docs/*.md` with
+/// `kubernetes-validate --strict` against each supported Kubernetes version, installing the
+/// pinned tool into xtask's venv under `target/` first (only PyPI needs to be reachable).
 pub(crate) fn validate(root: &Path) -> Result<()> {
     let tool = crate::python::ensure_tools()?.join("kubernetes-validate");
     let files: Vec<PathBuf> = generate()?
         .keys()
         .map(|name| root.join(EXAMPLES_DIR).join(name))
         .collect();
+    run_validator(&tool, root, &files, &format!("{EXAMPLES_DIR}/*.yaml"))?;
+    let snippets = write_doc_snippets(root)?;
+    if snippets.is_empty() {
+        println!("{DOCS_DIR}/*.md: no ```yaml blocks");
+        return Ok(());
+    }
+    run_validator(
+        &tool,
+        root,
+        &snippets,
+        &format!(
+            "{} ```yaml blocks of {DOCS_DIR}/*.md (as {DOC_SNIPPETS_DIR}/<doc>-L<line>.yaml)",
+            snippets.len()
+        ),
+    )
+}
+
+fn run_validator(tool: &Path, root: &Path, files: &[PathBuf], what: &str) -> Result<()> {
     for version in KUBERNETES_VERSIONS {
-        println!("kubernetes-validate --strict -k {version}: {EXAMPLES_DIR}/*.yaml");
-        let status = Command::new(&tool)
+        println!("kubernetes-validate --strict -k {version}: {what}");
+        let status = Command::new(tool)
             .args(["--strict", "--kubernetes-version", version])
-            .args(&files)
+            .args(files)
             .current_dir(root)
             .status()
             .with_context(|| format!("cannot run {}", tool.display()))?;
         if !status.success() {
-            bail!("kubernetes-validate found problems for Kubernetes {version} (see above)");
+            bail!(
+                "kubernetes-validate found problems in {what} for Kubernetes {version} (see above)"
+            );
         }
     }
     Ok(())
+}
+
+/// A ```yaml block of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DocSnippet {
+    /// The document's file name (`KUBERNETES_DEPLOYMENT.md`).
+    pub(crate) doc: String,
+    /// 1-based line of the opening fence.
+    pub(crate) line: usize,
+    /// The block's content.
+    pub(crate) yaml: String,
+}
+
+impl DocSnippet {
+    /// File name of the extracted block: `<doc stem>-L<line>.yaml`.
+    pub(crate) fn file_name(&self) -> String {
+        let stem = self.doc.strip_suffix(".md").unwrap_or(&self.doc);
+        format!("{stem}-L{}.yaml", self.line)
+    }
+}
+
+/// The ```yaml (or ```yml) blocks of a Markdown text: (1-based line of the fence, content).
+/// Fences may be indented (inside list items); the indentation is removed from the content.
+pub(crate) fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(usize, usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match open.as_mut() {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```") {
+                    let lang = info.split_whitespace().next().unwrap_or("");
+                    // Line 0 marks another language's block, skipped to its end.
+                    let start = if lang == "yaml" || lang == "yml" {
+                        i + 1
+                    } else {
+                        0
+                    };
+                    open = Some((start, indent, String::new()));
+                }
+            }
+            Some((start, strip, body)) => {
+                if trimmed.starts_with("```") {
+                    if *start > 0 {
+                        blocks.push((*start, std::mem::take(body)));
+                    }
+                    open = None;
+                } else if *start > 0 {
+                    body.push_str(line.get(*strip..).unwrap_or(line.trim_start()));
+                    body.push('\n');
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// Every ```yaml block of every `docs/*.md`, in file then line order.
+pub(crate) fn doc_snippets(root: &Path) -> Result<Vec<DocSnippet>> {
+    let dir = root.join(DOCS_DIR);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut docs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    let mut out = Vec::new();
+    for path in docs {
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let doc = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.extend(
+            yaml_blocks(&text)
+                .into_iter()
+                .map(|(line, yaml)| DocSnippet {
+                    doc: doc.clone(),
+                    line,
+                    yaml,
+                }),
+        );
+    }
+    Ok(out)
+}
+
+/// Writes the blocks to `target/doc-yaml/` (emptied first) and returns their paths.
+fn write_doc_snippets(root: &Path) -> Result<Vec<PathBuf>> {
+    let dir = root.join(DOC_SNIPPETS_DIR);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    doc_snippets(root)?
+        .into_iter()
+        .map(|s| {
+            let path = dir.join(s.file_name());
+            fs::write(&path, &s.yaml)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
 }
 
 /// Every example file: its name and its full content (header included).
@@ -276,6 +412,77 @@ mod tests {
     #[test]
     fn committed_examples_are_up_to_date() {
         check(&crate::workspace_root()).unwrap();
+    }
+
+    #[test]
+    fn yaml_blocks_are_found_with_their_lines_and_others_skipped() {
+        let md = "# T\n\n```yaml\napiVersion: v1\nkind: Namespace\n```\n\n```sh\nkubectl get pods\n```\n\n- item\n\n  ```yml\n  a: 1\n    b: 2\n  ```\n```text\nkind: Pod\n```\n";
+        let blocks = yaml_blocks(md);
+        assert_eq!(
+            blocks,
+            vec![
+                (3, "apiVersion: v1\nkind: Namespace\n".to_owned()),
+                (14, "a: 1\n  b: 2\n".to_owned()),
+            ]
+        );
+        let s = DocSnippet {
+            doc: "GUIDE.md".into(),
+            line: 7,
+            yaml: String::new(),
+        };
+        assert_eq!(s.file_name(), "GUIDE-L7.yaml");
+    }
+
+    /// Runs under plain `cargo test` (no Python): every ```yaml block of the docs is one complete
+    /// Kubernetes object, so `--validate` has something real to check; kubernetes-validate
+    /// itself runs in `cargo xtask ci`.
+    #[test]
+    fn doc_yaml_blocks_are_complete_objects() {
+        let snippets = doc_snippets(&crate::workspace_root()).unwrap();
+        for s in &snippets {
+            let where_ = format!("{} line {}", s.doc, s.line);
+            let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&s.yaml)
+                .unwrap_or_else(|e| panic!("{where_}: not YAML: {e}"));
+            assert!(!docs.is_empty(), "{where_}: empty block");
+            for d in docs {
+                for field in ["apiVersion", "kind"] {
+                    assert!(
+                        d.get(field).is_some_and(serde_json::Value::is_string),
+                        "{where_}: no {field}"
+                    );
+                }
+                assert!(
+                    d.pointer("/metadata/name")
+                        .is_some_and(serde_json::Value::is_string),
+                    "{where_}: no metadata.name"
+                );
+            }
+        }
+    }
+
+    /// Paths of generated or checked-in files that the docs name exist.
+    #[test]
+    fn files_named_by_the_docs_exist() {
+        let root = crate::workspace_root();
+        let Ok(entries) = fs::read_dir(root.join(DOCS_DIR)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let text = fs::read_to_string(entry.path()).unwrap();
+            for word in text.split(|c: char| c.is_whitespace() || "`()[]<>\"',".contains(c)) {
+                let word = word.trim_end_matches(['.', ':', ';']);
+                let named = ["examples/", "tests/integration/", "crates/", "xtask/"]
+                    .iter()
+                    .any(|p| word.starts_with(p));
+                if named && !word.contains('*') && !word.contains('{') {
+                    assert!(
+                        root.join(word).exists(),
+                        "{} names {word}, which does not exist",
+                        entry.path().display()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
