@@ -379,4 +379,23 @@ mod tests {
             .await;
         assert_eq!(lines, ["one", "tw\u{fffd}o", "three"]);
     }
+
+    #[tokio::test]
+    async fn a_broken_stream_ends_with_unavailable() {
+        use futures::TryStreamExt;
+        let chunks: Vec<std::io::Result<Vec<u8>>> = vec![
+            Ok(b"first\n".to_vec()),
+            Err(std::io::Error::other("connection reset")),
+            Ok(b"never\n".to_vec()),
+        ];
+        let reader: Reader = Box::pin(stream::iter(chunks).into_async_read());
+        let items: Vec<Result<String>> = raw_lines(reader, "x".into()).collect().await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items[0].as_ref().unwrap(), "first");
+        let error = items[1].as_ref().unwrap_err();
+        assert!(
+            error.is_transient() && error.to_string().contains("connection reset"),
+            "{error}"
+        );
+    }
 }

@@ -945,3 +945,48 @@ async fn a_pod_deleted_at_once_needs_no_wait() {
         "a Status answer means the pod is gone: no watch"
     );
 }
+
+#[rstest]
+#[case::transient_then_gone(503, true)]
+#[case::forbidden(403, false)]
+#[tokio::test(start_paused = true)]
+async fn a_failed_watch_is_retried_only_when_transient(#[case] first: u16, #[case] ok: bool) {
+    let mut watch_lists = 0;
+    let (o, log) = mock(config(), move |r| {
+        if let Some(reply) = companion_lists(r) {
+            return reply;
+        }
+        match r.method.as_str() {
+            "GET" if r.path == pod_path() => Reply::Json(200, pod(ID, true, &running())),
+            "DELETE" if r.path == pod_path() => Reply::Json(200, deleting(ID)),
+            "GET" if r.path == PODS && !r.is_watch() => {
+                watch_lists += 1;
+                if watch_lists == 1 {
+                    status(first, "Failing")
+                } else {
+                    list("PodList", &[], None)
+                }
+            }
+            "DELETE" => success(),
+            _ => Reply::Hang,
+        }
+    });
+    let result = o.stop_server(&id(), Duration::from_secs(1)).await;
+    let lists = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.is("GET", PODS) && !r.is_watch())
+        .count();
+    if ok {
+        result.unwrap();
+        assert_eq!(lists, 2);
+    } else {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(error, OrchestratorError::PermissionDenied { .. }),
+            "{error:?}"
+        );
+        assert_eq!(lists, 1);
+    }
+}
