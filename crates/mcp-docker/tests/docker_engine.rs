@@ -40,6 +40,65 @@ struct Env {
     o: DockerOrchestrator,
     network: String,
     image: String,
+    finished: bool,
+}
+
+impl Drop for Env {
+    /// A test that panicked before [`Env::finish`] still removes what it left on its network.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let network = self.network.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let Ok(docker) = Docker::connect_with_socket_defaults() else {
+                    return;
+                };
+                let Ok(docker) = docker.negotiate_version().await else {
+                    return;
+                };
+                remove_network_and_containers(&docker, &network).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Force-removes every container on `network` and the network itself; returns the names of
+/// the containers it found.
+async fn remove_network_and_containers(docker: &Docker, network: &str) -> Vec<Vec<String>> {
+    let filters = HashMap::from([("network", vec![network.to_owned()])]);
+    let left = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap_or_default();
+    for c in &left {
+        let _ = docker
+            .remove_container(
+                c.id.as_deref().unwrap_or_default(),
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
+            )
+            .await;
+    }
+    for id in networks_named(docker, network).await {
+        let _ = docker.remove_network(&id).await;
+    }
+    left.iter().filter_map(|c| c.names.clone()).collect()
 }
 
 impl Env {
@@ -63,32 +122,9 @@ impl Env {
     }
 
     /// Checks that nothing is left on the test network, then removes it.
-    async fn finish(self) {
-        let filters = HashMap::from([("network", vec![self.network.clone()])]);
-        let left = self
-            .docker()
-            .list_containers(Some(
-                ListContainersOptionsBuilder::new()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .unwrap();
-        let names: Vec<_> = left.iter().filter_map(|c| c.names.clone()).collect();
-        for c in &left {
-            let _ = self
-                .docker()
-                .remove_container(
-                    c.id.as_deref().unwrap_or_default(),
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
-                )
-                .await;
-        }
-        self.docker()
-            .remove_network(self.o.network_id())
-            .await
-            .unwrap();
+    async fn finish(mut self) {
+        self.finished = true;
+        let names = remove_network_and_containers(self.docker(), &self.network).await;
         assert!(
             names.is_empty(),
             "containers left on {}: {names:?}",
@@ -104,8 +140,10 @@ impl Env {
     }
 }
 
+/// `prefix-<random>`, a DNS label.
 fn unique(prefix: &str) -> String {
-    mcp_types::new_instance_name(prefix)
+    let name = mcp_types::new_instance_name(prefix);
+    name.strip_prefix("mcp-").unwrap_or(&name).to_owned()
 }
 
 /// Connects with a fresh network and builds the test image, or says why the test skips.
@@ -135,6 +173,7 @@ async fn setup_with(test: &str, f: impl FnOnce(DockerConfig) -> DockerConfig) ->
         o,
         network,
         image: mcp_test_server::DEFAULT_IMAGE_TAG.to_owned(),
+        finished: false,
     })
 }
 
