@@ -38,10 +38,14 @@ pub(crate) async fn serve(addr: SocketAddr, mut signals: Signals) -> Result<(), 
         .local_addr()
         .map_err(|e| format!("http: reading the bound address: {e}"))?;
     let mut stdout = tokio::io::stdout();
-    stdout
-        .write_all(format!("listening on {bound}\n").as_bytes())
+    let announce = async {
+        stdout
+            .write_all(format!("listening on {bound}\n").as_bytes())
+            .await?;
+        stdout.flush().await
+    };
+    announce
         .await
-        .and(stdout.flush().await)
         .map_err(|e| format!("http: writing to stdout: {e}"))?;
 
     let server = axum::serve(listener, router).with_graceful_shutdown({

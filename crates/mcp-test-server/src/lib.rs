@@ -6,6 +6,27 @@
 //! The binary (`src/main.rs`) is a real MCP server (`stdio`, `http --port P`) with the tools
 //! `echo {text}`, `add {a, b}` and `env {name}`, and the runner for
 //! [`mcp_orchestrator_api::fixture::FixtureScript`]s (`fixture ...`).
+//!
+//! # Use from another crate's tests
+//!
+//! Add `mcp-test-server.workspace = true` to `[dev-dependencies]` (with
+//! `features = ["docker"]` for the image helpers), then:
+//!
+//! ```no_run
+//! use mcp_orchestrator_api::fixture::FixtureScript;
+//!
+//! // Blocking; from async tests wrap it in `tokio::task::spawn_blocking`.
+//! let binary = mcp_test_server::static_binary()?;
+//! let status = std::process::Command::new(&binary)
+//!     .args(FixtureScript::new().stdout("hi").exit(3).to_args())
+//!     .status()?;
+//! assert_eq!(status.code(), Some(3));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! With the `docker` feature, `ensure_docker_image(&docker, DEFAULT_IMAGE_TAG).await?` gives an
+//! image whose entry point is the binary: run it with `fixture ...`, `stdio` (the default
+//! command) or `http --port 8080` as container arguments.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

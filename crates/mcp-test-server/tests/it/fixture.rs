@@ -104,7 +104,7 @@ async fn idle_script_runs_until_sigterm_then_exits_zero() {
     let status = wait_exit(&mut child).await;
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(
-        stopping.elapsed() < Duration::from_secs(1),
+        stopping.elapsed() < Duration::from_secs(3),
         "took {:?}",
         stopping.elapsed()
     );
@@ -141,7 +141,7 @@ async fn sigterm_interrupts_a_sleep_and_sigint_works_too() {
         let status = wait_exit(&mut child).await;
         assert_eq!(status.code(), Some(0), "{signal}: {status}");
         assert!(
-            stopping.elapsed() < Duration::from_secs(1),
+            stopping.elapsed() < Duration::from_secs(3),
             "{signal}: {:?}",
             stopping.elapsed()
         );
