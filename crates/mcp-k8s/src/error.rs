@@ -141,7 +141,7 @@ pub(crate) fn map_wait_error(
         W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => {
             map_kube_error(e, target)
         }
-        W::WatchError(status) => map_status(status, target),
+        W::WatchError(status) => map_kube_error(kube::Error::Api(status), target),
         other @ W::NoResourceVersion => OrchestratorError::backend(BACKEND, other),
     }
 }

@@ -63,7 +63,7 @@ impl KubernetesOrchestrator {
     /// - [`Unavailable`](OrchestratorError::Unavailable) or
     ///   [`PermissionDenied`](OrchestratorError::PermissionDenied) when kube cannot build a
     ///   client from the loaded configuration (TLS, credentials).
-    pub async fn new(config: K8sConfig) -> Result<Self> {
+    pub async fn from_config(config: K8sConfig) -> Result<Self> {
         config::check(&config)?;
         let loaded = config::load(&config).await?;
         let client = kube::Client::try_from(loaded).map_err(|e| {

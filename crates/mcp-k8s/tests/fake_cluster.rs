@@ -912,21 +912,23 @@ async fn a_kubeconfig_file_and_its_contexts() {
         ..config()
     };
     // The named context reaches the fake; the configured namespace wins over the context's.
-    let o = KubernetesOrchestrator::new(with(Some("fake")))
+    let o = KubernetesOrchestrator::from_config(with(Some("fake")))
         .await
         .unwrap();
     assert_eq!(o.namespace(), NS);
     let page = o.list_instances(&InstanceFilters::default()).await.unwrap();
     assert_eq!(page.items.len(), 1);
     // Without a context, the file's current context is used (and leads nowhere).
-    let o = KubernetesOrchestrator::new(with(None)).await.unwrap();
+    let o = KubernetesOrchestrator::from_config(with(None))
+        .await
+        .unwrap();
     let error = o
         .list_instances(&InstanceFilters::default())
         .await
         .unwrap_err();
     assert!(error.is_transient(), "{error:?}");
     // An unknown context is named.
-    let error = KubernetesOrchestrator::new(with(Some("nope")))
+    let error = KubernetesOrchestrator::from_config(with(Some("nope")))
         .await
         .unwrap_err();
     let (what, message) = invalid_argument(&error);
@@ -946,7 +948,7 @@ async fn unusable_kubeconfig_paths_are_named() {
     let garbage = dir.path().join("garbage.yaml");
     std::fs::write(&garbage, "clusters: [ {").unwrap();
     for path in [missing, dir.path().to_owned(), garbage] {
-        let error = KubernetesOrchestrator::new(K8sConfig {
+        let error = KubernetesOrchestrator::from_config(K8sConfig {
             kubeconfig: Some(path.clone()),
             ..config()
         })
@@ -973,11 +975,11 @@ async fn invalid_configurations_are_refused_before_connecting() {
         message.starts_with("namespace: ") && message.contains("DNS-1123"),
         "{message}"
     );
-    let error = KubernetesOrchestrator::new(bad_namespace)
+    let error = KubernetesOrchestrator::from_config(bad_namespace)
         .await
         .unwrap_err();
     assert_eq!(invalid_argument(&error).0, "kubernetes config");
-    let error = KubernetesOrchestrator::new(K8sConfig {
+    let error = KubernetesOrchestrator::from_config(K8sConfig {
         in_cluster: true,
         context: Some("fake".into()),
         ..config()
@@ -994,7 +996,7 @@ async fn in_cluster_outside_a_pod_says_so() {
         eprintln!("skipped: this test runs inside a pod, where the in-cluster config exists");
         return;
     }
-    let error = KubernetesOrchestrator::new(K8sConfig {
+    let error = KubernetesOrchestrator::from_config(K8sConfig {
         in_cluster: true,
         ..config()
     })
@@ -1014,14 +1016,14 @@ async fn the_default_chain_reads_kubeconfig_from_the_environment() {
     if std::env::var_os(CHILD).is_some() {
         // Child: no kubeconfig, no context: `Config::infer` finds $KUBECONFIG, whose current
         // context leads nowhere...
-        let o = KubernetesOrchestrator::new(config()).await.unwrap();
+        let o = KubernetesOrchestrator::from_config(config()).await.unwrap();
         let error = o
             .list_instances(&InstanceFilters::default())
             .await
             .unwrap_err();
         assert!(error.is_transient(), "{error:?}");
         // ...and a context alone selects from the same file.
-        let o = KubernetesOrchestrator::new(K8sConfig {
+        let o = KubernetesOrchestrator::from_config(K8sConfig {
             context: Some("fake".into()),
             ..config()
         })
