@@ -1004,6 +1004,86 @@ mod tests {
         assert!(run_on(opts, &l, &mut host, &mut Vec::new()).is_err());
     }
 
+    /// The real host end to end, with stub `kind`, `kubectl`, `docker` and `cargo` on PATH that
+    /// log their arguments: every step is spawned with its arguments and environment, the token
+    /// lands in its file, and a failing test step still deletes the cluster.
+    #[test]
+    fn real_host_runs_every_step_and_tears_down_after_a_failure() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir().join(format!("xtask-kind-stubs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (bin, root) = (tmp.join("bin"), tmp.join("root"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(root.join("tests/integration/kubernetes")).unwrap();
+        std::fs::copy(
+            crate::workspace_root().join(KIND_CONFIG),
+            root.join(KIND_CONFIG),
+        )
+        .unwrap();
+        let log = tmp.join("calls.log");
+        let stub = |name: &str, body: &str| {
+            let path = bin.join(name);
+            std::fs::write(
+                &path,
+                format!(
+                    "#!/bin/sh\necho \"{name} $* [cluster=$MCPCTL_KIND_CLUSTER]\" >> {}\n{body}\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub("kind", "exit 0");
+        stub("docker", "exit 0");
+        stub(
+            "kubectl",
+            "case \"$*\" in *\"create token\"*) echo stub-token;; esac; exit 0",
+        );
+        stub("cargo", "[ \"$1\" = test ] && exit 1; exit 0");
+        let layout = Layout {
+            root: root.clone(),
+            cargo: "cargo".to_owned(),
+        };
+        let mut host = RealHost {
+            root: root.clone(),
+            path: bin.clone().into_os_string(),
+        };
+        let (r, out) = output(|buf| run_on(Options::default(), &layout, &mut host, buf));
+        let err = r.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("integration tests"),
+            "{err:#}\n{out}"
+        );
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        // Preflight, then the nine steps in order; the teardown ran after the failed tests.
+        assert!(calls[0].starts_with("docker info"), "{calls:#?}");
+        assert!(
+            calls[1].starts_with("docker image inspect kindest/node:v1.33"),
+            "{calls:#?}"
+        );
+        let steps = &calls[2..];
+        assert_eq!(steps.len(), 9, "{calls:#?}");
+        assert!(
+            steps[1].starts_with("kind create cluster --name mcpctl-test --config"),
+            "{steps:#?}"
+        );
+        assert!(steps[7].starts_with("cargo test --locked --package mcp-k8s-integration"));
+        assert!(
+            steps[7].ends_with("[cluster=mcpctl-test]"),
+            "env reaches the tests: {steps:#?}"
+        );
+        assert!(
+            steps[8].starts_with("kind delete cluster --name mcpctl-test"),
+            "{steps:#?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(layout.token_file()).unwrap(),
+            "stub-token\n"
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
     #[test]
     fn the_node_image_is_pinned_to_133_by_digest() {
         let image = node_image(&crate::workspace_root()).unwrap();
