@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::ContainerCreateBody;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
@@ -19,6 +19,10 @@ use mcp_test_server::{
     BINARY_HASH_LABEL, TEST_IMAGE_LABEL, build_docker_image, docker_context_tar,
     ensure_docker_image, static_binary,
 };
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+
+use crate::common::{TIMEOUT, exercise};
 
 async fn docker_or_skip() -> Option<Docker> {
     let required = std::env::var("MCPCTL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
@@ -60,20 +64,58 @@ async fn build_stale(docker: &Docker, tag: &str) -> String {
     docker.inspect_image(tag).await.unwrap().id.unwrap()
 }
 
-/// Creates and starts a container of `image` running `script`; returns its id.
-async fn run(docker: &Docker, image: &str, script: &FixtureScript) -> String {
-    let body = ContainerCreateBody {
+/// A container of `image` running `script`.
+fn fixture(image: &str, script: &FixtureScript) -> ContainerCreateBody {
+    ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(script.to_args()),
+        ..Default::default()
+    }
+}
+
+/// Creates and starts a container; returns its id (also pushed to `containers` for cleanup).
+async fn run(docker: &Docker, body: ContainerCreateBody, containers: &mut Vec<String>) -> String {
+    let body = ContainerCreateBody {
         labels: Some(HashMap::from([(
             TEST_IMAGE_LABEL.to_owned(),
             "run".to_owned(),
         )])),
-        ..Default::default()
+        ..body
     };
     let id = docker.create_container(None, body).await.unwrap().id;
+    containers.push(id.clone());
     docker.start_container(&id, None).await.unwrap();
     id
+}
+
+/// Waits until the container's stdout is exactly `expected`.
+async fn wait_for_stdout(docker: &Docker, id: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, err) = logs(docker, id).await;
+        if out == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stdout {out:?} (stderr {err:?}), want {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops container `id` (SIGTERM, 10 s grace) and checks it went promptly, with exit code 0.
+async fn stop_promptly(docker: &Docker, id: &str) {
+    let stopping = Instant::now();
+    let stop = StopContainerOptionsBuilder::default().t(10).build();
+    docker.stop_container(id, Some(stop)).await.unwrap();
+    // Without its own SIGTERM handler, PID 1 would sit out the 10 s and be killed (137).
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(exit_code(docker, id).await, 0);
 }
 
 /// Waits until container `id` exits; returns its exit code.
@@ -171,8 +213,7 @@ async fn scenario(
         .stdout("hello from scratch")
         .stderr("to stderr")
         .exit(5);
-    let c = run(docker, tag, &script).await;
-    containers.push(c.clone());
+    let c = run(docker, fixture(tag, &script), containers).await;
     assert_eq!(exit_code(docker, &c).await, 5);
     assert_eq!(
         logs(docker, &c).await,
@@ -180,20 +221,48 @@ async fn scenario(
     );
 
     // An idle script as PID 1: `docker stop` ends it with SIGTERM, promptly, exit 0.
-    let c = run(docker, &id, &FixtureScript::new().stdout("ready")).await;
-    containers.push(c.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while logs(docker, &c).await.0 != "ready\n" {
-        assert!(Instant::now() < deadline, "no ready line");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stopping = Instant::now();
-    let stop = StopContainerOptionsBuilder::default().t(10).build();
-    docker.stop_container(&c, Some(stop)).await.unwrap();
-    assert!(
-        stopping.elapsed() < Duration::from_secs(5),
-        "stop took {:?}",
-        stopping.elapsed()
-    );
-    assert_eq!(exit_code(docker, &c).await, 0);
+    let c = run(
+        docker,
+        fixture(&id, &FixtureScript::new().stdout("ready")),
+        containers,
+    )
+    .await;
+    wait_for_stdout(docker, &c, "ready\n").await;
+    stop_promptly(docker, &c).await;
+
+    // The image serves MCP over streamable HTTP, with the environment the engine injects.
+    let body = ContainerCreateBody {
+        image: Some(id.clone()),
+        cmd: Some(["http", "--port", "8080"].map(String::from).to_vec()),
+        env: Some(vec!["MCP_DOCKER_VAR=injected by docker".to_owned()]),
+        exposed_ports: Some(vec!["8080/tcp".to_owned()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                "8080/tcp".to_owned(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".to_owned()),
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = run(docker, body, containers).await;
+    wait_for_stdout(docker, &c, "listening on 0.0.0.0:8080\n").await;
+    let inspected = docker.inspect_container(&c, None).await.unwrap();
+    let port = inspected
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get("8080/tcp").cloned().flatten())
+        .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+        .expect("published port");
+    let transport = StreamableHttpClientTransport::from_uri(format!("http://127.0.0.1:{port}/mcp"));
+    let client = tokio::time::timeout(TIMEOUT, ().serve(transport))
+        .await
+        .expect("initialize timed out")
+        .expect("initialize");
+    exercise(&client, ("MCP_DOCKER_VAR", "injected by docker")).await;
+    client.cancel().await.expect("closing the client");
+    stop_promptly(docker, &c).await;
 }
