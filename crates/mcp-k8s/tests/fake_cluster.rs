@@ -674,7 +674,8 @@ async fn follow_with_a_tail_and_a_sub_second_since() {
         .stdout("b")
         .stdout("c")
         .stdout("d")
-        .sleep(Duration::from_millis(800))
+        // Room to start following before "e", even on a loaded machine.
+        .sleep(Duration::from_millis(1500))
         .stdout("e")
         .exit(0);
     let id = o
