@@ -167,6 +167,12 @@ impl McpOrchestrator for KubernetesOrchestrator {
     /// log merges stdout and stderr); `stream` must be `All`. A container that has not started
     /// yet has no lines; following it waits until it starts (or its pod goes away). With
     /// `follow`, the stream ends when the container ends.
+    ///
+    /// `sinceTime` has one-second precision, so `since` is sent rounded down and filtered
+    /// exactly here (the log is always read with `timestamps=true`; the times are dropped
+    /// unless asked for). `tailLines` is sent only when that filter drops nothing; otherwise the
+    /// tail is taken here, after the filter, and a follow reads the existing lines first and
+    /// then follows from the last of them.
     async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
         logs::check_stream(options.stream)?;
         let pod = self.managed_pod(id, "get pod").await?;
