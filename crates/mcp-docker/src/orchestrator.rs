@@ -296,18 +296,60 @@ impl DockerOrchestrator {
                 return Err(self.err(Target::Volume(&name))(e));
             }
         }
-        let options = CreateContainerOptionsBuilder::new().name(id).build();
-        if let Err(e) = self.docker.create_container(Some(options), plan.body).await {
-            self.discard(id).await;
-            // A 404 here means the image vanished after it was checked.
-            return Err(self.err(Target::Image(image))(e));
-        }
-        if let Err(e) = self.docker.start_container(id, None).await {
-            let e = self.err(Target::Container(id))(e);
+        if let Err(e) = self.create_and_start(id, image, plan.body).await {
             self.discard(id).await;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Creates and starts the container. The engine answers 404 when the image (at create) or
+    /// the network (at start, on older engines) is missing: the image is checked again, a
+    /// network removed since `connect` is created again, and the container is tried once more.
+    async fn create_and_start(
+        &self,
+        id: &str,
+        image: &str,
+        body: bollard::models::ContainerCreateBody,
+    ) -> Result<()> {
+        let attempt = |body| async move {
+            let options = CreateContainerOptionsBuilder::new().name(id).build();
+            self.docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(self.err(Target::Container(id)))?;
+            self.docker
+                .start_container(id, None)
+                .await
+                .map_err(self.err(Target::Container(id)))
+        };
+        match attempt(body.clone()).await {
+            Err(OrchestratorError::NotFound { .. }) => {}
+            other => return other,
+        }
+        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self
+            .docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(self.err(Target::Container(id)))
+        {
+            Ok(()) | Err(OrchestratorError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.ensure_image(image).await?;
+        ensure_network(&self.docker, &self.config.network, &self.endpoint).await?;
+        attempt(body).await.map_err(|e| match e {
+            OrchestratorError::NotFound { .. } => OrchestratorError::backend(
+                BACKEND,
+                format!(
+                    "starting container {id}: the engine reports its image {image:?} or \
+                     network {:?} missing, yet both exist",
+                    self.config.network
+                ),
+            ),
+            other => other,
+        })
     }
 
     /// Waits until the engine no longer knows `id`.

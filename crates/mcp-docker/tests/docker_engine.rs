@@ -527,7 +527,7 @@ async fn unmanaged_containers_are_invisible() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_image_is_image_not_available_and_leaves_nothing() {
+async fn missing_image_is_image_not_available_and_a_missing_network_is_recreated() {
     let Some(env) = setup("noimage").await else {
         return;
     };
@@ -556,6 +556,22 @@ async fn missing_image_is_image_not_available_and_leaves_nothing() {
             .await
             .is_empty()
     );
+
+    // A network removed behind the orchestrator's back is created again at the next start.
+    for id in networks_named(env.docker(), &env.network).await {
+        env.docker().remove_network(&id).await.unwrap();
+    }
+    let id = env
+        .o
+        .start_server(
+            &env.fixture(&unique("renet"), &FixtureScript::new().stdout("up")),
+            &StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(networks_named(env.docker(), &env.network).await.len(), 1);
+    env.o.wait_until_running(&id, WAIT).await.unwrap();
+    env.o.stop_server(&id, GRACE).await.unwrap();
     env.finish().await;
 }
 
