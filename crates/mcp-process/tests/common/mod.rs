@@ -60,6 +60,28 @@ impl TestEnv {
     pub fn instance_dirs(&self) -> Vec<String> {
         instance_dirs(self.dir.path())
     }
+
+    /// No instance directory is left, and within 10 s no process mentions the state
+    /// directory on its command line (every supervisor does).
+    pub async fn assert_clean(&self) {
+        assert!(
+            self.instance_dirs().is_empty(),
+            "{:?}",
+            self.instance_dirs()
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = processes_mentioning(self.dir.path());
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "supervisors left running: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 pub fn instance_dirs(state_dir: &Path) -> Vec<String> {
