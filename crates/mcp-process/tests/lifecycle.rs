@@ -330,37 +330,49 @@ async fn a_memory_limit_becomes_rlimit_data_and_no_resources_means_no_limit() {
 
 #[tokio::test]
 async fn the_server_gets_a_minimal_environment_plus_the_spec_and_secrets_stay_off_disk() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let secrets = dir.path().join("secrets");
+    let secrets_dir = tempfile::tempdir().expect("temp dir");
+    let secrets = secrets_dir.path().to_owned();
     std::fs::create_dir_all(secrets.join("gh")).expect("mkdir");
     std::fs::write(secrets.join("gh/token"), "s3cr3t-t0ken\n").expect("secret");
-    let o = ProcessOrchestrator::new(ProcessConfig {
+    let env = TestEnv::with_config(|c| ProcessConfig {
         secrets_dir: Some(secrets),
-        ..common::config(&dir.path().join("state"))
-    })
-    .expect("orchestrator");
-    // Cargo sets CARGO_MANIFEST_DIR for test processes; the server must not inherit it.
-    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        ..c
+    });
+    let o = &env.orchestrator;
+    let dir = &secrets_dir;
+    // Any other variable of this process (cargo sets several for tests; a shell sets PWD, ...)
+    // must not reach the server.
+    let probe = std::env::vars()
+        .map(|(k, _)| k)
+        .find(|k| {
+            // sh sets PWD, OLDPWD and SHLVL itself.
+            !["PATH", "HOME", "LANG", "PWD", "OLDPWD", "SHLVL"].contains(&k.as_str())
+                && k.starts_with(|c: char| c.is_ascii_alphabetic())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .unwrap_or_else(|| "MCP_PROCESS_TEST_NOT_SET".to_owned());
     let mut spec = shell(
         "envcheck",
-        "echo \"plain=$PLAIN\"; echo \"token=$TOKEN\"; echo \"home=${HOME:+set}\"; \
-         echo \"cargo=${CARGO_MANIFEST_DIR:-unset}\"; echo \"pwd=$(pwd)\"; exec sleep 600",
+        &format!(
+            "echo \"plain=$PLAIN\"; echo \"token=$TOKEN\"; echo \"home=${{HOME:+set}}\"; \
+             echo \"probe=${{{probe}:-unset}}\"; echo \"pwd=$(pwd)\"; exec sleep 600"
+        ),
     );
     spec.working_dir = Some(dir.path().display().to_string());
     spec.env = BTreeMap::from([
         ("PLAIN".to_owned(), EnvValue::plain("p-value")),
         ("TOKEN".to_owned(), EnvValue::secret("gh", "token")),
     ]);
-    let id = start(&o, &spec).await;
-    common::wait_for_line(&o, &id, &format!("pwd={}", dir.path().display())).await;
-    let lines = common::log_texts(&o, &id, &LogOptions::default()).await;
+    let id = start(o, &spec).await;
+    common::wait_for_line(o, &id, &format!("pwd={}", dir.path().display())).await;
+    let lines = common::log_texts(o, &id, &LogOptions::default()).await;
     assert_eq!(
         lines,
         [
             "plain=p-value".to_owned(),
             "token=s3cr3t-t0ken".to_owned(),
             "home=set".to_owned(),
-            "cargo=unset".to_owned(),
+            "probe=unset".to_owned(),
             format!("pwd={}", dir.path().display()),
         ]
     );
@@ -406,8 +418,7 @@ async fn the_server_gets_a_minimal_environment_plus_the_spec_and_secrets_stay_of
         matches!(&err, OrchestratorError::InvalidSpec(e) if e.has_path("env.TOKEN")),
         "{err}"
     );
-    assert!(common::instance_dirs(o.state_dir()).is_empty());
-    assert!(common::processes_mentioning(o.state_dir()).is_empty());
+    env.assert_clean().await;
 }
 
 #[tokio::test]

@@ -46,8 +46,14 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub fn new() -> Self {
+        Self::with_config(|c| c)
+    }
+
+    /// An environment whose configuration `adjust` changes (the state dir stays the test's).
+    pub fn with_config(adjust: impl FnOnce(ProcessConfig) -> ProcessConfig) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let orchestrator = ProcessOrchestrator::new(config(dir.path())).expect("orchestrator");
+        let orchestrator =
+            ProcessOrchestrator::new(adjust(config(dir.path()))).expect("orchestrator");
         Self { dir, orchestrator }
     }
 
@@ -80,6 +86,35 @@ impl TestEnv {
                 "supervisors left running: {left:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    /// A test that failed half-way must not leave servers running: SIGKILL every recorded
+    /// supervisor and server group still alive (a passing test has stopped them all already).
+    fn drop(&mut self) {
+        for name in instance_dirs(self.dir.path()) {
+            let Ok(p) = self.orchestrator.processes(&InstanceId::new(name)) else {
+                continue;
+            };
+            let targets = p
+                .supervisor
+                .map(|s| (s, false))
+                .into_iter()
+                .chain(p.server.map(|s| (s, true)));
+            for (proc, group) in targets {
+                if proc.group_alive() {
+                    let target = if group {
+                        format!("-{}", proc.pid)
+                    } else {
+                        proc.pid.to_string()
+                    };
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &target])
+                        .status();
+                }
+            }
         }
     }
 }
