@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, kind_test, manifests, python, run_cmd, tidy, workspace_root};
+use crate::{cargo, features, kind_test, manifests, python, run_cmd, tidy, workspace_root};
 
 /// Runs every CI step. `--skip-tests` stops after the static checks (for quick local runs).
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -41,6 +41,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         ],
         &[],
     )?;
+
+    // Each backend alone: no other backend's engine client in the tree, clippy clean, and the
+    // backends left out are refused with the feature to enable.
+    features::check()?;
 
     println!("\n==> generated example manifests are up to date");
     manifests::check(&workspace_root())?;

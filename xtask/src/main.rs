@@ -2,6 +2,7 @@
 //! Rust instead of shell scripts, so "green locally" means green CI.
 
 mod ci;
+mod features;
 mod kind_test;
 mod manifests;
 mod python;

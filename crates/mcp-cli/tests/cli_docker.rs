@@ -1,0 +1,91 @@
+//! `mcp-orch` end to end on the Docker backend against the real engine: run, ps, status, logs,
+//! stop. Skips with a printed reason when no engine answers, unless `MCPCTL_REQUIRE_DOCKER=1`.
+
+mod common;
+
+use bollard::Docker;
+use common::{Env, one_line_error, stdout_of};
+use mcp_factory::mcp_orchestrator_api::FixtureScript;
+
+async fn engine() -> Option<Docker> {
+    let required = std::env::var("MCPCTL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d,
+        Err(e) if !required => {
+            eprintln!("skipping: no Docker engine ({e})");
+            return None;
+        }
+        Err(e) => panic!("MCPCTL_REQUIRE_DOCKER=1 but no Docker engine: {e}"),
+    };
+    match docker.negotiate_version().await {
+        Ok(d) if d.ping().await.is_ok() => Some(d),
+        other if !required => {
+            eprintln!(
+                "skipping: the Docker engine does not answer ({:?})",
+                other.err()
+            );
+            None
+        }
+        other => panic!(
+            "MCPCTL_REQUIRE_DOCKER=1 but the Docker engine does not answer: {:?}",
+            other.err()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_subcommand_on_docker() {
+    let Some(docker) = engine().await else { return };
+    let image = mcp_test_server::ensure_docker_image(&docker, mcp_test_server::DEFAULT_IMAGE_TAG)
+        .await
+        .expect("test image");
+    let network = format!("mcpctl-cli-test-{}", std::process::id());
+    let env = Env::docker(&network);
+    let script = FixtureScript::new()
+        .stdout("hello from docker")
+        .stderr("to stderr");
+    let args: Vec<String> = script.to_args().iter().map(|a| format!("{a:?}")).collect();
+    let spec = env.spec(
+        "srv.yaml",
+        &format!(
+            "name: dock\nimage: {image}\nargs: [{}]\nrestartPolicy: Never\n",
+            args.join(", ")
+        ),
+    );
+
+    let run = {
+        let env_cmd = env.cmd(&["run", spec.to_str().unwrap()]);
+        tokio::task::spawn_blocking(move || {
+            let mut c = env_cmd;
+            stdout_of(&mut c)
+        })
+    };
+    let id = run.await.unwrap();
+    let result = std::panic::AssertUnwindSafe(async {
+        assert!(id.starts_with("mcp-dock-"), "{id}");
+        let table = stdout_of(&mut env.cmd(&["ps", "--server", "dock"]));
+        assert!(table.contains(&id) && table.contains("Running"), "{table}");
+        let status = stdout_of(&mut env.cmd(&["status", &id, "-o", "json"]));
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["phase"], "Running");
+        let mut logs = String::new();
+        for _ in 0..50 {
+            logs = stdout_of(&mut env.cmd(&["logs", &id, "--stream", "stdout"]));
+            if !logs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(logs, "hello from docker");
+        assert_eq!(stdout_of(&mut env.cmd(&["stop", &id, "--grace", "2s"])), id);
+        let line = one_line_error(&mut env.cmd(&["status", &id]));
+        assert!(line.contains("not found"), "{line}");
+    });
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    // Clean up whatever the assertions left behind, then the test network.
+    let _ = env.cmd(&["stop", &id, "--grace", "1s"]).output();
+    let _ = docker.remove_network(&network).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
