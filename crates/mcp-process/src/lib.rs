@@ -5,7 +5,7 @@
 //! # Design
 //!
 //! Instances outlive the program that started them, the way containers outlive the `docker`
-//! CLI: [`ProcessOrchestrator::start_server`] starts a small detached **supervisor** per
+//! CLI: `start_server` starts a small detached **supervisor** per
 //! instance (the `mcp-process-supervisor` binary, or the embedding program itself, see
 //! [`supervisor::run`]) which owns the server process and records everything in the instance's
 //! directory under the **state directory** (see [`ProcessConfig`]). Every other operation
@@ -53,6 +53,25 @@
 //!   every document has a single writer and is replaced by temp file + rename, stops of one
 //!   instance are serialized by `flock` on `stop.lock`, and deletion renames the directory into
 //!   `trash/` first.
+
+//!
+//! # State directory
+//!
+//! ```text
+//! <stateDir>/instances/<id>/
+//!   meta.json        server, labels, createdAt, endpoint, what to run (no environment values)
+//!   supervisor.json  supervisor pid + start time (written by the starter right after spawning)
+//!   state.json       status, run number, server pid + start time (written by the supervisor)
+//!   logs.jsonl       {"ts":"2024-01-02T03:04:05.123456789Z","stream":"stdout","run":0,"text":"..."}
+//!   supervisor.log   the supervisor's own diagnostics
+//!   stop.json        grace period of a pending stop; stop.lock serializes stoppers
+//!   stdio.sock       the stdio bridge (stdio servers)
+//! <stateDir>/trash/  directories being deleted
+//! ```
+//!
+//! Left out for now: log rotation (a crash-looping server's `logs.jsonl` grows until the
+//! instance is stopped), CPU limits, and an MCP-level multiplexer on top of the single-client
+//! stdio bridge.
 
 mod config;
 mod error;

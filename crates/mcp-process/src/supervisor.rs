@@ -4,8 +4,9 @@
 //!
 //! The orchestrator starts it as `<supervisor program> [supervisorArgs...] <instance dir>` with
 //! the instance directory as its working directory, writes the server's resolved environment
-//! (a JSON [`Handoff`]) to its stdin and closes it, and waits for the line `ready` on its stdout
-//! (printed once the first launch of the server has been attempted). The supervisor then:
+//! (a JSON object `{"env": [[name, value], ...]}`) to its stdin and closes it, and waits for
+//! the line `ready` on its stdout (printed once the first launch of the server has been
+//! attempted). The supervisor then:
 //!
 //! 1. calls `setsid` so it belongs to no terminal or caller's process group and outlives the
 //!    program that started it;
