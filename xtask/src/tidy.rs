@@ -85,19 +85,17 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
     for m in &manifests {
         out.extend(check_manifest_hygiene(m));
     }
-    for dir in ["crates", "xtask"] {
-        out.extend(check_headers(&root.join(dir))?);
+    for dir in member_dirs(root)? {
+        out.extend(check_headers(&dir)?);
     }
     Ok(out)
 }
 
 fn read_manifests(root: &Path) -> Result<Vec<Manifest>> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(root.join("crates"))
-        .context("reading crates/")?
-        .filter_map(|e| e.ok().map(|e| e.path().join("Cargo.toml")))
-        .filter(|p| p.is_file())
-        .collect();
-    paths.push(root.join("xtask/Cargo.toml"));
+    let mut paths = member_dirs(root)?
+        .into_iter()
+        .map(|d| d.join("Cargo.toml"))
+        .collect::<Vec<_>>();
     paths.sort();
     paths
         .iter()
@@ -108,6 +106,35 @@ fn read_manifests(root: &Path) -> Result<Vec<Manifest>> {
             )
         })
         .collect()
+}
+
+/// The workspace members named in the root manifest (`dir/*` globs expanded one level).
+pub(crate) fn member_dirs(root: &Path) -> Result<Vec<PathBuf>> {
+    let text =
+        fs::read_to_string(root.join("Cargo.toml")).context("reading the root Cargo.toml")?;
+    let doc: toml::Table = text
+        .parse()
+        .context("the root Cargo.toml is not valid TOML")?;
+    let members = doc
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(toml::Value::as_array)
+        .context("the root Cargo.toml has no workspace.members")?;
+    let mut dirs = Vec::new();
+    for m in members.iter().filter_map(toml::Value::as_str) {
+        if let Some(parent) = m.strip_suffix("/*") {
+            let entries =
+                fs::read_dir(root.join(parent)).with_context(|| format!("reading {parent}/"))?;
+            dirs.extend(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("Cargo.toml").is_file()),
+            );
+        } else {
+            dirs.push(root.join(m));
+        }
+    }
+    Ok(dirs)
 }
 
 /// The layering invariants of ARCHITECTURE.md.
@@ -290,6 +317,11 @@ mod tests {
 
     #[test]
     fn the_workspace_is_tidy() {
+        let members = member_dirs(&workspace_root()).unwrap();
+        assert!(
+            members.iter().any(|d| d.ends_with("xtask")) && members.len() > 8,
+            "{members:?}"
+        );
         let violations = check(&workspace_root()).unwrap();
         assert!(
             violations.is_empty(),

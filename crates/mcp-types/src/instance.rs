@@ -61,7 +61,8 @@ pub enum Phase {
     Stopped,
     /// Exited with code 0 and will not restart.
     Succeeded,
-    /// Exited non-zero (or was killed) and will not restart, or is crash-looping.
+    /// Exited non-zero (or was killed) and will not restart. A server that will be restarted
+    /// (a crash loop) is Pending with reason `CrashLoopBackOff` instead.
     Failed,
     /// The backend cannot tell.
     #[default]
