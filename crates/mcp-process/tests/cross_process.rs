@@ -50,11 +50,19 @@ fn main() -> ExitCode {
             Box::pin(concurrent_starts_from_processes())
         }),
     ];
-    let mut failed = 0;
+    let filters = name_filters(&args);
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
     for (name, check) in checks {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            filtered += 1;
+            continue;
+        }
         let result = runtime.block_on(async { tokio::spawn(check()).await });
         match result {
-            Ok(()) => println!("test {name} ... ok"),
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
             Err(e) => {
                 failed += 1;
                 println!("test {name} ... FAILED: {e}");
@@ -62,9 +70,8 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "\ntest result: {}. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
         if failed == 0 { "ok" } else { "FAILED" },
-        2 - failed,
         started.elapsed().as_secs_f64()
     );
     if failed == 0 {
@@ -72,6 +79,31 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The name filters among libtest-style arguments (`cargo test -p mcp-process NAME`): the
+/// positional ones, skipping the values of options that take one.
+fn name_filters(args: &[String]) -> Vec<String> {
+    const WITH_VALUE: &[&str] = &[
+        "--test-threads",
+        "--skip",
+        "--color",
+        "--format",
+        "--logfile",
+        "-Z",
+    ];
+    let mut filters = Vec::new();
+    let mut skip_next = false;
+    for a in args {
+        if skip_next {
+            skip_next = false;
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            skip_next = true;
+        } else if !a.starts_with('-') {
+            filters.push(a.clone());
+        }
+    }
+    filters
 }
 
 /// `--helper-start STATE_DIR PROGRAM COUNT LABEL`: starts COUNT idle fixture servers, prints
