@@ -286,7 +286,7 @@ async fn stop_escalates_to_sigkill_for_the_whole_group_after_the_grace_period() 
         took >= Duration::from_millis(700),
         "stopped after {took:?}, before the grace period"
     );
-    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
     common::assert_gone(&procs).await;
     env.assert_clean().await;
 }

@@ -34,6 +34,8 @@ pub fn config(state_dir: &Path) -> ProcessConfig {
     ProcessConfig {
         restart_backoff_initial_ms: 50,
         restart_backoff_max_ms: 400,
+        // Generous for loaded CI machines; a healthy start takes milliseconds.
+        start_timeout_ms: 30_000,
         ..ProcessConfig::new(state_dir).with_supervisor(supervisor())
     }
 }
