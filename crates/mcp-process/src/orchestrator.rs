@@ -1064,6 +1064,84 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    fn meta(created_at: Timestamp) -> Meta {
+        Meta {
+            id: InstanceId::new("mcp-x-1"),
+            server: "x".into(),
+            labels: labels::instance_labels("x", "mcp-x-1", &std::collections::BTreeMap::new()),
+            annotations: std::collections::BTreeMap::new(),
+            created_at,
+            port: None,
+            endpoint: None,
+            env_names: Vec::new(),
+            launch: Launch {
+                program: "/bin/true".into(),
+                args: Vec::new(),
+                cwd: "/".into(),
+                transport: Transport::Stdio,
+                restart_policy: mcp_types::RestartPolicy::Never,
+                memory_limit_bytes: None,
+                backoff_initial_ms: 1,
+                backoff_max_ms: 1,
+                log_stdio_traffic: false,
+            },
+        }
+    }
+
+    #[test]
+    fn status_without_a_live_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(dir.path());
+        let config = ProcessConfig::default();
+        assert!(matches!(
+            observe(&paths, &config),
+            Err(ProcessError::NotFound(_))
+        ));
+        // Just created, supervisor not recorded yet: Pending.
+        write_json(&paths.meta(), &meta(Timestamp::now())).unwrap();
+        assert_eq!(
+            observe(&paths, &config).unwrap().status.phase,
+            Phase::Pending
+        );
+        // Created long ago and never supervised: abandoned.
+        let old = Timestamp::now() - jiff::SignedDuration::from_secs(3600);
+        write_json(&paths.meta(), &meta(old)).unwrap();
+        let st = observe(&paths, &config).unwrap().status;
+        assert_eq!(
+            (st.phase, st.reason.as_deref()),
+            (Phase::Failed, Some(reasons::ORPHANED))
+        );
+        // A dead supervisor (a start time that cannot match) with a Running state: orphaned,
+        // and Failed because the recorded server is not alive either.
+        let dead = ProcIdentity {
+            pid: i32::try_from(std::process::id()).unwrap(),
+            start_time: u64::MAX,
+        };
+        write_json(&paths.supervisor(), &dead).unwrap();
+        let state = State {
+            status: InstanceStatus::phase(Phase::Running),
+            run: 0,
+            server: Some(dead),
+            updated_at: None,
+        };
+        write_json(&paths.state(), &state).unwrap();
+        let st = observe(&paths, &config).unwrap().status;
+        assert_eq!(
+            (st.phase, st.reason.as_deref()),
+            (Phase::Failed, Some(reasons::ORPHANED))
+        );
+        // A supervisor that recorded a final state and exited is not an orphan.
+        let done = State {
+            status: InstanceStatus::phase(Phase::Succeeded),
+            ..state
+        };
+        write_json(&paths.state(), &done).unwrap();
+        assert_eq!(
+            observe(&paths, &config).unwrap().status.phase,
+            Phase::Succeeded
+        );
+    }
+
     #[test]
     fn program_resolution() {
         let cwd = Path::new("/");

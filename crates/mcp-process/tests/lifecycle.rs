@@ -573,3 +573,27 @@ async fn an_http_server_gets_a_loopback_endpoint_and_no_stdio_bridge() {
         .expect("stop");
     common::assert_gone(&procs).await;
 }
+
+#[tokio::test]
+async fn supervisor_args_come_before_the_instance_directory() {
+    // A stand-in for a program that embeds the supervisor behind a hidden subcommand:
+    // `sh -c 'exec "$0" "$@"' <supervisor> <instance dir>`.
+    let env = TestEnv::with_config(|c| ProcessConfig {
+        supervisor_path: Some("/bin/sh".into()),
+        supervisor_args: vec![
+            "-c".into(),
+            "exec \"$0\" \"$@\"".into(),
+            common::supervisor().display().to_string(),
+        ],
+        ..c
+    });
+    let o = &env.orchestrator;
+    let id = start(o, &shell("embedded", "echo via-args; exec sleep 600")).await;
+    common::wait_for_line(o, &id, "via-args").await;
+    let procs = common::recorded(o, &id);
+    o.stop_server(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+    common::assert_gone(&procs).await;
+    env.assert_clean().await;
+}
