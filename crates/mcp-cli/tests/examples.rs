@@ -34,10 +34,20 @@ fn readme_main_job_runs_on_the_process_backend() {
     std::fs::copy(common::test_server(), bin_dir.join("mcp-test-server")).unwrap();
     let spec = examples_dir().join("echo-http.yaml");
     // A free port instead of the fixed 8765, so parallel runs cannot collide.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let text = std::fs::read_to_string(&spec).unwrap().replace("8765", &port);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("8765", &port);
     let spec = env.spec("echo-http.yaml", &text);
-    let id = stdout_of(env.cmd(&["run", spec.to_str().unwrap()]).current_dir(env.dir.path()));
+    let id = stdout_of(
+        env.cmd(&["run", spec.to_str().unwrap()])
+            .current_dir(env.dir.path()),
+    );
     let result = std::panic::catch_unwind(|| {
         let mut logs = String::new();
         for _ in 0..100 {
@@ -50,7 +60,8 @@ fn readme_main_job_runs_on_the_process_backend() {
         assert_eq!(logs.trim(), format!("listening on 127.0.0.1:{port}"));
         let ps = stdout_of(env.cmd(&["ps", "-l", "example=echo-http"]));
         assert!(ps.contains(&format!("http://127.0.0.1:{port}")), "{ps}");
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("the server accepts connections");
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .expect("the server accepts connections");
     });
     stdout_of(env.cmd(&["stop", &id]));
     if let Err(p) = result {
