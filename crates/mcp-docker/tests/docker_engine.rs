@@ -164,17 +164,18 @@ async fn setup_with(test: &str, f: impl FnOnce(DockerConfig) -> DockerConfig) ->
         }
         Err(e) => panic!("{test}: cannot connect to the Docker engine: {e}"),
     };
-    let image =
-        mcp_test_server::ensure_docker_image(o.docker(), mcp_test_server::DEFAULT_IMAGE_TAG)
-            .await
-            .unwrap_or_else(|e| panic!("{test}: cannot build the test image: {e}"));
-    assert!(image.starts_with("sha256:"), "{image}");
-    Some(Env {
+    let env = Env {
         o,
         network,
         image: mcp_test_server::DEFAULT_IMAGE_TAG.to_owned(),
         finished: false,
-    })
+    };
+    // A panic here drops `env`, which removes the network again.
+    let image = mcp_test_server::ensure_docker_image(env.docker(), &env.image)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cannot build the test image: {e}"));
+    assert!(image.starts_with("sha256:"), "{image}");
+    Some(env)
 }
 
 async fn networks_named(docker: &Docker, name: &str) -> Vec<String> {
