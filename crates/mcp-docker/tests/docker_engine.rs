@@ -876,3 +876,116 @@ async fn racing_connects_agree_on_one_network() {
     docker.remove_network(&again_id).await.unwrap();
     assert!(networks_named(&docker, &network).await.is_empty());
 }
+
+/// Runs the test image as an unmanaged peer container with `cmd`, waits for it to exit and
+/// returns (exit code, output). The peer is removed afterwards.
+async fn run_peer(env: &Env, network: &str, cmd: Vec<String>) -> (i64, String) {
+    let name = unique("peer");
+    let body = ContainerCreateBody {
+        image: Some(env.image.clone()),
+        cmd: Some(cmd),
+        labels: Some(HashMap::from([(
+            "mcpctl.io/test-peer".to_owned(),
+            "true".to_owned(),
+        )])),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some(network.to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    env.docker()
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap();
+    env.docker().start_container(&name, None).await.unwrap();
+    let waited = tokio::time::timeout(
+        WAIT,
+        env.docker()
+            .wait_container(
+                &name,
+                None::<bollard::query_parameters::WaitContainerOptions>,
+            )
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let inspect = env.docker().inspect_container(&name, None).await.unwrap();
+    let code = inspect.state.and_then(|s| s.exit_code).unwrap_or(-1);
+    let output: Vec<String> = env
+        .docker()
+        .logs(
+            &name,
+            Some(
+                bollard::query_parameters::LogsOptionsBuilder::new()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        )
+        .map_ok(|chunk| chunk.to_string())
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    env.docker()
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await
+        .unwrap();
+    assert!(waited.is_ok(), "peer {name} did not exit within {WAIT:?}");
+    (code, output.concat())
+}
+
+/// An HTTP-transport server started by the orchestrator is reachable by its instance name from a
+/// peer container on the same network (a real MCP initialize answered), and not from a peer
+/// outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_server_is_reachable_by_name_from_a_peer_on_the_network() {
+    let Some(env) = setup("peer").await else {
+        return;
+    };
+    let spec = McpServer {
+        args: vec!["http".into(), "--port".into(), "8080".into()],
+        transport: mcp_types::Transport::StreamableHttp,
+        port: Some(8080),
+        restart_policy: RestartPolicy::Never,
+        ..McpServer::new(unique("web"), &env.image)
+    };
+    let id = env
+        .o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    env.o.wait_until_running(&id, WAIT).await.unwrap();
+    let url = format!("http://{id}:8080/mcp");
+
+    let (code, out) = run_peer(
+        &env,
+        &env.network,
+        vec![
+            "probe".into(),
+            url.clone(),
+            "--attempts".into(),
+            "10".into(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        code, 0,
+        "peer on {} could not reach {url}: {out}",
+        env.network
+    );
+    assert!(out.contains("reachable: MCP initialize answered"), "{out}");
+
+    // Control: the same probe without a network fails, so the check above can fail.
+    let (code, out) = run_peer(&env, "none", vec!["probe".into(), url.clone()]).await;
+    assert_eq!(code, 1, "a peer without a network reached {url}: {out}");
+    assert!(out.contains("unreachable"), "{out}");
+
+    env.o.stop_server(&id, GRACE).await.unwrap();
+    env.finish().await;
+}

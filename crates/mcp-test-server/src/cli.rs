@@ -13,6 +13,8 @@ usage: mcp-test-server <command>
 commands:
   stdio                          serve MCP over stdin/stdout
   http --port PORT [--host IP]   serve MCP streamable HTTP at http://IP:PORT/mcp (host 0.0.0.0 by default)
+  probe URL [--attempts N]       MCP initialize against http://HOST:PORT/PATH (names resolved
+                                 through /etc/resolv.conf); exit 0 when mcp-test-server answers
   fixture [STEP]...              run a fixture script; steps, in order:
       --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS | --exit CODE
     without --exit the process idles until SIGTERM/SIGINT, then exits 0
@@ -35,6 +37,13 @@ pub(crate) enum Command {
     },
     /// Execute a fixture script.
     Fixture(FixtureScript),
+    /// Check that an MCP server answers at a URL.
+    Probe {
+        /// Where.
+        target: crate::probe::Target,
+        /// How many tries, a second apart.
+        attempts: u32,
+    },
 }
 
 /// Parses the arguments after the program name. The error is one line, without the program name.
@@ -57,6 +66,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
             Some(extra) => Err(format!("stdio takes no arguments, got {extra:?}")),
         },
         "http" => parse_http(&args[1..]),
+        "probe" => parse_probe(&args[1..]),
         FIXTURE_SUBCOMMAND => FixtureScript::parse_args(&args)
             .map(Command::Fixture)
             .map_err(|e| e.to_string()),
@@ -64,6 +74,19 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
             "unknown command {other:?} (expected stdio, http or fixture)"
         )),
     }
+}
+
+fn parse_probe(args: &[String]) -> Result<Command, String> {
+    let (url, rest) = args.split_first().ok_or("probe: a URL is required")?;
+    let target = crate::probe::parse_url(url)?;
+    let attempts = match rest {
+        [] => 1,
+        [flag, n] if flag == "--attempts" => n
+            .parse()
+            .map_err(|_| format!("probe: --attempts {n:?} is not a number"))?,
+        other => return Err(format!("probe: unexpected arguments {other:?}")),
+    };
+    Ok(Command::Probe { target, attempts })
 }
 
 fn parse_http(args: &[String]) -> Result<Command, String> {
@@ -140,6 +163,8 @@ mod tests {
             &["http", "--port", "1", "--bogus", "1"],
             &["fixture", "--exit", "x"],
             &["fixture", "--what", "1"],
+            &["probe"],
+            &["probe", "http://x:1/", "--attempts", "many"],
         ] {
             let err = p(bad).expect_err("must be rejected");
             assert!(!err.is_empty() && !err.contains('\n'), "{bad:?}: {err:?}");

@@ -4,6 +4,7 @@
 mod cli;
 mod fixture;
 mod http;
+mod probe;
 mod server;
 mod signals;
 
@@ -31,6 +32,14 @@ fn main() -> ExitCode {
         Command::Version => {
             println!("mcp-test-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        // Blocking std IO only: no runtime, no signal handlers needed.
+        Command::Probe { target, attempts } => {
+            return if probe::run(&target, attempts) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
         }
         Command::Stdio | Command::Http { .. } | Command::Fixture(_) => {}
     }
@@ -69,7 +78,7 @@ async fn run(command: Command) -> ExitCode {
             // Exit codes outside 0..=255 wrap like they do for any process.
             std::process::exit(code);
         }
-        Command::Help | Command::Version => Ok(()),
+        Command::Help | Command::Version | Command::Probe { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
