@@ -1,0 +1,233 @@
+//! Benchmark 3: following the log of a container that printed a large, known volume, through
+//! `get_logs(follow)` vs `docker logs -f` on the same container. Both must deliver exactly
+//! the lines and bytes the fixture printed.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::TryStreamExt;
+use mcp_orchestrator_api::McpOrchestrator;
+use mcp_orchestrator_api::fixture::FixtureScript;
+use mcp_types::{InstanceId, LogOptions, RestartPolicy};
+use tokio::io::AsyncReadExt;
+
+use crate::docker_env::{DockerEnv, unrotated_log};
+use crate::report::{Row, spread, timing, timing_row};
+use crate::stats::{Samples, Target, number};
+
+/// Length of the line prefix: lines of about 200 bytes, a common size for structured logs.
+const PREFIX_LEN: usize = 190;
+/// How long the container may take to print everything.
+const PRINT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Lines and bytes (each line with its `\n`) of one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Volume {
+    pub(crate) lines: u64,
+    pub(crate) bytes: u64,
+}
+
+/// What `fixture --lines count:prefix` prints: `prefix-1` .. `prefix-count`, one per line.
+pub(crate) fn expected(prefix_len: usize, count: u64) -> Volume {
+    let prefix = prefix_len as u64 + 1; // "prefix-"
+    let mut bytes = 0;
+    let mut width = 1;
+    let mut from = 1u64;
+    while from <= count {
+        let to = (from.saturating_mul(10) - 1).min(count);
+        bytes += (to - from + 1) * (prefix + width + 1);
+        from = from.saturating_mul(10);
+        width += 1;
+    }
+    Volume {
+        lines: count,
+        bytes,
+    }
+}
+
+/// The line count whose output is closest to (at least) `bytes`.
+pub(crate) fn lines_for(bytes: u64, prefix_len: usize) -> u64 {
+    // The output grows with the count: the smallest count that reaches `bytes`.
+    let (mut lo, mut hi) = (1, bytes.max(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if expected(prefix_len, mid).bytes >= bytes {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// Runs the benchmark on about `bytes` of output, `reps` interleaved reads each.
+pub(crate) async fn follow(env: &DockerEnv, bytes: u64, reps: usize) -> Result<(Vec<Row>, String)> {
+    let count = lines_for(bytes, PREFIX_LEN);
+    let want = expected(PREFIX_LEN, count);
+    let script = FixtureScript::new()
+        .stdout_lines("x".repeat(PREFIX_LEN), count)
+        .exit(0);
+    let mut spec = env.spec(&script);
+    spec.restart_policy = RestartPolicy::Never;
+    let (id, mut body) = env.plan(&spec)?;
+    unrotated_log(&mut body, want.bytes);
+    let printing = Instant::now();
+    env.raw_start(&id, body).await?;
+    let result = async {
+        let code = env.wait_exited(&id, PRINT_TIMEOUT).await?;
+        if code != 0 {
+            bail!("the log fixture exited with {code}");
+        }
+        let printed = printing.elapsed();
+        let id = InstanceId::new(id.clone());
+        let mut ours = Samples::new();
+        let mut cli = Samples::new();
+        for rep in 0..=reps {
+            for k in 0..2 {
+                let ours_turn = (rep + k) % 2 == 0;
+                let started = Instant::now();
+                let got = if ours_turn {
+                    read_ours(env, &id).await?
+                } else {
+                    read_cli(id.as_str()).await?
+                };
+                let elapsed = started.elapsed();
+                let who = if ours_turn { "get_logs" } else { "docker logs" };
+                if got != want {
+                    bail!("{who} read {got:?}, the fixture printed {want:?}");
+                }
+                if rep > 0 {
+                    if ours_turn {
+                        ours.push_duration(elapsed);
+                    } else {
+                        cli.push_duration(elapsed);
+                    }
+                }
+            }
+        }
+        Ok((ours, cli, printed))
+    }
+    .await;
+    env.remove(&id).await?;
+    env.assert_clean("logs").await?;
+    let (ours, cli, printed) = result?;
+    let mb = as_f64(want.bytes) / 1e6;
+    let tput = |s: &Samples| {
+        let mut t = Samples::new();
+        for secs in s.values() {
+            t.push(mb / secs);
+        }
+        t
+    };
+    let mut row = timing_row(
+        "3 docker logs",
+        &format!(
+            "follow {} lines / {} MB: throughput vs `docker logs -f`",
+            number(as_f64(count)),
+            number(mb)
+        ),
+        &tput(&ours),
+        &tput(&cli),
+        Target::AtLeast(0.9),
+    );
+    row.ours = format!("{} / {}", spread(&tput(&ours), "MB/s"), timing(&ours));
+    row.baseline = format!("{} / {}", spread(&tput(&cli), "MB/s"), timing(&cli));
+    let note = format!(
+        "logs: {count} lines of {} bytes ({} bytes in all) printed in {:.1} s; both readers \
+         delivered exactly that many lines and bytes on every repetition",
+        PREFIX_LEN + 8,
+        want.bytes,
+        printed.as_secs_f64()
+    );
+    Ok((vec![row], note))
+}
+
+/// A count as a float, for rates (exact below 2^53, far above any volume here).
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn as_f64(n: u64) -> f64 {
+    n as f64
+}
+
+async fn read_ours(env: &DockerEnv, id: &InstanceId) -> Result<Volume> {
+    let mut stream = env
+        .orchestrator
+        .get_logs(id, &LogOptions::follow())
+        .await
+        .context("get_logs")?;
+    let mut v = Volume { lines: 0, bytes: 0 };
+    while let Some(line) = stream.try_next().await.context("log stream")? {
+        v.lines += 1;
+        v.bytes += line.text.len() as u64 + 1;
+    }
+    Ok(v)
+}
+
+async fn read_cli(id: &str) -> Result<Volume> {
+    let mut child = tokio::process::Command::new("docker")
+        .args(["logs", "-f", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running docker logs")?;
+    let mut stdout = child.stdout.take().context("docker logs stdout")?;
+    let mut stderr = child.stderr.take().context("docker logs stderr")?;
+    let count = async {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut v = Volume { lines: 0, bytes: 0 };
+        loop {
+            let n = stdout.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(v);
+            }
+            v.bytes += n as u64;
+            // A plain count: fast enough next to the pipe, and no extra dependency.
+            #[allow(clippy::naive_bytecount)]
+            let lines = buf[..n].iter().filter(|b| **b == b'\n').count();
+            v.lines += lines as u64;
+        }
+    };
+    let mut err = Vec::new();
+    let (v, _) = tokio::try_join!(count, stderr.read_to_end(&mut err))?;
+    let status = child.wait().await?;
+    if !status.success() || !err.is_empty() {
+        bail!(
+            "docker logs -f {id}: {status}: {}",
+            String::from_utf8_lossy(&err)
+        );
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_volume_counts_digits() {
+        // "ab-1\n" .. "ab-9\n" = 9 * 5, "ab-10\n" .. "ab-12\n" = 3 * 6
+        assert_eq!(
+            expected(2, 12),
+            Volume {
+                lines: 12,
+                bytes: 63
+            }
+        );
+        let script = FixtureScript::new().stdout_lines("ab", 12);
+        let printed: u64 = script
+            .expected_lines()
+            .iter()
+            .map(|(_, l)| l.len() as u64 + 1)
+            .sum();
+        assert_eq!(printed, 63);
+    }
+
+    #[test]
+    fn line_count_reaches_the_volume() {
+        let n = lines_for(1_000_000, 190);
+        assert!(expected(190, n).bytes >= 1_000_000);
+        assert!(expected(190, n - 1).bytes < 1_000_000);
+    }
+}

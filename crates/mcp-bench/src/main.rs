@@ -1,0 +1,363 @@
+//! `mcp-bench`: the benchmarks behind `cargo xtask bench`. Each one runs our code and its
+//! baseline in the same run, interleaved, and reports ratios with their targets; a missed
+//! target is reported, never an error. Errors (a failed request, a count mismatch, anything
+//! left running) exit non-zero.
+//!
+//! ```text
+//! mcp-bench [--smoke] [--footprint] [--only a,b] [--write docs/BENCHMARKS.md]
+//! ```
+
+mod docker;
+mod docker_env;
+mod footprint;
+mod k8s;
+mod logs;
+mod machine;
+mod process;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use crate::docker_env::DockerEnv;
+use crate::k8s::ListSizes;
+use crate::machine::Machine;
+use crate::report::Report;
+
+/// Every benchmark, in the order they run.
+const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "process",
+        "5: process backend spawn-to-Running vs raw tokio spawn",
+    ),
+    (
+        "k8s-list",
+        "4: list pods page by page on the fake API server (memory, pods/s)",
+    ),
+    (
+        "docker-start",
+        "1: Docker start-to-Running vs raw bollard and `docker run -d`",
+    ),
+    (
+        "docker-burst",
+        "2: concurrent Docker starts then stops vs raw bollard",
+    ),
+    ("logs", "3: follow a large Docker log vs `docker logs -f`"),
+    (
+        "docker-list",
+        "4: list Docker containers vs `docker ps --filter label=`",
+    ),
+    (
+        "footprint",
+        "6: mcp-orch binary size per backend, clean build time (--footprint builds)",
+    ),
+];
+
+/// What the analysis section of `docs/BENCHMARKS.md` says (kept next to the code it explains).
+const ANALYSIS: &str = include_str!("analysis.md");
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-bench",
+    about = "Side-by-side benchmarks of the MCP orchestrators"
+)]
+struct Cli {
+    /// Tiny sizes and one or two repetitions: proves every benchmark works.
+    #[arg(long)]
+    smoke: bool,
+    /// Build the release `mcp-orch` binaries and time clean builds (slow); without it the
+    /// footprint benchmark only measures binaries built earlier.
+    #[arg(long)]
+    footprint: bool,
+    /// Run only these benchmarks (comma-separated names, see --list).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Print the benchmark names and exit.
+    #[arg(long)]
+    list: bool,
+    /// Write the Markdown report here (e.g. docs/BENCHMARKS.md).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// The workspace root (for footprint builds and the commit id).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// How the run was invoked, for the report.
+    #[arg(long, default_value = "cargo xtask bench")]
+    command: String,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    start_reps: usize,
+    burst: usize,
+    burst_reps: usize,
+    log_bytes: u64,
+    log_reps: usize,
+    k8s: ListSizes,
+    docker_list: usize,
+    docker_list_reps: usize,
+    process_reps: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            start_reps: 10,
+            burst: 50,
+            burst_reps: 3,
+            log_bytes: 100_000_000,
+            log_reps: 3,
+            k8s: ListSizes {
+                small: 2_000,
+                large: 10_000,
+                page: 500,
+                reps: 3,
+            },
+            docker_list: 200,
+            docker_list_reps: 5,
+            process_reps: 20,
+        }
+    }
+
+    fn smoke() -> Self {
+        Self {
+            start_reps: 2,
+            burst: 3,
+            burst_reps: 1,
+            log_bytes: 1_000_000,
+            log_reps: 1,
+            k8s: ListSizes {
+                small: 200,
+                large: 1_000,
+                page: 100,
+                reps: 1,
+            },
+            docker_list: 5,
+            docker_list_reps: 1,
+            process_reps: 2,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "sizes: docker start {} reps; burst {} containers x {} reps; logs {} MB x {} reps; \
+             k8s list {} vs {} pods, page {}, {} reps; docker list {} containers x {} reps; \
+             process {} reps (each after one unmeasured warm-up round, except the burst)",
+            self.start_reps,
+            self.burst,
+            self.burst_reps,
+            self.log_bytes / 1_000_000,
+            self.log_reps,
+            self.k8s.small,
+            self.k8s.large,
+            self.k8s.page,
+            self.k8s.reps,
+            self.docker_list,
+            self.docker_list_reps,
+            self.process_reps
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some(k8s::CHILD_COMMAND) {
+        k8s::child(&args[1..])
+    } else {
+        let cli = Cli::parse();
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")
+            .and_then(|rt| rt.block_on(run(cli)))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    if cli.list {
+        for (name, what) in BENCHMARKS {
+            println!("{name:14} {what}");
+        }
+        return Ok(());
+    }
+    if let Some(unknown) = cli
+        .only
+        .iter()
+        .find(|o| !BENCHMARKS.iter().any(|(n, _)| n == o))
+    {
+        bail!("unknown benchmark {unknown:?} (see --list)");
+    }
+    let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    let workspace = cli.workspace.clone().unwrap_or_else(default_workspace);
+    let sizes = if cli.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let started = Instant::now();
+    let mut machine = Machine::probe(&workspace);
+    println!("mcp-bench on\n{}", machine.text());
+    let mut report = Report::default();
+    report.notes.push(sizes.describe());
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_millisecond()
+    );
+    let exe = std::env::current_exe().context("current executable")?;
+
+    let needs_server = selected("process") || selected("docker-start") || selected("logs");
+    let server = if needs_server {
+        Some(
+            tokio::task::spawn_blocking(mcp_test_server::static_binary)
+                .await
+                .context("building the test server")??,
+        )
+    } else {
+        None
+    };
+
+    if selected("process")
+        && let Some(server) = &server
+    {
+        step("process");
+        let (rows, note) = process::spawn_to_running(server, sizes.process_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    if selected("k8s-list") {
+        step("k8s-list");
+        let (rows, note) = k8s::list(&exe, sizes.k8s).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await?;
+    if selected("footprint") {
+        step("footprint");
+        let build = cli.footprint && !cli.smoke;
+        let (rows, note) = tokio::task::spawn_blocking({
+            let workspace = workspace.clone();
+            move || footprint::run(&workspace, build)
+        })
+        .await
+        .context("footprint")??;
+        report.rows.extend(rows);
+        if !note.is_empty() {
+            report.notes.push(note);
+        }
+    }
+
+    machine.load_after = machine::load();
+    machine.duration = started.elapsed();
+    println!("\n{}\n", report.table());
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    println!(
+        "\n{} figure(s), {} target(s) missed (informational), load {} -> {}, {:.0} s",
+        report.rows.len(),
+        report.misses(),
+        machine.load_before,
+        machine.load_after,
+        machine.duration.as_secs_f64()
+    );
+    if let Some(path) = &cli.write {
+        let doc = report.markdown(&machine, &cli.command, ANALYSIS);
+        std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The Docker benchmarks that are selected, on one environment that is always torn down.
+async fn docker_part(
+    run_id: &str,
+    sizes: &Sizes,
+    selected: &impl Fn(&str) -> bool,
+    machine: &mut Machine,
+    report: &mut Report,
+) -> Result<()> {
+    let docker_selected = ["docker-start", "docker-burst", "logs", "docker-list"]
+        .iter()
+        .any(|b| selected(b));
+    if !docker_selected {
+        return Ok(());
+    }
+    let require = std::env::var("MCPCTL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let Some(env) = DockerEnv::setup(run_id, require).await? else {
+        report.notes.push("docker: skipped (no engine)".to_owned());
+        return Ok(());
+    };
+    machine.docker = format!(
+        "{} (storage driver {})",
+        env.engine_version, env.storage_driver
+    );
+    let result = docker_benches(&env, sizes, selected, report).await;
+    let teardown = env.teardown().await;
+    result?;
+    teardown?;
+    report.notes.push(
+        "docker: no container of the run was left (asserted after each benchmark and at \
+         teardown)"
+            .to_owned(),
+    );
+    Ok(())
+}
+
+async fn docker_benches(
+    env: &DockerEnv,
+    sizes: &Sizes,
+    selected: &impl Fn(&str) -> bool,
+    report: &mut Report,
+) -> Result<()> {
+    if selected("docker-start") {
+        step("docker-start");
+        report
+            .rows
+            .extend(docker::start_latency(env, sizes.start_reps).await?);
+    }
+    if selected("docker-burst") {
+        step("docker-burst");
+        report
+            .rows
+            .extend(docker::burst(env, sizes.burst, sizes.burst_reps).await?);
+    }
+    if selected("logs") {
+        step("logs");
+        let (rows, note) = logs::follow(env, sizes.log_bytes, sizes.log_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    if selected("docker-list") {
+        step("docker-list");
+        report
+            .rows
+            .extend(docker::list(env, sizes.docker_list, sizes.docker_list_reps).await?);
+    }
+    Ok(())
+}
+
+fn step(name: &str) {
+    println!("==> {name} (load {}) ...", machine::load());
+}
+
+/// The workspace this binary was built from.
+fn default_workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

@@ -1,0 +1,132 @@
+//! Benchmark 5: the process backend's spawn-to-Running (a detached supervisor that launches
+//! the server and records it) vs a raw `tokio::process::Command` spawn of the same command
+//! with the same environment, pipes and process group. Every process is checked gone after.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mcp_orchestrator_api::{McpOrchestrator, OrchestratorExt};
+use mcp_process::{ProcessConfig, ProcessOrchestrator};
+use mcp_types::{McpServer, StartOptions};
+
+use crate::report::{Row, timing_row};
+use crate::stats::{Samples, Target};
+
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `reps` interleaved starts of `server fixture` (idles until stopped) each way.
+pub(crate) async fn spawn_to_running(server: &Path, reps: usize) -> Result<(Vec<Row>, String)> {
+    let state = tempfile::tempdir().context("state directory")?;
+    let config = ProcessConfig::new(state.path());
+    let supervisor = config
+        .supervisor_program()
+        .map_err(anyhow::Error::msg)
+        .context(
+            "the process benchmark needs mcp-process-supervisor next to mcp-bench \
+             (cargo xtask bench builds both)",
+        )?;
+    let orchestrator = ProcessOrchestrator::new(config).context("process orchestrator")?;
+    let program = server.to_string_lossy().into_owned();
+    let spec = McpServer::command("bench", program, ["fixture"]);
+    let mut ours = Samples::new();
+    let mut raw = Samples::new();
+    for rep in 0..=reps {
+        for k in 0..2 {
+            if (rep + k) % 2 == 0 {
+                let elapsed = start_ours(&orchestrator, &spec).await?;
+                if rep > 0 {
+                    ours.push_duration(elapsed);
+                }
+            } else {
+                let elapsed = start_raw(server).await?;
+                if rep > 0 {
+                    raw.push_duration(elapsed);
+                }
+            }
+        }
+    }
+    let left = instance_dirs(&state.path().join("instances"))?;
+    if !left.is_empty() {
+        bail!("process: instance directories left: {left:?}");
+    }
+    let note = format!(
+        "process: supervisor {}, server `{} fixture` (idles until SIGTERM)",
+        supervisor.display(),
+        server.display()
+    );
+    Ok((
+        vec![timing_row(
+            "5 process start",
+            "start_server+Running vs raw tokio spawn",
+            &ours,
+            &raw,
+            Target::AtMost(1.2),
+        )],
+        note,
+    ))
+}
+
+/// One start through the orchestrator (timed), then a stop (not timed) and checks that the
+/// supervisor and the server are gone.
+async fn start_ours(o: &ProcessOrchestrator, spec: &McpServer) -> Result<Duration> {
+    let started = Instant::now();
+    let id = o
+        .start_server(spec, &StartOptions::default())
+        .await
+        .context("start_server")?;
+    o.wait_until_running(&id, RUNNING_TIMEOUT)
+        .await
+        .context("wait_until_running")?;
+    let elapsed = started.elapsed();
+    let procs = o.processes(&id).context("processes")?;
+    o.stop_server(&id, GRACE).await.context("stop_server")?;
+    for (what, p) in [("supervisor", procs.supervisor), ("server", procs.server)] {
+        match p {
+            Some(p) if p.is_alive() => {
+                bail!("process: the {what} (pid {}) survived the stop", p.pid)
+            }
+            Some(_) => {}
+            None => bail!("process: no {what} was recorded for a running instance"),
+        }
+    }
+    Ok(elapsed)
+}
+
+/// One raw spawn (timed: `spawn` returns once the program was executed), then kill and reap.
+async fn start_raw(server: &Path) -> Result<Duration> {
+    let mut cmd = tokio::process::Command::new(server);
+    cmd.arg("fixture")
+        .env_clear()
+        .envs(
+            ["PATH", "HOME", "LANG"]
+                .into_iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("raw spawn")?;
+    let elapsed = started.elapsed();
+    let pid = child.id();
+    child.kill().await.context("killing the raw child")?;
+    if let Some(pid) = pid
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        bail!("process: raw child {pid} survived kill + wait");
+    }
+    Ok(elapsed)
+}
+
+fn instance_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+}
