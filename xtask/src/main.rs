@@ -1,6 +1,7 @@
 //! Project automation entry point (`cargo xtask <command>`), in the cargo-xtask style: plain
 //! Rust instead of shell scripts, so "green locally" means green CI.
 
+mod bench;
 mod ci;
 mod features;
 mod kind_test;
@@ -19,7 +20,8 @@ commands:
   ci                 everything CI runs: fmt, clippy, layering, generated files, tests
   tidy               layering and file-header rules only
   manifests          regenerate examples/k8s (--check: fail if stale; --validate: also kubernetes-validate)
-  kind-test          Kubernetes integration tests on a throw-away kind cluster (--dry-run, --keep, --require)";
+  kind-test          Kubernetes integration tests on a throw-away kind cluster (--dry-run, --keep, --require)
+  bench              side-by-side benchmarks, writes docs/BENCHMARKS.md (--smoke, --footprint, --only LIST, --no-write)";
 
 fn main() {
     if let Err(e) = run() {
@@ -38,6 +40,7 @@ fn run() -> Result<()> {
         "ci" => ci::run(rest),
         "manifests" => manifests::run(rest),
         "kind-test" => kind_test::run(rest),
+        "bench" => bench::run(rest),
         "tidy" => {
             let violations = tidy::check(&workspace_root())?;
             if violations.is_empty() {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::machine::Machine;
-use crate::stats::{Samples, Target, Verdict, number, seconds};
+use crate::stats::{Samples, Target, Verdict, number};
 
 /// One line of the results table.
 #[derive(Debug, Clone)]
@@ -31,13 +31,21 @@ impl Row {
     }
 }
 
-/// `median (min-max)` of durations.
+/// `median (min-max) unit` of durations, all in the median's unit.
 pub(crate) fn timing(s: &Samples) -> String {
+    let m = s.median();
+    let (scale, unit) = if m < 1e-3 {
+        (1e6, "µs")
+    } else if m < 1.0 {
+        (1e3, "ms")
+    } else {
+        (1.0, "s")
+    };
     format!(
-        "{} ({}-{})",
-        seconds(s.median()),
-        seconds(s.min()),
-        seconds(s.max())
+        "{} ({}-{}) {unit}",
+        number(m * scale),
+        number(s.min() * scale),
+        number(s.max() * scale)
     )
 }
 
@@ -248,6 +256,7 @@ mod tests {
         let table = report.table();
         assert!(table.lines().nth(2).unwrap().ends_with("MISS"), "{table}");
         assert!(table.contains("2.00x"), "{table}");
+        assert!(table.contains("200 (200-200) ms"), "{table}");
         assert_eq!(report.misses(), 1);
         let md = report.markdown_table();
         assert!(md.contains("| 1 docker start | vs raw bollard |"), "{md}");
