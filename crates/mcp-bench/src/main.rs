@@ -86,6 +86,9 @@ struct Cli {
     /// The workspace root (for footprint builds and the commit id).
     #[arg(long)]
     workspace: Option<PathBuf>,
+    /// Override the log volume of benchmark 3, in MB.
+    #[arg(long)]
+    log_mb: Option<u64>,
     /// How the run was invoked, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
@@ -202,11 +205,14 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
     let workspace = cli.workspace.clone().unwrap_or_else(default_workspace);
-    let sizes = if cli.smoke {
+    let mut sizes = if cli.smoke {
         Sizes::smoke()
     } else {
         Sizes::full()
     };
+    if let Some(mb) = cli.log_mb {
+        sizes.log_bytes = mb * 1_000_000;
+    }
     let started = Instant::now();
     let mut machine = Machine::probe(&workspace);
     println!("mcp-bench on\n{}", machine.text());
