@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures::TryStreamExt;
+use mcp_docker::DockerOrchestrator;
 use mcp_orchestrator_api::McpOrchestrator;
 use mcp_orchestrator_api::fixture::FixtureScript;
 use mcp_types::{InstanceId, LogOptions, RestartPolicy};
@@ -88,10 +89,18 @@ pub(crate) async fn follow(env: &DockerEnv, bytes: u64, reps: usize) -> Result<(
             for k in 0..3 {
                 let i = (rep + k) % 3;
                 let started = Instant::now();
+                // Readers run as spawned tasks, as in a daemon serving logs: on a worker
+                // thread, next to the connection task that feeds them.
                 let got = match i {
-                    0 => read_ours(env, &id).await?,
+                    0 => {
+                        let (o, id) = (env.orchestrator.clone(), id.clone());
+                        tokio::spawn(async move { read_ours(&o, &id).await }).await??
+                    }
                     1 => read_cli(id.as_str()).await?,
-                    _ => read_raw(env, id.as_str()).await?,
+                    _ => {
+                        let (docker, id) = (env.raw.clone(), id.to_string());
+                        tokio::spawn(async move { read_raw(&docker, &id).await }).await??
+                    }
                 };
                 let elapsed = started.elapsed();
                 if got != want {
@@ -160,9 +169,8 @@ pub(crate) fn as_f64(n: u64) -> f64 {
     n as f64
 }
 
-async fn read_ours(env: &DockerEnv, id: &InstanceId) -> Result<Volume> {
-    let mut stream = env
-        .orchestrator
+async fn read_ours(orchestrator: &DockerOrchestrator, id: &InstanceId) -> Result<Volume> {
+    let mut stream = orchestrator
         .get_logs(id, &LogOptions::follow())
         .await
         .context("get_logs")?;
@@ -176,7 +184,7 @@ async fn read_ours(env: &DockerEnv, id: &InstanceId) -> Result<Volume> {
 
 /// The engine's own cost of what `get_logs` must deliver: one following request with
 /// timestamps, frames counted (each json-file entry is one line, `<timestamp> <text>\n`).
-async fn read_raw(env: &DockerEnv, id: &str) -> Result<Volume> {
+async fn read_raw(docker: &bollard::Docker, id: &str) -> Result<Volume> {
     let options = bollard::query_parameters::LogsOptionsBuilder::new()
         .stdout(true)
         .stderr(true)
@@ -184,7 +192,7 @@ async fn read_raw(env: &DockerEnv, id: &str) -> Result<Volume> {
         .follow(true)
         .tail("all")
         .build();
-    let mut frames = env.raw.logs(id, Some(options));
+    let mut frames = docker.logs(id, Some(options));
     let mut v = Volume { lines: 0, bytes: 0 };
     while let Some(frame) = frames.try_next().await.context("raw log stream")? {
         let bytes = frame.into_bytes();
