@@ -29,44 +29,61 @@ pub(crate) async fn spawn_to_running(server: &Path, reps: usize) -> Result<(Vec<
              (cargo xtask bench builds both)",
         )?;
     let orchestrator = ProcessOrchestrator::new(config).context("process orchestrator")?;
+    // The same with the state directory on tmpfs, where fdatasync costs nothing: shows how
+    // much of the start is spent making the state files durable.
+    let shm = tempfile::tempdir_in("/dev/shm").ok();
+    let on_tmpfs = shm
+        .as_ref()
+        .map(|d| ProcessOrchestrator::new(ProcessConfig::new(d.path())))
+        .transpose()
+        .context("process orchestrator on tmpfs")?;
     let program = server.to_string_lossy().into_owned();
     let spec = McpServer::command("bench", program, ["fixture"]);
-    let mut ours = Samples::new();
-    let mut raw = Samples::new();
+    // [ours, raw spawn, ours with the state on tmpfs]
+    let mut samples = [Samples::new(), Samples::new(), Samples::new()];
+    let variants = if on_tmpfs.is_some() { 3 } else { 2 };
     for rep in 0..=reps {
-        for k in 0..2 {
-            if (rep + k) % 2 == 0 {
-                let elapsed = start_ours(&orchestrator, &spec).await?;
-                if rep > 0 {
-                    ours.push_duration(elapsed);
-                }
-            } else {
-                let elapsed = start_raw(server).await?;
-                if rep > 0 {
-                    raw.push_duration(elapsed);
-                }
+        for k in 0..variants {
+            let i = (rep + k) % variants;
+            let elapsed = match (i, &on_tmpfs) {
+                (0, _) => start_ours(&orchestrator, &spec).await?,
+                (2, Some(o)) => start_ours(o, &spec).await?,
+                _ => start_raw(server).await?,
+            };
+            if rep > 0 {
+                samples[i].push_duration(elapsed);
             }
         }
     }
-    let left = instance_dirs(&state.path().join("instances"))?;
-    if !left.is_empty() {
-        bail!("process: instance directories left: {left:?}");
+    let [ours, raw, tmpfs] = samples;
+    for dir in std::iter::once(state.path()).chain(shm.as_ref().map(tempfile::TempDir::path)) {
+        let left = instance_dirs(&dir.join("instances"))?;
+        if !left.is_empty() {
+            bail!("process: instance directories left: {left:?}");
+        }
+    }
+    let mut rows = vec![timing_row(
+        "5 process start",
+        "start_server+Running vs raw tokio spawn",
+        &ours,
+        &raw,
+        Target::AtMost(1.2),
+    )];
+    if on_tmpfs.is_some() {
+        rows.push(timing_row(
+            "5 process start",
+            "same, state dir on tmpfs (fdatasync free) vs raw tokio spawn",
+            &tmpfs,
+            &raw,
+            Target::Info,
+        ));
     }
     let note = format!(
         "process: supervisor {}, server `{} fixture` (idles until SIGTERM)",
         supervisor.display(),
         server.display()
     );
-    Ok((
-        vec![timing_row(
-            "5 process start",
-            "start_server+Running vs raw tokio spawn",
-            &ours,
-            &raw,
-            Target::AtMost(1.2),
-        )],
-        note,
-    ))
+    Ok((rows, note))
 }
 
 /// One start through the orchestrator (timed), then a stop (not timed) and checks that the
