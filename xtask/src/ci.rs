@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::{bench, cargo, features, kind_test, manifests, python, run_cmd, tidy, workspace_root};
+use crate::{
+    bench, cargo, features, kind_test, leftovers, manifests, python, run_cmd, tidy, workspace_root,
+};
 
 /// Runs every CI step. `--skip-tests` stops after the static checks (for quick local runs).
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -76,6 +78,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         )?;
         // Every benchmark at tiny sizes: proves they work; timings never gate.
         bench::ci_smoke()?;
+        println!("\n==> nothing left running");
+        leftovers::check(&workspace_root())?;
     }
     println!("\nci: all steps passed in {:.0?}", started.elapsed());
     Ok(())

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod features;
 mod kind_test;
+mod leftovers;
 mod manifests;
 mod python;
 mod tidy;

@@ -11,6 +11,9 @@ use mcp_factory::mcp_orchestrator_api::FixtureScript;
 pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) config: PathBuf,
+    /// Every instance the backend lists belongs to this test (a private process state dir), so
+    /// dropping the env may stop them all. False for Docker, where other tests share the engine.
+    owns_backend: bool,
 }
 
 impl Env {
@@ -27,7 +30,11 @@ impl Env {
             ),
         )
         .expect("config");
-        Self { dir, config }
+        Self {
+            dir,
+            config,
+            owns_backend: true,
+        }
     }
 
     /// A Docker-backend environment on its own network.
@@ -39,7 +46,11 @@ impl Env {
             format!("orchestrator:\n  type: docker\n  docker:\n    network: {network}\n"),
         )
         .expect("config");
-        Self { dir, config }
+        Self {
+            dir,
+            config,
+            owns_backend: false,
+        }
     }
 
     /// `mcp-orch --config <this env's config> ARGS...`, isolated from the user's environment.
@@ -66,11 +77,36 @@ impl Env {
         c
     }
 
+    /// Stops every instance this environment's backend lists, when they all belong to the test.
+    fn stop_everything(&self) {
+        if !self.owns_backend {
+            return;
+        }
+        let Ok(out) = self.cmd(&["ps", "-o", "json"]).output() else {
+            return;
+        };
+        let Ok(items) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return;
+        };
+        for item in items.as_array().into_iter().flatten() {
+            if let Some(id) = item["id"].as_str() {
+                let _ = self.cmd(&["stop", id, "--grace", "2s"]).output();
+            }
+        }
+    }
+
     /// Writes a spec file and returns its path.
     pub(crate) fn spec(&self, file: &str, yaml: &str) -> PathBuf {
         let p = self.dir.path().join(file);
         std::fs::write(&p, yaml).expect("spec");
         p
+    }
+}
+
+impl Drop for Env {
+    /// A test that fails half-way still leaves no server running.
+    fn drop(&mut self) {
+        self.stop_everything();
     }
 }
 
