@@ -80,6 +80,12 @@ pub(crate) fn run(workspace: &Path, build: bool) -> Result<(Vec<Row>, String)> {
                 target: Target::Info,
             });
         }
+        if !build {
+            note = format!(
+                "footprint: sizes of the binaries in {} from the last `--footprint` run",
+                dir(workspace).display()
+            );
+        }
     } else {
         note = format!(
             "footprint: skipped (no binaries in {}; `cargo xtask bench --footprint` builds them)",
