@@ -239,20 +239,20 @@ async fn run(cli: Cli) -> Result<()> {
     if selected("process")
         && let Some(server) = &server
     {
-        step("process");
+        step(&mut report, "process");
         let (rows, note) = process::spawn_to_running(server, sizes.process_reps).await?;
         report.rows.extend(rows);
         report.notes.push(note);
     }
     if selected("k8s-list") {
-        step("k8s-list");
+        step(&mut report, "k8s-list");
         let (rows, note) = k8s::list(&exe, sizes.k8s).await?;
         report.rows.extend(rows);
         report.notes.push(note);
     }
     docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await?;
     if selected("footprint") {
-        step("footprint");
+        step(&mut report, "footprint");
         let build = cli.footprint && !cli.smoke;
         let (rows, note) = tokio::task::spawn_blocking({
             let workspace = workspace.clone();
@@ -268,6 +268,22 @@ async fn run(cli: Cli) -> Result<()> {
 
     machine.load_after = machine::load();
     machine.duration = started.elapsed();
+    finish(report, &machine, &cli, &workspace)
+}
+
+/// Prints the table and the notes, and writes the report when asked.
+fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) -> Result<()> {
+    report.notes.push(format!(
+        "load average (1 min, {} CPUs) at the start of each benchmark: {}",
+        machine.cpus,
+        report.loads.join(", ")
+    ));
+    // Benchmark order in the report; paths relative to the workspace.
+    report.rows.sort_by_key(|r| r.bench.chars().next());
+    let prefix = format!("{}/", workspace.display());
+    for n in &mut report.notes {
+        *n = n.replace(&prefix, "");
+    }
     println!("\n{}\n", report.table());
     for n in &report.notes {
         println!("note: {n}");
@@ -281,7 +297,7 @@ async fn run(cli: Cli) -> Result<()> {
         machine.duration.as_secs_f64()
     );
     if let Some(path) = &cli.write {
-        let doc = report.markdown(&machine, &cli.command, ANALYSIS);
+        let doc = report.markdown(machine, &cli.command, ANALYSIS);
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -330,25 +346,25 @@ async fn docker_benches(
     report: &mut Report,
 ) -> Result<()> {
     if selected("docker-start") {
-        step("docker-start");
+        step(report, "docker-start");
         report
             .rows
             .extend(docker::start_latency(env, sizes.start_reps).await?);
     }
     if selected("docker-burst") {
-        step("docker-burst");
+        step(report, "docker-burst");
         report
             .rows
             .extend(docker::burst(env, sizes.burst, sizes.burst_reps).await?);
     }
     if selected("logs") {
-        step("logs");
+        step(report, "logs");
         let (rows, note) = logs::follow(env, sizes.log_bytes, sizes.log_reps).await?;
         report.rows.extend(rows);
         report.notes.push(note);
     }
     if selected("docker-list") {
-        step("docker-list");
+        step(report, "docker-list");
         report
             .rows
             .extend(docker::list(env, sizes.docker_list, sizes.docker_list_reps).await?);
@@ -356,8 +372,12 @@ async fn docker_benches(
     Ok(())
 }
 
-fn step(name: &str) {
-    println!("==> {name} (load {}) ...", machine::load());
+/// Announces a benchmark and records the load it starts under.
+fn step(report: &mut Report, name: &str) {
+    let load = machine::load();
+    println!("==> {name} (load {load}) ...");
+    let one_minute = load.split_whitespace().next().unwrap_or("?").to_owned();
+    report.loads.push(format!("{name} {one_minute}"));
 }
 
 /// The workspace this binary was built from.

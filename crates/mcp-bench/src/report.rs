@@ -112,6 +112,8 @@ pub(crate) struct Report {
     pub(crate) rows: Vec<Row>,
     /// Sizes, skips and observations, one line each.
     pub(crate) notes: Vec<String>,
+    /// The load when each benchmark started (`name load`).
+    pub(crate) loads: Vec<String>,
 }
 
 const HEADERS: [&str; 7] = [
@@ -252,6 +254,7 @@ mod tests {
                 Target::AtMost(1.1),
             )],
             notes: vec!["sizes".to_owned()],
+            loads: Vec::new(),
         };
         let table = report.table();
         assert!(table.lines().nth(2).unwrap().ends_with("MISS"), "{table}");
