@@ -33,7 +33,16 @@ fn main() -> ExitCode {
         }
     };
     let verbose = cli.verbose;
-    match runtime.block_on(commands::run(cli)) {
+    // Run on a worker thread, not the `block_on` thread: a followed log stream is polled there,
+    // and waking the `block_on` thread for every frame halves throughput (docs/BENCHMARKS.md).
+    let outcome = runtime.block_on(async {
+        tokio::spawn(commands::run(cli)).await.unwrap_or_else(|e| {
+            Err(anyhow::anyhow!(
+                "internal error: the command task failed: {e}"
+            ))
+        })
+    });
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             if verbose {
