@@ -94,12 +94,14 @@ async fn start_ours(o: &ProcessOrchestrator, spec: &McpServer) -> Result<Duratio
         .start_server(spec, &StartOptions::default())
         .await
         .context("start_server")?;
-    o.wait_until_running(&id, RUNNING_TIMEOUT)
-        .await
-        .context("wait_until_running")?;
+    let running = o.wait_until_running(&id, RUNNING_TIMEOUT).await;
     let elapsed = started.elapsed();
-    let procs = o.processes(&id).context("processes")?;
-    o.stop_server(&id, GRACE).await.context("stop_server")?;
+    let procs = o.processes(&id);
+    // Stopped whatever happened, so that a failed start leaves nothing running.
+    let stopped = o.stop_server(&id, GRACE).await;
+    running.context("wait_until_running")?;
+    stopped.context("stop_server")?;
+    let procs = procs.context("processes")?;
     for (what, p) in [("supervisor", procs.supervisor), ("server", procs.server)] {
         match p {
             Some(p) if p.is_alive() => {
