@@ -66,17 +66,33 @@ fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     Some(base.join("mcpctl/config.yaml")).filter(|p| p.is_file())
 }
 
-fn load_config(explicit: Option<&Path>, backend: Option<&str>) -> Result<OrchestratorConfig> {
+/// The configuration in effect (file or defaults, environment, `--backend`) and where it came
+/// from, for messages.
+fn resolve_config(
+    explicit: Option<&Path>,
+    backend: Option<&str>,
+) -> Result<(OrchestratorConfig, String)> {
     let env = |k: &str| std::env::var(k).ok();
-    let mut config = match config_path(explicit) {
-        Some(path) => OrchestratorConfig::load(&path, &env)?,
-        None => OrchestratorConfig::from_env(&env)?,
+    let (mut config, from) = match config_path(explicit) {
+        Some(path) => (
+            OrchestratorConfig::load(&path, &env)?,
+            path.display().to_string(),
+        ),
+        None => (
+            OrchestratorConfig::from_env(&env)?,
+            "defaults and environment".to_owned(),
+        ),
     };
     if let Some(b) = backend {
         config.orchestrator.backend = b
             .parse::<BackendKind>()
             .map_err(|e| anyhow!("--backend: {e}"))?;
     }
+    Ok((config, from))
+}
+
+fn load_config(explicit: Option<&Path>, backend: Option<&str>) -> Result<OrchestratorConfig> {
+    let (mut config, _) = resolve_config(explicit, backend)?;
     embed_supervisor(&mut config)?;
     Ok(config)
 }
@@ -103,23 +119,7 @@ fn embed_supervisor(_: &mut OrchestratorConfig) -> Result<()> {
 }
 
 fn config_check(file: Option<&Path>, backend: Option<&str>) -> Result<ExitCode> {
-    let env = |k: &str| std::env::var(k).ok();
-    let (config, from) = match config_path(file) {
-        Some(path) => (
-            OrchestratorConfig::load(&path, &env)?,
-            path.display().to_string(),
-        ),
-        None => (
-            OrchestratorConfig::from_env(&env)?,
-            "defaults and environment".to_owned(),
-        ),
-    };
-    let mut config = config;
-    if let Some(b) = backend {
-        config.orchestrator.backend = b
-            .parse::<BackendKind>()
-            .map_err(|e| anyhow!("--backend: {e}"))?;
-    }
+    let (config, from) = resolve_config(file, backend)?;
     let kind = config.orchestrator.backend;
     if !kind.is_compiled_in() {
         bail!("{from}: backend {kind:?} is not compiled into this binary (cargo feature `{kind}`)");
@@ -221,10 +221,7 @@ async fn wait_running(
             p if p.is_terminal() => {
                 bail!("{id} exited before it was running: {}", describe(&status))
             }
-            _ if status.reason.as_deref().is_some_and(|r| {
-                ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"].contains(&r)
-            }) =>
-            {
+            _ if status.is_not_coming_up() => {
                 bail!("{id} is not coming up: {}", describe(&status))
             }
             _ => running_since = None,

@@ -74,7 +74,7 @@ pub trait OrchestratorExt: McpOrchestrator {
     ) -> Result<InstanceStatus> {
         let status = self
             .wait_for(id, timeout, "Running", |s| {
-                s.phase == Phase::Running || s.phase.is_terminal() || crash_looping(s)
+                s.phase == Phase::Running || s.phase.is_terminal() || s.is_not_coming_up()
             })
             .await?;
         if status.phase == Phase::Running {
@@ -136,14 +136,3 @@ pub trait OrchestratorExt: McpOrchestrator {
 }
 
 impl<T: McpOrchestrator + ?Sized> OrchestratorExt for T {}
-
-fn crash_looping(s: &InstanceStatus) -> bool {
-    s.reason.as_deref().is_some_and(|r| {
-        [
-            mcp_types::reasons::CRASH_LOOP_BACKOFF,
-            mcp_types::reasons::ERR_IMAGE_PULL,
-            mcp_types::reasons::IMAGE_PULL_BACKOFF,
-        ]
-        .contains(&r)
-    })
-}

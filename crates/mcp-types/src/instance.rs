@@ -173,6 +173,19 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
+    /// Whether the instance is stuck before running (crash-looping or unable to get its image):
+    /// not terminal, but waiting for it to run is pointless until something changes.
+    pub fn is_not_coming_up(&self) -> bool {
+        self.reason.as_deref().is_some_and(|r| {
+            [
+                reasons::CRASH_LOOP_BACKOFF,
+                reasons::ERR_IMAGE_PULL,
+                reasons::IMAGE_PULL_BACKOFF,
+            ]
+            .contains(&r)
+        })
+    }
+
     /// A status with only a phase.
     pub fn phase(phase: Phase) -> Self {
         Self {
@@ -212,4 +225,31 @@ pub struct Instance {
     /// Where an HTTP transport can be reached (`http://127.0.0.1:PORT`, a Service DNS name), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_coming_up_reasons() {
+        for r in [
+            reasons::CRASH_LOOP_BACKOFF,
+            reasons::ERR_IMAGE_PULL,
+            reasons::IMAGE_PULL_BACKOFF,
+        ] {
+            assert!(
+                InstanceStatus::phase(Phase::Pending)
+                    .with_reason(r)
+                    .is_not_coming_up(),
+                "{r}"
+            );
+        }
+        assert!(
+            !InstanceStatus::phase(Phase::Pending)
+                .with_reason(reasons::CONTAINER_CREATING)
+                .is_not_coming_up()
+        );
+        assert!(!InstanceStatus::phase(Phase::Pending).is_not_coming_up());
+    }
 }
