@@ -69,7 +69,31 @@ pub async fn build_docker_image(docker: &Docker, tag: &str) -> Result<String, Er
         path: binary.clone(),
         source,
     })?;
-    let labels = HashMap::from([(BINARY_HASH_LABEL, hash.as_str())]);
+    let log = build_image_from_context(docker, tag, context, &[(BINARY_HASH_LABEL, hash.as_str())])
+        .await?;
+    image_with_hash(docker, tag, &hash).await?.ok_or_else(|| {
+        build_error(
+            tag,
+            "the build finished but the tag does not carry the binary's hash",
+            &log,
+        )
+    })
+}
+
+/// Builds `context` (a tar with a `Dockerfile`, e.g. from [`crate::scratch_context_tar`]) into
+/// image `tag` with the `labels` pairs, and returns the build's output. Nothing is pulled for
+/// `FROM scratch` contexts.
+///
+/// # Errors
+/// [`Error::ImageBuild`] with the engine's message and the build output so far, or
+/// [`Error::Docker`] for a refused request.
+pub async fn build_image_from_context(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+    labels: &[(&str, &str)],
+) -> Result<String, Error> {
+    let labels: HashMap<&str, &str> = labels.iter().copied().collect();
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
@@ -92,13 +116,7 @@ pub async fn build_docker_image(docker: &Docker, tag: &str) -> Result<String, Er
             Err(e) => return Err(build_error(tag, &e.to_string(), &log)),
         }
     }
-    image_with_hash(docker, tag, &hash).await?.ok_or_else(|| {
-        build_error(
-            tag,
-            "the build finished but the tag does not carry the binary's hash",
-            &log,
-        )
-    })
+    Ok(log)
 }
 
 fn build_error(tag: &str, message: &str, log: &str) -> Error {

@@ -37,7 +37,10 @@ use std::time::Instant;
 #[cfg(feature = "docker")]
 mod docker;
 #[cfg(feature = "docker")]
-pub use docker::{BINARY_HASH_LABEL, DEFAULT_IMAGE_TAG, build_docker_image, ensure_docker_image};
+pub use docker::{
+    BINARY_HASH_LABEL, DEFAULT_IMAGE_TAG, build_docker_image, build_image_from_context,
+    ensure_docker_image,
+};
 
 /// The binary's name (and the package's).
 pub const BINARY_NAME: &str = "mcp-test-server";
@@ -249,9 +252,22 @@ pub fn docker_context_tar(binary: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-/// The build context around the binary's bytes. Entries carry fixed metadata (mtime 0, root
-/// owner) so that the same binary always gives the same context.
+/// The build context around the binary's bytes.
 pub(crate) fn context_tar(binary: &[u8]) -> std::io::Result<Vec<u8>> {
+    scratch_context_tar(&dockerfile(), BINARY_NAME, binary)
+}
+
+/// An in-memory build context holding `dockerfile` (as `Dockerfile`) and an executable
+/// `binary_name`, for `FROM scratch` images of static binaries. Entries carry fixed metadata
+/// (mtime 0, root owner) so that the same inputs always give the same context.
+///
+/// # Errors
+/// An IO error from the tar writer.
+pub fn scratch_context_tar(
+    dockerfile: &str,
+    binary_name: &str,
+    binary: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     let mut append = |name: &str, mode: u32, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
@@ -263,8 +279,8 @@ pub(crate) fn context_tar(binary: &[u8]) -> std::io::Result<Vec<u8>> {
         header.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut header, name, data)
     };
-    append("Dockerfile", 0o644, dockerfile().as_bytes())?;
-    append(BINARY_NAME, 0o755, binary)?;
+    append("Dockerfile", 0o644, dockerfile.as_bytes())?;
+    append(binary_name, 0o755, binary)?;
     tar.into_inner()
 }
 

@@ -5,13 +5,10 @@
 //!
 //! Usage: `kind-images --server-tag TAG --probe-tag TAG --probe-binary PATH`
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::query_parameters::BuildImageOptionsBuilder;
-use futures::StreamExt;
 
 /// Where the probe sits in its image (the entry point).
 const PROBE_PATH: &str = "/mcp-k8s-probe";
@@ -78,22 +75,6 @@ fn dockerfile() -> String {
     )
 }
 
-/// A build context holding the Dockerfile and the binary, with fixed metadata.
-fn context_tar(binary: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut append = |name: &str, mode: u32, data: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_mtime(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, name, data)
-    };
-    append("Dockerfile", 0o644, dockerfile().as_bytes())?;
-    append("mcp-k8s-probe", 0o755, binary)?;
-    tar.into_inner()
-}
-
 async fn build_probe_image(docker: &Docker, tag: &str, binary: &Path) -> Result<String> {
     let bytes = std::fs::read(binary).with_context(|| {
         format!(
@@ -101,30 +82,16 @@ async fn build_probe_image(docker: &Docker, tag: &str, binary: &Path) -> Result<
             binary.display()
         )
     })?;
-    let context = context_tar(&bytes).context("packing the build context")?;
-    let labels = HashMap::from([(TEST_IMAGE_LABEL, "true")]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .labels(&labels)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut log = String::new();
-    let mut progress = docker.build_image(
-        options,
-        None,
-        Some(bollard::body_full(bytes::Bytes::from(context))),
-    );
-    while let Some(item) = progress.next().await {
-        let info = item.with_context(|| format!("building {tag}:\n{log}"))?;
-        if let Some(line) = info.stream {
-            log.push_str(&line);
-        }
-        if let Some(message) = info.error_detail.and_then(|d| d.message) {
-            bail!("building {tag}: {message}\n{log}");
-        }
-    }
+    let context = mcp_test_server::scratch_context_tar(&dockerfile(), "mcp-k8s-probe", &bytes)
+        .context("packing the build context")?;
+    let log = mcp_test_server::build_image_from_context(
+        docker,
+        tag,
+        context,
+        &[(TEST_IMAGE_LABEL, "true")],
+    )
+    .await
+    .with_context(|| format!("building {tag}"))?;
     let image = docker
         .inspect_image(tag)
         .await
@@ -162,7 +129,9 @@ mod tests {
 
     #[test]
     fn context_holds_a_scratch_dockerfile_and_the_binary() {
-        let bytes = context_tar(b"\x7fELF").unwrap();
+        let bytes =
+            mcp_test_server::scratch_context_tar(&dockerfile(), "mcp-k8s-probe", b"\x7fELF")
+                .unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let names: Vec<String> = archive
             .entries()
