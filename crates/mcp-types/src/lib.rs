@@ -1,6 +1,7 @@
 //! Plain data types and validation for orchestrating MCP servers: server specs, instances,
 //! statuses, logs, filters, pages and Kubernetes-facing configuration. No IO, no runtime.
 
+pub mod exit;
 pub mod instance;
 pub mod k8s;
 pub mod labels;
@@ -14,10 +15,11 @@ pub mod selector;
 pub mod spec;
 pub mod validation;
 
+pub use exit::{AfterExit, RunExit, exit_message, exit_reason};
 pub use instance::{Instance, InstanceId, InstanceStatus, Phase, reasons};
 pub use k8s::{K8sConfig, K8sPodMetadata, K8sSecurityContext};
 pub use list::{InstanceFilters, Page};
-pub use logs::{LogLine, LogOptions, LogStream, StreamSelector};
+pub use logs::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, TailBuffer};
 pub use names::new_instance_name;
 pub use quantity::{Quantity, QuantityError};
 pub use secret::{EnvValue, SecretKeyRef, SecretString};
