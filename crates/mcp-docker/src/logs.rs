@@ -21,7 +21,7 @@ use bollard::query_parameters::LogsOptionsBuilder;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use mcp_orchestrator_api::{LogLines, Result};
-use mcp_types::{LogLine, LogOptions, LogStream, StreamSelector, Timestamp};
+use mcp_types::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, Timestamp};
 
 use crate::error::{Target, map_error};
 
@@ -146,17 +146,8 @@ fn finish(stream: LogStream, p: Partial) -> RawLine {
     }
 }
 
-/// Whether a line passes the caller's stream selection and exact `since`.
-fn wanted(opts: &LogOptions, line: &RawLine) -> bool {
-    opts.stream.includes(line.stream) && opts.since.is_none_or(|s| line.ts.is_none_or(|t| t >= s))
-}
-
-fn to_log_line(opts: &LogOptions, line: RawLine) -> LogLine {
-    LogLine {
-        stream: line.stream,
-        timestamp: if opts.timestamps { line.ts } else { None },
-        text: line.text,
-    }
+fn to_log_line(filter: &LogFilter, line: RawLine) -> LogLine {
+    filter.line(line.stream, line.ts, line.text)
 }
 
 /// The `since` sent to the engine: the floor of the caller's, in whole seconds.
@@ -196,13 +187,10 @@ pub(crate) fn select_lines(
     // Lines complete in arrival order; a long line split into entries completes after a line
     // of the other stream that began later. Time order is by the first entry (stable sort).
     lines.sort_by_key(|l| l.ts);
-    lines.retain(|l| wanted(opts, l));
-    if let Some(n) = opts.tail {
-        let skip = lines
-            .len()
-            .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
-        lines.drain(..skip);
-    }
+    let filter = opts.filter();
+    let mut kept = filter.tail_buffer();
+    kept.extend(lines.into_iter().filter(|l| filter.keeps(l.stream, l.ts)));
+    let lines = kept.into_vec();
     (lines, asm)
 }
 
@@ -277,11 +265,9 @@ pub(crate) async fn read_logs(
         }
         engine_tail = engine_tail.map(|t| t.saturating_mul(4));
     };
-    let head_opts = opts.clone();
+    let filter = opts.filter();
     if !opts.follow {
-        let head = lines
-            .into_iter()
-            .map(move |l| Ok(to_log_line(&head_opts, l)));
+        let head = lines.into_iter().map(move |l| Ok(to_log_line(&filter, l)));
         return Ok(futures::stream::iter(head).boxed());
     }
     let resume = if let Some(r) = resume_point(&snapshot, since) {
@@ -301,11 +287,10 @@ pub(crate) async fn read_logs(
             .map_err(|e| map_error(e, Target::Container(&owned_id), &endpoint))
     });
     let head = futures::stream::iter(lines.into_iter().map(Ok));
-    let tail = follow_lines(frames, asm, opts.clone());
-    let out_opts = opts.clone();
+    let tail = follow_lines(frames, asm, filter);
     Ok(head
         .chain(tail)
-        .map_ok(move |l| to_log_line(&out_opts, l))
+        .map_ok(move |l| to_log_line(&filter, l))
         .boxed())
 }
 
@@ -313,7 +298,7 @@ pub(crate) async fn read_logs(
 fn follow_lines(
     frames: impl Stream<Item = Result<Frame>> + Send + 'static,
     asm: LineAssembler,
-    opts: LogOptions,
+    filter: LogFilter,
 ) -> impl Stream<Item = Result<RawLine>> + Send + 'static {
     struct St<S> {
         frames: S,
@@ -327,10 +312,10 @@ fn follow_lines(
         ready: std::collections::VecDeque::new(),
         ended: false,
     };
-    futures::stream::unfold((st, opts), |(mut st, opts)| async move {
+    futures::stream::unfold(st, move |mut st| async move {
         loop {
             if let Some(line) = st.ready.pop_front() {
-                return Some((Ok(line), (st, opts)));
+                return Some((Ok(line), st));
             }
             if st.ended {
                 return None;
@@ -340,7 +325,7 @@ fn follow_lines(
                 Some(Ok(frame)) => st.asm.push(&frame, &mut out),
                 Some(Err(e)) => {
                     st.ended = true;
-                    return Some((Err(e), (st, opts)));
+                    return Some((Err(e), st));
                 }
                 None => {
                     st.asm.flush(&mut out);
@@ -348,7 +333,7 @@ fn follow_lines(
                 }
             }
             st.ready
-                .extend(out.into_iter().filter(|l| wanted(&opts, l)));
+                .extend(out.into_iter().filter(|l| filter.keeps(l.stream, l.ts)));
         }
     })
 }
@@ -456,7 +441,9 @@ mod tests {
 
     #[rstest]
     #[case::all(LogOptions::default(), true, &["one", "two", "three", "four"])]
-    #[case::tail_applies_after_selection(LogOptions { stream: StreamSelector::Stdout, tail: Some(2), ..LogOptions::default() }, true, &["three", "four"])]
+    // The last 3 entries are two (stderr), three, four: a tail taken before the selection
+    // would answer ["three", "four"].
+    #[case::tail_applies_after_selection(LogOptions { stream: StreamSelector::Stdout, tail: Some(3), ..LogOptions::default() }, true, &["one", "three", "four"])]
     #[case::tail_zero(LogOptions::tail(0), true, &[])]
     #[case::tail_more(LogOptions::tail(9), true, &["one", "two", "three", "four"])]
     #[case::since_is_exact(LogOptions { since: Some(ts("2025-01-01T00:00:01.5Z")), ..LogOptions::default() }, true, &["two", "three", "four"])]
@@ -501,7 +488,7 @@ mod tests {
             stream: StreamSelector::Stdout,
             ..LogOptions::follow()
         };
-        let lines: Vec<RawLine> = follow_lines(frames, LineAssembler::default(), opts)
+        let lines: Vec<RawLine> = follow_lines(frames, LineAssembler::default(), opts.filter())
             .try_collect()
             .await
             .unwrap();

@@ -14,12 +14,16 @@
 //! | `dead`                       | Failed    | Error              |
 //! | anything else                | Unknown   | -                  |
 //!
+//! The exit rows (restarting, exited with a code) are the shared rule of `mcp_types::exit`; the
+//! engine has already applied the restart policy, so `restarting` means a restart follows and
+//! `exited` that none does.
+//!
 //! A paused container still holds its process and memory and resumes where it was, so it is
 //! reported as Running with reason `Paused`, not as a terminal phase; callers that care look at
 //! the reason. Docker's zero time (`0001-01-01T00:00:00Z`) means "never" and becomes `None`.
 
 use bollard::models::{ContainerState, ContainerStateStatusEnum, HealthStatusEnum};
-use mcp_types::{InstanceStatus, Phase, Timestamp, reasons};
+use mcp_types::{AfterExit, InstanceStatus, Phase, RunExit, Timestamp, reasons};
 
 /// Maps the `State` of a container inspect and its `RestartCount` onto an [`InstanceStatus`].
 pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceStatus {
@@ -50,12 +54,10 @@ pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceSt
             .with_reason(reasons::PAUSED)
             .with_message("the container is paused"),
         Some(S::RESTARTING) => {
-            let mut s = InstanceStatus::phase(Phase::Pending)
-                .with_reason(reasons::CRASH_LOOP_BACKOFF)
-                .with_message(format!(
-                    "exited with code {}; restarting (restart {restart_count})",
-                    exit_code.unwrap_or_default()
-                ));
+            // The engine applies the restart policy: restarting means a restart follows.
+            let mut s = RunExit::new(exit_code.unwrap_or_default(), AfterExit::Restart)
+                .with_next_start(format!("(restart {restart_count})"))
+                .status();
             s.exit_code = exit_code;
             s
         }
@@ -75,12 +77,9 @@ pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceSt
                 InstanceStatus::phase(Phase::Failed)
                     .with_reason(reasons::ERROR)
                     .with_message("the container is dead: the engine failed to stop or remove it")
-            } else if code == 0 {
-                InstanceStatus::phase(Phase::Succeeded).with_reason(reasons::COMPLETED)
             } else {
-                InstanceStatus::phase(Phase::Failed)
-                    .with_reason(reasons::ERROR)
-                    .with_message(format!("exited with code {code}"))
+                // Exited (not restarting): the engine's restart policy let it stay down.
+                RunExit::new(code, AfterExit::without_restart(code)).status()
             };
             if let Some(e) = engine_error {
                 s.message = Some(format!("{}: {e}", s.message.as_deref().unwrap_or("exited")));

@@ -14,6 +14,8 @@
 //! exact filter. A follow with both a tail and a sub-second `since` reads the existing lines
 //! first, then follows from the last of them (skipping the lines it already returned).
 //!
+//! Which lines are kept and how they are returned is the shared [`LogFilter`] of `mcp-types`.
+//!
 //! `sinceSeconds` is never sent: it is relative to the server's clock, while `since` is an
 //! absolute time, and an absolute `sinceTime` stays the same when a request is retried.
 
@@ -26,7 +28,7 @@ use jiff::{RoundMode, TimestampRound, Unit};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use mcp_orchestrator_api::{LogLines, OrchestratorError, Result};
-use mcp_types::{LogLine, LogOptions, LogStream, StreamSelector, Timestamp};
+use mcp_types::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, Timestamp};
 
 use crate::error::{BACKEND, Target, idempotent, map_io_error};
 
@@ -35,12 +37,9 @@ use crate::error::{BACKEND, Target, idempotent, map_io_error};
 pub(crate) struct LogPlan {
     /// Sent to the server.
     pub(crate) params: LogParams,
-    /// Exact lower bound applied to each line's timestamp.
-    pub(crate) since: Option<Timestamp>,
-    /// Lines kept from the end after filtering, when the server cannot count them.
-    pub(crate) client_tail: Option<usize>,
-    /// Whether the caller wants timestamps on the lines.
-    pub(crate) timestamps: bool,
+    /// The caller's exact `since`, timestamps on or off, and the lines kept from the end after
+    /// filtering when the server cannot count them (`tail`); every stream, as the log is merged.
+    pub(crate) filter: LogFilter,
 }
 
 /// Refuses stream selections a merged log cannot honour.
@@ -69,9 +68,7 @@ pub(crate) fn check_stream(selector: StreamSelector) -> Result<()> {
 pub(crate) fn plan(options: &LogOptions) -> LogPlan {
     let floor = options.since.map(floor_second);
     let server_since_exact = options.since == floor;
-    let tail = options
-        .tail
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let filter = options.filter();
     LogPlan {
         params: LogParams {
             container: Some(mcp_k8s_resources::CONTAINER_NAME.to_owned()),
@@ -85,9 +82,12 @@ pub(crate) fn plan(options: &LogOptions) -> LogPlan {
             timestamps: true,
             ..LogParams::default()
         },
-        since: options.since,
-        client_tail: tail.filter(|_| !server_since_exact),
-        timestamps: options.timestamps,
+        filter: LogFilter {
+            // Every line is reported as stdout; `check_stream` refuses single streams.
+            stream: StreamSelector::All,
+            tail: filter.tail.filter(|_| !server_since_exact),
+            ..filter
+        },
     }
 }
 
@@ -113,30 +113,20 @@ impl LogPlan {
     /// The line for one raw line of the answer, or `None` when it is before `since`.
     pub(crate) fn line(&self, raw: &str) -> Option<LogLine> {
         let (time, text) = split_timestamp(raw);
-        if let (Some(since), Some(time)) = (self.since, time)
-            && time < since
-        {
-            return None;
-        }
-        Some(LogLine {
-            stream: LogStream::Stdout,
-            timestamp: if self.timestamps { time } else { None },
-            text: text.to_owned(),
-        })
+        self.filter.accept(LogStream::Stdout, time, text.to_owned())
     }
 
     /// Every kept line of a complete (non-follow) answer, the client-side tail applied.
     pub(crate) fn lines(&self, body: &str) -> Vec<LogLine> {
-        let mut lines: Vec<LogLine> = body.lines().filter_map(|l| self.line(l)).collect();
-        if let Some(n) = self.client_tail {
-            lines.drain(..lines.len().saturating_sub(n));
-        }
-        lines
+        self.filter.select(body.lines().map(|raw| {
+            let (time, text) = split_timestamp(raw);
+            (LogStream::Stdout, time, text.to_owned())
+        }))
     }
 
     /// Whether a follow needs the two-step read (a tail the server cannot count).
     pub(crate) fn needs_resume(&self) -> bool {
-        self.params.follow && self.client_tail.is_some()
+        self.params.follow && self.filter.tail.is_some()
     }
 }
 
@@ -287,7 +277,7 @@ mod tests {
         });
         assert_eq!(p.params.since_time, sent_since.map(ts));
         assert_eq!(p.params.tail_lines, sent_tail);
-        assert_eq!(p.client_tail, client_tail);
+        assert_eq!(p.filter.tail, client_tail);
         assert!(p.params.timestamps, "timestamps are always requested");
         assert_eq!(p.params.container.as_deref(), Some("mcp-server"));
         assert_eq!(p.params.since_seconds, None);

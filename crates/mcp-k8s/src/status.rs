@@ -15,6 +15,9 @@
 //! | container terminated, a restart will follow                  | `Pending`   | the terminated reason |
 //! | container running                                            | `Running`   | none                |
 //!
+//! The terminated rows follow the shared rule of `mcp_types::exit` (the phase from the exit code
+//! and the pod's restart policy; `Completed`/`Error` when the container has no reason).
+//!
 //! A crash-looping container is `Pending` with reason `CrashLoopBackOff`, not `Failed`: the
 //! kubelet will start it again, and `Phase::is_terminal` promises that no restart follows a
 //! terminal phase. This matches the in-memory reference backend, and
@@ -25,7 +28,10 @@ use k8s_openapi::api::core::v1::{
     ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
 };
 use mcp_k8s_resources::{CONTAINER_NAME, PORT_NAME, names::service_name};
-use mcp_types::{Instance, InstanceId, InstanceStatus, Phase, Timestamp, labels, reasons};
+use mcp_types::{
+    AfterExit, Instance, InstanceId, InstanceStatus, Phase, RestartPolicy, Timestamp, exit_message,
+    exit_reason, labels, reasons,
+};
 
 /// The status of the instance a pod runs.
 pub fn instance_status(pod: &Pod) -> InstanceStatus {
@@ -59,7 +65,7 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
             out.message = terminated
                 .and_then(|t| t.message.clone())
                 .or_else(|| status.message.clone())
-                .or_else(|| out.exit_code.map(|c| format!("exited with code {c}")));
+                .or_else(|| out.exit_code.map(exit_message));
             return out;
         }
         Some("Unknown") => {
@@ -90,26 +96,19 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
             waiting.message.clone()
         };
     } else if let Some(terminated) = &state.terminated {
-        let restarts = match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
-            Some("Never") => false,
-            Some("OnFailure") => terminated.exit_code != 0,
-            _ => true,
+        let policy = match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            // Kubernetes' default.
+            _ => RestartPolicy::Always,
         };
-        out.phase = match (restarts, terminated.exit_code) {
-            (true, _) => Phase::Pending,
-            (false, 0) => Phase::Succeeded,
-            (false, _) => Phase::Failed,
-        };
-        out.reason = terminated.reason.clone().or_else(|| {
-            Some(
-                if terminated.exit_code == 0 {
-                    reasons::COMPLETED
-                } else {
-                    reasons::ERROR
-                }
-                .to_owned(),
-            )
-        });
+        out.phase = AfterExit::decide(policy, terminated.exit_code).phase();
+        // Until the back-off begins (a waiting state), the kubelet reports the terminated
+        // run's own reason, also when a restart follows.
+        out.reason = terminated
+            .reason
+            .clone()
+            .or_else(|| Some(exit_reason(terminated.exit_code).to_owned()));
         out.message.clone_from(&terminated.message);
     } else if state.running.is_some() {
         out.phase = Phase::Running;

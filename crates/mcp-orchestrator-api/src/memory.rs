@@ -11,9 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, LogStream,
-    McpServer, Page, Phase, RestartPolicy, StartOptions, Timestamp, labels, new_instance_name,
-    reasons,
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
+    Phase, RestartPolicy, RunExit, StartOptions, Timestamp, labels, new_instance_name, reasons,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -95,28 +94,11 @@ impl Entry {
                 None
             };
             let Some(code) = code else { break };
-            let restart = match policy {
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => code != 0,
-                RestartPolicy::Never => false,
-            };
+            let exit = RunExit::under(policy, code).with_next_start(format!("in {backoff:?}"));
+            let restart = exit.after.restarts();
             self.update(|s| {
-                s.status.exit_code = Some(code);
+                exit.apply_to(&mut s.status);
                 s.status.finished_at = Some(Timestamp::now());
-                if restart {
-                    s.status.phase = Phase::Pending;
-                    s.status.reason = Some(reasons::CRASH_LOOP_BACKOFF.into());
-                    s.status.message = Some(format!(
-                        "exited with code {code}; restarting in {backoff:?}"
-                    ));
-                } else if code == 0 {
-                    s.status.phase = Phase::Succeeded;
-                    s.status.reason = Some(reasons::COMPLETED.into());
-                } else {
-                    s.status.phase = Phase::Failed;
-                    s.status.reason = Some(reasons::ERROR.into());
-                    s.status.message = Some(format!("exited with code {code}"));
-                }
             });
             if !restart {
                 break;
@@ -254,17 +236,9 @@ impl McpOrchestrator for InMemoryOrchestrator {
 
     async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
         let entry = self.entry(id)?;
-        let opts = options.clone();
-        let keep = move |(stream, ts, _): &(LogStream, Timestamp, String)| {
-            opts.stream.includes(*stream) && opts.since.is_none_or(|since| *ts >= since)
-        };
-        let to_line = {
-            let timestamps = options.timestamps;
-            move |(stream, ts, text): (LogStream, Timestamp, String)| LogLine {
-                stream,
-                timestamp: timestamps.then_some(ts),
-                text,
-            }
+        let filter = options.filter();
+        let accept = move |(stream, ts, text): (LogStream, Timestamp, String)| {
+            filter.accept(stream, Some(ts), text)
         };
         let (existing, next_index) = {
             let state = lock(&entry.state);
@@ -280,16 +254,10 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 state.logs.clone()
             };
             let len = source.len();
-            let mut lines: Vec<_> = source.into_iter().filter(&keep).collect();
-            if let Some(n) = options.tail {
-                let skip = lines
-                    .len()
-                    .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
-                lines.drain(..skip);
-            }
+            let lines = filter.select(source.into_iter().map(|(s, t, x)| (s, Some(t), x)));
             (lines, len)
         };
-        let head = futures::stream::iter(existing.into_iter().map(to_line).map(Ok));
+        let head = futures::stream::iter(existing.into_iter().map(Ok));
         if !options.follow || options.previous {
             return Ok(head.boxed());
         }
@@ -312,7 +280,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
                             next = state.logs.len();
                             (fresh, state.finished || state.removed)
                         };
-                        buf = fresh.into_iter().filter(&keep).rev().collect();
+                        buf = fresh.into_iter().filter_map(accept).rev().collect();
                         if !buf.is_empty() {
                             continue;
                         }
@@ -326,7 +294,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 }
             },
         );
-        Ok(head.chain(tail.map(to_line).map(Ok)).boxed())
+        Ok(head.chain(tail.map(Ok)).boxed())
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {

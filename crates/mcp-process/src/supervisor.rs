@@ -31,7 +31,7 @@ use std::process::{ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use mcp_types::{LogStream, Phase, RestartPolicy, Timestamp, Transport, reasons};
+use mcp_types::{LogStream, Phase, RunExit, Timestamp, Transport, reasons};
 use rustix::process::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -269,33 +269,19 @@ impl Supervisor {
                     ran_for,
                 } => (code, message, ran_for),
             };
-            self.state.status.exit_code = Some(code);
-            let restart = match self.launch.restart_policy {
-                RestartPolicy::Always => true,
-                RestartPolicy::OnFailure => code != 0,
-                RestartPolicy::Never => false,
-            };
-            let detail = message.unwrap_or_else(|| format!("exited with code {code}"));
-            if !restart {
-                let status = &mut self.state.status;
-                if code == 0 {
-                    status.phase = Phase::Succeeded;
-                    status.reason = Some(reasons::COMPLETED.into());
-                    status.message = None;
-                } else {
-                    status.phase = Phase::Failed;
-                    status.reason = Some(reasons::ERROR.into());
-                    status.message = Some(detail);
-                }
+            let mut exit = RunExit::under(self.launch.restart_policy, code);
+            if let Some(message) = message {
+                exit = exit.with_detail(message);
+            }
+            if !exit.after.restarts() {
+                exit.apply_to(&mut self.state.status);
                 break;
             }
             if ran_for >= BACKOFF_RESET_AFTER {
                 backoff = initial;
             }
-            let status = &mut self.state.status;
-            status.phase = Phase::Pending;
-            status.reason = Some(reasons::CRASH_LOOP_BACKOFF.into());
-            status.message = Some(format!("{detail}; restarting in {backoff:?}"));
+            exit.with_next_start(format!("in {backoff:?}"))
+                .apply_to(&mut self.state.status);
             self.save();
             let mut stop = self.stop.clone();
             tokio::select! {
