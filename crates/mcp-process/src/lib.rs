@@ -76,10 +76,15 @@
 mod config;
 mod error;
 mod layout;
+mod lifecycle;
+mod logs;
 mod orchestrator;
 mod procfs;
+mod status;
+mod stdio;
 pub mod supervisor;
 
 pub use config::{DEFAULT_INHERITED_ENV, ProcessConfig, SUPERVISOR_BINARY, default_state_dir};
-pub use orchestrator::{InstanceProcesses, ProcessOrchestrator};
+pub use orchestrator::ProcessOrchestrator;
 pub use procfs::ProcIdentity;
+pub use status::InstanceProcesses;
