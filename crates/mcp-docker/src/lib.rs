@@ -11,9 +11,12 @@
 pub mod config;
 pub mod container;
 mod error;
+mod image;
 mod logs;
+mod network;
 mod orchestrator;
 pub mod status;
+mod volume;
 
 pub use config::DockerConfig;
 pub use orchestrator::DockerOrchestrator;

@@ -1,18 +1,18 @@
-//! `DockerOrchestrator`: the `McpOrchestrator` operations on a Docker engine through bollard.
+//! `DockerOrchestrator`: connecting to the engine, creating, starting, stopping and listing
+//! containers, and the `McpOrchestrator` operations, with images (`image`), the network
+//! (`network`), volumes (`volume`), logs (`logs`) and the state mapping (`status`) delegated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerInspectResponse, ContainerSummary, NetworkCreateRequest};
+use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
-use futures::TryStreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
@@ -24,10 +24,13 @@ use mcp_types::{
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{CONNECT_TIMEOUT, DockerConfig, REQUEST_TIMEOUT};
-use crate::container::{PORT_LABEL, build_container};
+use crate::container::build_container;
 use crate::error::{BACKEND, Target, map_error};
+use crate::image::ensure_image;
 use crate::logs::read_logs;
-use crate::status::instance_status;
+use crate::network::ensure_network;
+use crate::status::{instance_from_inspect, instance_status, listed};
+use crate::volume::remove_volumes;
 
 /// Extra time a stop request may take beyond the grace period (kill, engine bookkeeping).
 const STOP_SLACK: Duration = Duration::from_secs(30);
@@ -214,59 +217,6 @@ impl DockerOrchestrator {
         Ok(instance_from_inspect(id, &info))
     }
 
-    /// Makes sure `image` is present, pulling it when missing.
-    async fn ensure_image(&self, image: &str) -> Result<()> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(()),
-            Err(e) => match self.err(Target::Image(image))(e) {
-                OrchestratorError::ImageNotAvailable { .. } => {}
-                other => return Err(other),
-            },
-        }
-        info!(%image, "image not present; pulling");
-        let (from_image, tag) = split_tag(image);
-        let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
-        if let Some(tag) = tag {
-            options = options.tag(tag);
-        }
-        self.docker
-            .create_image(Some(options.build()), None, None)
-            .try_for_each(|_| async { Ok(()) })
-            .await
-            .map_err(self.err(Target::Image(image)))
-    }
-
-    async fn remove_volumes(&self, instance: &str) -> Result<()> {
-        let filters = HashMap::from([("label", vec![format!("{}={instance}", labels::INSTANCE)])]);
-        let volumes = self
-            .docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::new().filters(&filters).build(),
-            ))
-            .await
-            .map_err(self.err(Target::Container(instance)))?;
-        for v in volumes.volumes.unwrap_or_default() {
-            let mut tries = 0;
-            loop {
-                match self
-                    .docker
-                    .remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::new().build()))
-                    .await
-                    .map_err(self.err(Target::Volume(&v.name)))
-                {
-                    Ok(()) | Err(OrchestratorError::NotFound { .. }) => break,
-                    // In use: the container's removal may still be releasing it.
-                    Err(OrchestratorError::AlreadyExists { .. }) if tries < 20 => {
-                        tries += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Removes a container that never became a running instance, and its volumes.
     async fn discard(&self, instance: &str) {
         let options = RemoveContainerOptionsBuilder::new()
@@ -279,7 +229,7 @@ impl DockerOrchestrator {
                 warn!(%instance, error = %e, "could not remove a container that failed to start");
             }
         }
-        if let Err(e) = self.remove_volumes(instance).await {
+        if let Err(e) = remove_volumes(&self.docker, instance, &self.endpoint).await {
             warn!(%instance, error = %e, "could not remove the volumes of a failed start");
         }
     }
@@ -288,7 +238,7 @@ impl DockerOrchestrator {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
         let plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
         let image = spec.image.as_deref().unwrap_or_default();
-        self.ensure_image(image).await?;
+        ensure_image(&self.docker, image, &self.endpoint).await?;
         for volume in &plan.volumes {
             let name = volume.name.clone().unwrap_or_default();
             if let Err(e) = self.docker.create_volume(volume.clone()).await {
@@ -337,7 +287,7 @@ impl DockerOrchestrator {
             Ok(()) | Err(OrchestratorError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.ensure_image(image).await?;
+        ensure_image(&self.docker, image, &self.endpoint).await?;
         ensure_network(&self.docker, &self.config.network, &self.endpoint).await?;
         attempt(body).await.map_err(|e| match e {
             OrchestratorError::NotFound { .. } => OrchestratorError::backend(
@@ -392,159 +342,6 @@ impl Owned {
             Self::Volume(s) => Target::Volume(s),
         }
     }
-}
-
-/// `repo:tag` -> (`repo`, `Some(tag)`); an untagged reference gets `latest` (pulling a
-/// repository without a tag would pull every tag); a digest reference is passed whole.
-fn split_tag(image: &str) -> (&str, Option<&str>) {
-    if image.contains('@') {
-        return (image, None);
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    match last.rfind(':') {
-        Some(i) => {
-            let cut = image.len() - last.len() + i;
-            (&image[..cut], Some(&image[cut + 1..]))
-        }
-        None => (image, Some("latest")),
-    }
-}
-
-fn container_labels(info: &ContainerInspectResponse) -> BTreeMap<String, String> {
-    info.config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
-}
-
-fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResponse) -> Instance {
-    let labels = container_labels(info);
-    let status = info.state.as_ref().map_or_else(
-        || InstanceStatus::phase(mcp_types::Phase::Unknown),
-        |s| instance_status(s, info.restart_count.unwrap_or_default()),
-    );
-    let endpoint = labels.get(PORT_LABEL).and_then(|port| {
-        let bindings = info
-            .network_settings
-            .as_ref()?
-            .ports
-            .as_ref()?
-            .get(&format!("{port}/tcp"))?
-            .as_ref()?;
-        let host_port = bindings
-            .iter()
-            .find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?
-            .host_port
-            .as_deref()
-            .filter(|p| !p.is_empty())?;
-        Some(format!("http://127.0.0.1:{host_port}"))
-    });
-    Instance {
-        id: id.clone(),
-        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
-        created_at: labels
-            .get(labels::CREATED_AT)
-            .and_then(|t| t.parse::<Timestamp>().ok()),
-        labels,
-        status,
-        endpoint,
-    }
-}
-
-/// Instance id, labels and server of a listed container (status comes from an inspect).
-fn listed(summary: &ContainerSummary) -> Option<Instance> {
-    let id = summary
-        .names
-        .as_ref()?
-        .iter()
-        .map(|n| n.trim_start_matches('/'))
-        .find(|n| !n.contains('/'))?
-        .to_owned();
-    let labels: BTreeMap<String, String> = summary
-        .labels
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    Some(Instance {
-        id: InstanceId::new(id),
-        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
-        created_at: None,
-        labels,
-        status: InstanceStatus::default(),
-        endpoint: None,
-    })
-}
-
-/// Finds the network named `name` or creates it. Engines before API 1.44 accept duplicate
-/// names, so racing creators may both succeed; every creator then keeps the oldest network
-/// of that name and removes its own if it is not that one, so all agree on one network.
-async fn ensure_network(docker: &Docker, name: &str, endpoint: &str) -> Result<String> {
-    let err = |e| map_error(e, Target::Network(name), endpoint);
-    if let Some((_, id)) = networks_named(docker, name).await.map_err(err)?.first() {
-        return Ok(id.clone());
-    }
-    let request = NetworkCreateRequest {
-        name: name.to_owned(),
-        driver: Some("bridge".to_owned()),
-        labels: Some(HashMap::from([(
-            labels::APP_MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        )])),
-        ..NetworkCreateRequest::default()
-    };
-    let mine = match docker.create_network(request).await.map_err(err) {
-        Ok(created) => Some(created.id),
-        // A newer engine refusing a duplicate: someone else created it first.
-        Err(OrchestratorError::AlreadyExists { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let found = networks_named(docker, name).await.map_err(err)?;
-    let Some((_, oldest)) = found.first() else {
-        return Err(OrchestratorError::backend(
-            BACKEND,
-            format!("network {name:?} vanished right after it was created"),
-        ));
-    };
-    if let Some(mine) = mine.filter(|m| m != oldest) {
-        debug!(network = %name, "another creator won the race; removing our duplicate");
-        if let Err(e) = docker.remove_network(&mine).await {
-            warn!(network = %name, error = %err(e), "could not remove a duplicate network");
-        }
-    }
-    Ok(oldest.clone())
-}
-
-/// Networks named exactly `name` (the engine's filter matches substrings), oldest first, as
-/// (created, id).
-async fn networks_named(
-    docker: &Docker,
-    name: &str,
-) -> std::result::Result<Vec<(Timestamp, String)>, bollard::errors::Error> {
-    let filters = HashMap::from([("name", vec![name.to_owned()])]);
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await?;
-    let mut found: Vec<(Timestamp, String)> = networks
-        .into_iter()
-        .filter(|n| n.name.as_deref() == Some(name))
-        .filter_map(|n| {
-            // `Created` is typed by a bollard feature (string, `time` or `chrono`); its JSON
-            // form is RFC 3339 in every case.
-            let created = serde_json::to_value(&n)
-                .ok()
-                .and_then(|v| v.get("Created").and_then(|c| c.as_str()).map(str::to_owned))
-                .and_then(|c| c.parse::<Timestamp>().ok())
-                .unwrap_or(Timestamp::MAX);
-            Some((created, n.id?))
-        })
-        .collect();
-    found.sort();
-    Ok(found)
 }
 
 #[async_trait]
@@ -603,7 +400,7 @@ impl McpOrchestrator for DockerOrchestrator {
                 Err(e) => return Err(e),
             }
             self.wait_gone(id.as_str()).await?;
-            self.remove_volumes(id.as_str()).await?;
+            remove_volumes(&self.docker, id.as_str(), &self.endpoint).await?;
             info!("stopped and removed");
             Ok(())
         }
@@ -698,25 +495,5 @@ impl McpOrchestrator for DockerOrchestrator {
         }
         items.truncate(want);
         Ok(page_after(items, after.as_deref(), filters.limit))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case("img", "img", Some("latest"))]
-    #[case("img:1", "img", Some("1"))]
-    #[case("reg:5000/team/img", "reg:5000/team/img", Some("latest"))]
-    #[case("reg:5000/team/img:2.0", "reg:5000/team/img", Some("2.0"))]
-    #[case("img@sha256:abc", "img@sha256:abc", None)]
-    fn image_references_split_into_repo_and_tag(
-        #[case] image: &str,
-        #[case] repo: &str,
-        #[case] tag: Option<&str>,
-    ) {
-        assert_eq!(split_tag(image), (repo, tag));
     }
 }

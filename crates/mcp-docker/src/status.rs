@@ -1,4 +1,5 @@
-//! Docker container state -> [`InstanceStatus`], as a pure function.
+//! Docker container state -> [`InstanceStatus`], and a container's inspect or listing ->
+//! [`Instance`], as pure functions.
 //!
 //! | Docker state                 | Phase     | Reason             |
 //! |------------------------------|-----------|--------------------|
@@ -22,8 +23,17 @@
 //! reported as Running with reason `Paused`, not as a terminal phase; callers that care look at
 //! the reason. Docker's zero time (`0001-01-01T00:00:00Z`) means "never" and becomes `None`.
 
-use bollard::models::{ContainerState, ContainerStateStatusEnum, HealthStatusEnum};
-use mcp_types::{AfterExit, InstanceStatus, Phase, RunExit, Timestamp, reasons};
+use std::collections::BTreeMap;
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, ContainerSummary,
+    HealthStatusEnum,
+};
+use mcp_types::{
+    AfterExit, Instance, InstanceId, InstanceStatus, Phase, RunExit, Timestamp, labels, reasons,
+};
+
+use crate::container::PORT_LABEL;
 
 /// Maps the `State` of a container inspect and its `RestartCount` onto an [`InstanceStatus`].
 pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceStatus {
@@ -104,6 +114,76 @@ pub(crate) fn docker_time(s: Option<&str>) -> Option<Timestamp> {
     let t: Timestamp = s?.parse().ok()?;
     // Docker reports "never" as Go's zero time, 0001-01-01T00:00:00Z.
     (t.as_second() > -62_135_596_800).then_some(t)
+}
+
+fn container_labels(info: &ContainerInspectResponse) -> BTreeMap<String, String> {
+    info.config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// The instance a managed container is, from its inspect: id, server, labels, creation time,
+/// status and, for HTTP transports, the endpoint published on 127.0.0.1.
+pub(crate) fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResponse) -> Instance {
+    let labels = container_labels(info);
+    let status = info.state.as_ref().map_or_else(
+        || InstanceStatus::phase(mcp_types::Phase::Unknown),
+        |s| instance_status(s, info.restart_count.unwrap_or_default()),
+    );
+    let endpoint = labels.get(PORT_LABEL).and_then(|port| {
+        let bindings = info
+            .network_settings
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .get(&format!("{port}/tcp"))?
+            .as_ref()?;
+        let host_port = bindings
+            .iter()
+            .find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?
+            .host_port
+            .as_deref()
+            .filter(|p| !p.is_empty())?;
+        Some(format!("http://127.0.0.1:{host_port}"))
+    });
+    Instance {
+        id: id.clone(),
+        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
+        created_at: labels
+            .get(labels::CREATED_AT)
+            .and_then(|t| t.parse::<Timestamp>().ok()),
+        labels,
+        status,
+        endpoint,
+    }
+}
+
+/// Instance id, labels and server of a listed container (status comes from an inspect).
+pub(crate) fn listed(summary: &ContainerSummary) -> Option<Instance> {
+    let id = summary
+        .names
+        .as_ref()?
+        .iter()
+        .map(|n| n.trim_start_matches('/'))
+        .find(|n| !n.contains('/'))?
+        .to_owned();
+    let labels: BTreeMap<String, String> = summary
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Some(Instance {
+        id: InstanceId::new(id),
+        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
+        created_at: None,
+        labels,
+        status: InstanceStatus::default(),
+        endpoint: None,
+    })
 }
 
 #[cfg(test)]
