@@ -73,6 +73,7 @@
 //! instance is stopped), CPU limits, and an MCP-level multiplexer on top of the single-client
 //! stdio bridge.
 
+mod bridge;
 mod config;
 mod error;
 mod layout;

@@ -10,11 +10,11 @@ use mcp_types::{InstanceId, Transport};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
+use crate::bridge::ATTACH_BANNER;
 use crate::config::ProcessConfig;
 use crate::error::BACKEND;
 use crate::layout::{InstancePaths, SOCKET_FILE};
 use crate::status::observe;
-use crate::supervisor::ATTACH_BANNER;
 
 /// How long the stdio bridge may take to greet a client.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -33,11 +33,12 @@ use std::time::{Duration, Instant};
 
 use mcp_types::{LogStream, Phase, RunExit, Timestamp, Transport, reasons};
 use rustix::process::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::UnixListener;
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
+use crate::bridge::{Attach, accept_loop};
 use crate::layout::{
     Handoff, InstancePaths, Launch, LogRecord, Meta, SOCKET_FILE, State, StopRequest, read_json,
     write_json,
@@ -46,8 +47,6 @@ use crate::procfs::ProcIdentity;
 
 /// The line the supervisor prints on stdout once it has attempted the first launch.
 pub(crate) const READY: &str = "ready";
-/// First word of the line the stdio bridge sends a client on connecting.
-pub(crate) const ATTACH_BANNER: &str = "mcp-process-attach";
 /// Grace period when a stop comes without `stop.json` (for example a plain `kill`).
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// A run that lasted this long resets the restart backoff.
@@ -244,7 +243,7 @@ impl Supervisor {
             let _ = std::fs::remove_file(SOCKET_FILE);
             let listener = UnixListener::bind(SOCKET_FILE)
                 .map_err(|e| format!("binding {}: {e}", self.paths.socket().display()))?;
-            tokio::spawn(accept_loop(listener, self.attach.clone()));
+            tokio::spawn(accept_loop(listener, self.attach.clone(), diag));
         }
         let initial = Duration::from_millis(self.launch.backoff_initial_ms.max(1));
         let max = Duration::from_millis(self.launch.backoff_max_ms).max(initial);
@@ -535,129 +534,6 @@ impl LogSink {
             }
             Err(e) => diag(&format!("encoding a log line: {e}")),
         }
-    }
-}
-
-/// The stdio bridge: the current server's stdin and the one attached client.
-#[derive(Clone, Default)]
-struct Attach {
-    inner: Arc<Mutex<AttachState>>,
-}
-
-#[derive(Default)]
-struct AttachState {
-    stdin: Option<Arc<tokio::sync::Mutex<ChildStdin>>>,
-    client: Option<(u64, mpsc::Sender<Vec<u8>>)>,
-    next_client: u64,
-}
-
-impl Attach {
-    fn begin_run(&self, stdin: Option<ChildStdin>) {
-        lock(&self.inner).stdin = stdin.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
-    }
-
-    /// The server is going away: close its stdin and hang up on the client.
-    fn end_run(&self) {
-        let mut s = lock(&self.inner);
-        s.stdin = None;
-        s.client = None;
-    }
-
-    fn sender(&self) -> Option<mpsc::Sender<Vec<u8>>> {
-        lock(&self.inner).client.as_ref().map(|(_, tx)| tx.clone())
-    }
-
-    fn stdin_for(&self, client: u64) -> Option<Arc<tokio::sync::Mutex<ChildStdin>>> {
-        let s = lock(&self.inner);
-        match &s.client {
-            Some((id, _)) if *id == client => s.stdin.clone(),
-            _ => None,
-        }
-    }
-
-    fn try_attach(&self) -> Result<(u64, mpsc::Receiver<Vec<u8>>), &'static str> {
-        let mut s = lock(&self.inner);
-        if s.client.is_some() {
-            return Err("busy: another client is attached");
-        }
-        if s.stdin.is_none() {
-            return Err("unavailable: the server is not running");
-        }
-        s.next_client += 1;
-        let id = s.next_client;
-        let (tx, rx) = mpsc::channel(64);
-        s.client = Some((id, tx));
-        Ok((id, rx))
-    }
-
-    fn detach(&self, client: u64) {
-        let mut s = lock(&self.inner);
-        if s.client.as_ref().is_some_and(|(id, _)| *id == client) {
-            s.client = None;
-        }
-    }
-}
-
-/// Accepts bridge connections: the first line sent is `mcp-process-attach ok`, or a refusal
-/// (`busy: ...`, `unavailable: ...`) after which the connection is closed. Once accepted, bytes
-/// from the client go to the server's stdin and the server's stdout lines go to the client,
-/// until either side ends.
-async fn accept_loop(listener: UnixListener, attach: Attach) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                diag(&format!("accepting a stdio client: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (mut rd, mut wr) = stream.into_split();
-        let (id, mut rx) = match attach.try_attach() {
-            Ok(ok) => ok,
-            Err(refusal) => {
-                let _ = wr
-                    .write_all(format!("{ATTACH_BANNER} {refusal}\n").as_bytes())
-                    .await;
-                continue;
-            }
-        };
-        if wr
-            .write_all(format!("{ATTACH_BANNER} ok\n").as_bytes())
-            .await
-            .is_err()
-        {
-            attach.detach(id);
-            continue;
-        }
-        let writer_attach = attach.clone();
-        tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            writer_attach.detach(id);
-            // Dropping the write half shuts it down: the client reads EOF.
-        });
-        let reader_attach = attach.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let Some(stdin) = reader_attach.stdin_for(id) else {
-                    break;
-                };
-                let mut stdin = stdin.lock().await;
-                if stdin.write_all(&buf[..n]).await.is_err() || stdin.flush().await.is_err() {
-                    break;
-                }
-            }
-            reader_attach.detach(id);
-        });
     }
 }
 
