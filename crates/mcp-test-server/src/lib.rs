@@ -27,6 +27,11 @@
 //! With the `docker` feature, `ensure_docker_image(&docker, DEFAULT_IMAGE_TAG).await?` gives an
 //! image whose entry point is the binary: run it with `fixture ...`, `stdio` (the default
 //! command) or `http --port 8080` as container arguments.
+//!
+//! Also with the `docker` feature, `ensure_time_server_image(&docker).await?` gives the tag of
+//! an image running a real third-party stdio MCP server from PyPI (`mcp-server-time`, pinned in
+//! `xtask/python-requirements.txt`), built locally from a debootstrapped Debian userland and
+//! reused by content hash ([`ensure_python_server_image`] for other PyPI servers).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -40,6 +45,15 @@ mod docker;
 pub use docker::{
     BINARY_HASH_LABEL, DEFAULT_IMAGE_TAG, build_docker_image, build_image_from_context,
     ensure_docker_image,
+};
+#[cfg(feature = "docker")]
+mod python_image;
+#[cfg(feature = "docker")]
+pub use python_image::{
+    DEBIAN_PACKAGES, DEBIAN_SUITE, PYTHON_IMAGE_HASH_LABEL, PYTHON_IMAGE_REPOSITORY,
+    TIME_SERVER_COMMAND, TIME_SERVER_PACKAGE, VENV_DIR, build_python_server_image,
+    ensure_python_server_image, ensure_time_server_image, pinned_requirement, python_image_hash,
+    python_image_tag,
 };
 
 /// The binary's name (and the package's).
@@ -109,6 +123,11 @@ pub enum Error {
         /// The engine's error and the build output.
         message: String,
     },
+    /// Something the build needs is missing (root, debootstrap, a pinned requirement); the
+    /// message names what to install or change.
+    #[cfg(feature = "docker")]
+    #[error("{0}")]
+    Prerequisite(String),
 }
 
 /// Builds `mcp-test-server` as a fully static executable (glibc, `+crt-static`) for

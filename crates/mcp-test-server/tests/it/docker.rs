@@ -24,7 +24,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 
 use crate::common::{TIMEOUT, exercise};
 
-async fn docker_or_skip() -> Option<Docker> {
+pub(crate) async fn docker_or_skip() -> Option<Docker> {
     let required = std::env::var("MCPCTL_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
     let docker = match Docker::connect_with_local_defaults() {
         Ok(d) => d.negotiate_version().await,
