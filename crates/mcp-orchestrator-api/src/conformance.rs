@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mcp_types::{
     InstanceFilters, InstanceId, LabelSelector, LogLine, LogOptions, LogStream, McpServer, Phase,
-    RestartPolicy, StartOptions, Timestamp, labels,
+    RestartPolicy, StartOptions, Timestamp, labels, reasons,
 };
 
 use crate::error::OrchestratorError;
@@ -87,6 +87,19 @@ pub enum StreamSupport {
     Merged,
 }
 
+/// Whether a backend keeps the previous run's logs after a restart, which decides what
+/// [`logs_previous`] demands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PreviousLogs {
+    /// `previous: true` returns the last run's lines once the server was restarted (processes,
+    /// Kubernetes, the in-memory backend).
+    #[default]
+    Kept,
+    /// The engine keeps one log across restarts (Docker), so `previous: true` is refused with
+    /// [`InvalidArgument`](OrchestratorError::InvalidArgument) even after a restart.
+    Refused,
+}
+
 /// What the kit runs against.
 pub struct Harness<'a> {
     /// The backend under test.
@@ -99,10 +112,13 @@ pub struct Harness<'a> {
     pub grace: Duration,
     /// Whether the backend keeps stdout and stderr apart.
     pub streams: StreamSupport,
+    /// Whether the backend keeps the previous run's logs after a restart.
+    pub previous_logs: PreviousLogs,
 }
 
 impl<'a> Harness<'a> {
-    /// A harness with a 60 s timeout, a 5 s grace period and separate streams.
+    /// A harness with a 60 s timeout, a 5 s grace period, separate streams and kept previous
+    /// logs.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
             orchestrator,
@@ -110,6 +126,7 @@ impl<'a> Harness<'a> {
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
             streams: StreamSupport::Separate,
+            previous_logs: PreviousLogs::Kept,
         }
     }
 }
@@ -225,13 +242,22 @@ impl<'h, 'a> Run<'h, 'a> {
         script: &FixtureScript,
         extra: &[(&str, &str)],
     ) -> Result<InstanceId, Failure> {
-        let spec = self.h.servers.server(name, script);
+        self.start_spec(&self.h.servers.server(name, script), extra)
+            .await
+    }
+
+    /// Starts `spec` with this run's label (plus `extra`), to be stopped at the end.
+    async fn start_spec(
+        &self,
+        spec: &McpServer,
+        extra: &[(&str, &str)],
+    ) -> Result<InstanceId, Failure> {
         let id = op(
             self.check,
-            &format!("start {name}"),
+            &format!("start {}", spec.name),
             self.h
                 .orchestrator
-                .start_server(&spec, &self.options(extra))
+                .start_server(spec, &self.options(extra))
                 .await,
         )?;
         self.started
@@ -535,7 +561,7 @@ pub async fn logs_tail(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
-/// `since: T` excludes lines written before T.
+/// `since: T` excludes lines written before T, with sub-second precision.
 pub async fn logs_since(h: &Harness<'_>) -> CheckResult {
     const C: &str = "logs_since";
     with_run(h, C, |_, run| async move {
@@ -590,6 +616,29 @@ pub async fn logs_since(h: &Harness<'_>) -> CheckResult {
             "since {mid} (between {early} and {late}): got {:?}",
             texts(&since)
         );
+        // Sub-second precision: a millisecond after a line excludes it and a millisecond
+        // before a line includes it, whichever whole second each falls in.
+        let ms = jiff::SignedDuration::from_millis(1);
+        for (since, what) in [
+            (early + ms, "1 ms after \"early\""),
+            (late - ms, "1 ms before \"late\""),
+        ] {
+            let lines = run
+                .logs(
+                    &id,
+                    &LogOptions {
+                        since: Some(since),
+                        ..LogOptions::default()
+                    },
+                )
+                .await?;
+            ensure!(
+                C,
+                texts(&lines) == ["late"],
+                "since {since} ({what}; lines at {early} and {late}): got {:?}",
+                texts(&lines)
+            );
+        }
         let since_all = run
             .logs(
                 &id,
@@ -693,6 +742,21 @@ pub async fn logs_timestamps_and_streams(h: &Harness<'_>) -> CheckResult {
             texts(&only_err) == ["err-1"],
             "stderr only: got {:?}",
             texts(&only_err)
+        );
+        let only_out = run
+            .logs(
+                &id,
+                &LogOptions {
+                    stream: mcp_types::StreamSelector::Stdout,
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        ensure!(
+            C,
+            texts(&only_out) == ["out-1", "out-2"],
+            "stdout only: got {:?}",
+            texts(&only_out)
         );
         Ok(())
     })
@@ -923,8 +987,11 @@ pub async fn list_filters(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
-/// Paging with a small limit visits every instance exactly once, even when instances are
-/// stopped between pages.
+/// Paging with a small limit visits every instance exactly once, in id order. Instances coming
+/// and going between pages change nothing for the others: with an instance started between
+/// pages, and with a returned and a not yet returned instance stopped between pages, every
+/// instance present throughout is still visited exactly once, in id order, and nothing appears
+/// that never matched. Short or empty pages that carry a continue token are allowed.
 pub async fn pagination(h: &Harness<'_>) -> CheckResult {
     const C: &str = "pagination";
     with_run(h, C, |h, run| async move {
@@ -933,82 +1000,163 @@ pub async fn pagination(h: &Harness<'_>) -> CheckResult {
         for _ in 0..5 {
             all.insert(run.start(&name, &idle()).await?);
         }
-        let mut filters = InstanceFilters {
-            label_selector: Some(run.run_selector()),
-            limit: Some(2),
-            ..InstanceFilters::default()
-        };
-        let mut seen = Vec::new();
-        let mut pages = 0;
-        loop {
-            let page = op(
-                C,
-                "list page",
-                h.orchestrator.list_instances(&filters).await,
-            )?;
-            pages += 1;
-            ensure!(
-                C,
-                page.items.len() <= 2,
-                "page {pages} has {} items with limit 2",
-                page.items.len()
-            );
-            ensure!(
-                C,
-                pages <= 10,
-                "more than 10 pages for 5 instances with limit 2"
-            );
-            seen.extend(page.items.into_iter().map(|i| i.id));
-            match page.continue_token {
-                Some(token) => filters.continue_token = Some(token),
-                None => break,
-            }
-        }
-        let unique: BTreeSet<_> = seen.iter().cloned().collect();
-        ensure!(
-            C,
-            unique.len() == seen.len(),
-            "an instance appeared twice: {seen:?}"
-        );
-        ensure!(
-            C,
-            unique == all,
-            "pages visited {unique:?}, expected {all:?}"
-        );
-        // Remove an instance that the first page returned, after the first page: the rest of
-        // the listing must still return every remaining instance once.
-        let mut filters = InstanceFilters {
-            label_selector: Some(run.run_selector()),
-            limit: Some(2),
-            ..InstanceFilters::default()
-        };
-        let first = op(
-            C,
-            "list page",
-            h.orchestrator.list_instances(&filters).await,
+        let mut listing = Listing::new(h, run.run_selector());
+        listing.rest("list page").await?;
+        visited(&listing.seen, &all, &all, "a listing")?;
+
+        // Start an instance whose id sorts before every other one after the first page: the
+        // rest of the listing still returns every other instance once (the new one may or may
+        // not appear).
+        let mut listing = Listing::new(h, run.run_selector());
+        listing.first_items().await?;
+        let added = run.start(&run.name("a"), &idle()).await?;
+        listing.rest("list page after a start").await?;
+        let with_added: BTreeSet<_> = all.iter().chain([&added]).cloned().collect();
+        visited(
+            &listing.seen,
+            &all,
+            &with_added,
+            "with an instance started between pages",
         )?;
-        let gone = first.items[0].id.clone();
-        run.stop(&gone).await?;
-        let mut seen: Vec<_> = first.items.into_iter().map(|i| i.id).collect();
-        filters.continue_token = first.continue_token;
-        while filters.continue_token.is_some() {
-            let page = op(
-                C,
-                "list page after a stop",
-                h.orchestrator.list_instances(&filters).await,
-            )?;
-            seen.extend(page.items.into_iter().map(|i| i.id));
-            filters.continue_token = page.continue_token;
+
+        // Stop an instance the first page returned and the next one not yet returned.
+        let mut listing = Listing::new(h, run.run_selector());
+        listing.first_items().await?;
+        let Some(returned) = listing.seen.first().cloned() else {
+            return Err(Failure {
+                check: C,
+                message: format!(
+                    "a listing of {} instances returned none",
+                    with_added.len()
+                ),
+            });
+        };
+        let next = listing.seen.last().and_then(|last| {
+            with_added
+                .iter()
+                .find(|id| *id > last && !listing.seen.contains(id))
+                .cloned()
+        });
+        run.stop(&returned).await?;
+        if let Some(next) = &next {
+            run.stop(next).await?;
         }
-        let unique: BTreeSet<_> = seen.iter().cloned().collect();
-        ensure!(
-            C,
-            unique.len() == seen.len() && unique == all,
-            "with a stop between pages: visited {seen:?}, expected {all:?}"
-        );
-        Ok(())
+        listing.rest("list page after stops").await?;
+        let survivors: BTreeSet<_> = with_added
+            .iter()
+            .filter(|id| **id != returned && Some(*id) != next.as_ref())
+            .cloned()
+            .collect();
+        visited(
+            &listing.seen,
+            &survivors,
+            &with_added,
+            &format!(
+                "with a returned ({returned}) and a not yet returned ({}) instance stopped between pages",
+                next.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+            ),
+        )
     })
     .await
+}
+
+/// One listing with limit 2, page by page.
+struct Listing<'h, 'a> {
+    h: &'h Harness<'a>,
+    filters: InstanceFilters,
+    pages: usize,
+    seen: Vec<InstanceId>,
+    done: bool,
+}
+
+impl<'h, 'a> Listing<'h, 'a> {
+    const C: &'static str = "pagination";
+
+    fn new(h: &'h Harness<'a>, selector: LabelSelector) -> Self {
+        Self {
+            h,
+            filters: InstanceFilters {
+                label_selector: Some(selector),
+                limit: Some(2),
+                ..InstanceFilters::default()
+            },
+            pages: 0,
+            seen: Vec::new(),
+            done: false,
+        }
+    }
+
+    async fn next(&mut self, doing: &str) -> CheckResult {
+        let page = op(
+            Self::C,
+            doing,
+            self.h.orchestrator.list_instances(&self.filters).await,
+        )?;
+        self.pages += 1;
+        ensure!(
+            Self::C,
+            page.items.len() <= 2,
+            "page {} has {} items with limit 2",
+            self.pages,
+            page.items.len()
+        );
+        ensure!(
+            Self::C,
+            self.pages <= 10,
+            "more than 10 pages for at most 6 instances with limit 2"
+        );
+        self.seen.extend(page.items.into_iter().map(|i| i.id));
+        self.done = page.continue_token.is_none();
+        self.filters.continue_token = page.continue_token;
+        Ok(())
+    }
+
+    /// Pages until something was returned or the listing ended.
+    async fn first_items(&mut self) -> CheckResult {
+        loop {
+            self.next("list page").await?;
+            if !self.seen.is_empty() || self.done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pages until the listing ends.
+    async fn rest(&mut self, doing: &str) -> CheckResult {
+        while !self.done {
+            self.next(doing).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A listing visited each of `must` once, in id order, and nothing outside `may`.
+fn visited(
+    seen: &[InstanceId],
+    must: &BTreeSet<InstanceId>,
+    may: &BTreeSet<InstanceId>,
+    when: &str,
+) -> CheckResult {
+    const C: &str = "pagination";
+    ensure!(
+        C,
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "{when}: an instance appeared twice or out of id order: {seen:?}"
+    );
+    let seen: BTreeSet<_> = seen.iter().cloned().collect();
+    let missing: Vec<_> = must.difference(&seen).collect();
+    ensure!(
+        C,
+        missing.is_empty(),
+        "{when}: never visited {missing:?}; visited {seen:?}"
+    );
+    let extra: Vec<_> = seen.difference(may).collect();
+    ensure!(
+        C,
+        extra.is_empty(),
+        "{when}: visited {extra:?}, which never matched"
+    );
+    Ok(())
 }
 
 /// 20 concurrent starts give 20 distinct ids, and all stop cleanly.
@@ -1123,6 +1271,208 @@ pub async fn exit_code_reaches_failed(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+/// The spec's restart policy decides what follows an exit, as [`RestartPolicy`] and [`Phase`]
+/// document it: `Never` ends in Failed (reason `Error`) after a non-zero exit and `OnFailure`
+/// ends in Succeeded (reason `Completed`) after exit 0, both with the exit code and no restart;
+/// `OnFailure` after a non-zero exit and `Always` after any exit restart the server. A server
+/// that will be restarted is never reported in a terminal phase: once restarted it is seen
+/// Pending with reason `CrashLoopBackOff` and the last run's exit code, and its restart count
+/// never goes down.
+pub async fn restart_policy(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "restart_policy";
+    with_run(h, C, |h, run| async move {
+        let spec = |base: &str, code: i32, policy: RestartPolicy| McpServer {
+            restart_policy: policy,
+            ..h.servers.server(
+                &run.name(base),
+                &FixtureScript::new().stdout("run").exit(code),
+            )
+        };
+        let never = run
+            .start_spec(&spec("never", 3, RestartPolicy::Never), &[])
+            .await?;
+        let succeeded = run
+            .start_spec(&spec("onfailure-ok", 0, RestartPolicy::OnFailure), &[])
+            .await?;
+        let on_failure = run
+            .start_spec(&spec("onfailure", 1, RestartPolicy::OnFailure), &[])
+            .await?;
+        let always = run
+            .start_spec(&spec("always", 0, RestartPolicy::Always), &[])
+            .await?;
+        for (id, what, phase, reason, code) in [
+            (&never, "Never, exit 3", Phase::Failed, reasons::ERROR, 3),
+            (
+                &succeeded,
+                "OnFailure, exit 0",
+                Phase::Succeeded,
+                reasons::COMPLETED,
+                0,
+            ),
+        ] {
+            let st = op(
+                C,
+                &format!("{what}: wait for a terminal phase"),
+                h.orchestrator
+                    .wait_for(id, h.timeout, "Failed or Succeeded", |s| {
+                        s.phase.is_terminal()
+                    })
+                    .await,
+            )?;
+            ensure!(
+                C,
+                st.phase == phase
+                    && st.exit_code == Some(code)
+                    && st.reason.as_deref() == Some(reason)
+                    && st.restart_count == 0,
+                "{what}: expected {phase} with exit code {code}, reason {reason} and no restart, \
+                 got {st:?}"
+            );
+        }
+        crash_loop(h, &on_failure, "OnFailure, exit 1", 1).await?;
+        crash_loop(h, &always, "Always, exit 0", 0).await
+    })
+    .await
+}
+
+/// Polls a server that exits and will be restarted until it was restarted and is backing off;
+/// no status on the way may be terminal or lower the restart count.
+async fn crash_loop(h: &Harness<'_>, id: &InstanceId, what: &str, code: i32) -> CheckResult {
+    const C: &str = "restart_policy";
+    let deadline = tokio::time::Instant::now() + h.timeout;
+    let mut restarts = 0;
+    loop {
+        let st = op(
+            C,
+            &format!("{what}: status"),
+            h.orchestrator.get_status(id).await,
+        )?;
+        ensure!(
+            C,
+            !st.phase.is_terminal(),
+            "{what}: a server that will be restarted was reported {}: {st:?}",
+            st.phase
+        );
+        ensure!(
+            C,
+            st.restart_count >= restarts,
+            "{what}: the restart count went down from {restarts}: {st:?}"
+        );
+        restarts = st.restart_count;
+        if restarts >= 1 && st.reason.as_deref() == Some(reasons::CRASH_LOOP_BACKOFF) {
+            ensure!(
+                C,
+                st.phase == Phase::Pending && st.exit_code == Some(code),
+                "{what}: backing off after a restart: expected Pending with exit code {code}, \
+                 got {st:?}"
+            );
+            return Ok(());
+        }
+        ensure!(
+            C,
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen restarted and backing off (restartCount >= 1, reason \
+             CrashLoopBackOff) within {:?}; last status {st:?}",
+            h.timeout
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `previous: true` is [`InvalidArgument`](OrchestratorError::InvalidArgument) naming
+/// `previous` while there is no previous run. After a restart it returns the last run's lines,
+/// exactly once, with their streams as [`StreamSupport`] says; a backend whose engine keeps one
+/// log across restarts ([`PreviousLogs::Refused`]) still refuses it.
+pub async fn logs_previous(h: &Harness<'_>) -> CheckResult {
+    const C: &str = "logs_previous";
+    with_run(h, C, |h, run| async move {
+        let first = run.start(&run.name("no-previous"), &idle()).await?;
+        run.running(&first).await?;
+        run.wait_lines(&first, 1, &LogOptions::default()).await?;
+        no_previous_run(h, &first, "a first run").await?;
+        let script = FixtureScript::new()
+            .stdout("run-out")
+            .stderr("run-err")
+            .exit(1);
+        let spec = McpServer {
+            restart_policy: RestartPolicy::OnFailure,
+            ..h.servers.server(&run.name("previous"), &script)
+        };
+        let id = run.start_spec(&spec, &[]).await?;
+        op(
+            C,
+            "wait for two restarts",
+            h.orchestrator
+                .wait_for(&id, h.timeout, "restarted twice", |s| s.restart_count >= 2)
+                .await,
+        )?;
+        if h.previous_logs == PreviousLogs::Refused {
+            return no_previous_run(h, &id, "a backend that keeps one log across restarts").await;
+        }
+        let lines = run
+            .logs(
+                &id,
+                &LogOptions {
+                    previous: true,
+                    ..LogOptions::default()
+                },
+            )
+            .await?;
+        let mut got: Vec<_> = lines.iter().map(|l| (l.stream, l.text.as_str())).collect();
+        let expected = if h.streams == StreamSupport::Merged {
+            vec![
+                (LogStream::Stdout, "run-out"),
+                (LogStream::Stdout, "run-err"),
+            ]
+        } else {
+            // Two pipes: the order between them is not defined.
+            got.sort();
+            vec![
+                (LogStream::Stdout, "run-out"),
+                (LogStream::Stderr, "run-err"),
+            ]
+        };
+        ensure!(
+            C,
+            got == expected,
+            "previous after two restarts: expected the last run's lines {expected:?} once, \
+             got {got:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// `previous: true` on `id` must be refused as an invalid `previous`.
+async fn no_previous_run(h: &Harness<'_>, id: &InstanceId, when: &str) -> CheckResult {
+    const C: &str = "logs_previous";
+    let opts = LogOptions {
+        previous: true,
+        ..LogOptions::default()
+    };
+    match h.orchestrator.get_logs(id, &opts).await {
+        Err(OrchestratorError::InvalidArgument {
+            what: "previous", ..
+        }) => Ok(()),
+        Err(e) => Err(Failure {
+            check: C,
+            message: format!(
+                "previous on {when}: expected InvalidArgument for `previous`, got {e:?}"
+            ),
+        }),
+        Ok(stream) => {
+            let lines = collect(C, stream, h.timeout).await?;
+            Err(Failure {
+                check: C,
+                message: format!(
+                    "previous on {when}: expected InvalidArgument for `previous`, got lines {:?}",
+                    texts(&lines)
+                ),
+            })
+        }
+    }
+}
+
 /// Instances carry the `mcpctl.io/*` and `app.kubernetes.io/*` labels, plus the spec's.
 pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     const C: &str = "labels_follow_conventions";
@@ -1158,6 +1508,7 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
             (labels::MANAGED, "true"),
             (labels::INSTANCE, id.as_str()),
             (labels::APP_NAME, name.as_str()),
+            (labels::APP_INSTANCE, id.as_str()),
             (labels::APP_COMPONENT, labels::COMPONENT_VALUE),
             (labels::APP_MANAGED_BY, labels::MANAGED_BY_VALUE),
             ("team", "search"),
@@ -1192,6 +1543,8 @@ pub fn checks() -> Vec<&'static str> {
         "pagination",
         "concurrent_starts",
         "exit_code_reaches_failed",
+        "restart_policy",
+        "logs_previous",
         "labels_follow_conventions",
     ]
 }
@@ -1214,6 +1567,8 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "pagination" => pagination(h).await,
         "concurrent_starts" => concurrent_starts(h).await,
         "exit_code_reaches_failed" => exit_code_reaches_failed(h).await,
+        "restart_policy" => restart_policy(h).await,
+        "logs_previous" => logs_previous(h).await,
         "labels_follow_conventions" => labels_follow_conventions(h).await,
         other => Err(Failure {
             check: "run_check",

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use mcp_orchestrator_api::conformance::{self, CommandServers, Harness, StreamSupport};
+use mcp_orchestrator_api::conformance::{
+    self, CommandServers, Harness, PreviousLogs, StreamSupport,
+};
 use mcp_orchestrator_api::{
     DynOrchestrator, InMemoryOrchestrator, LogLines, McpOrchestrator, OrchestratorError, Result,
 };
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
-    Phase, StartOptions, StreamSelector,
+    Phase, RestartPolicy, StartOptions, StreamSelector,
 };
 
 fn servers() -> CommandServers {
@@ -213,25 +215,6 @@ async fn kit_catches_pages_that_repeat() {
 }
 
 #[tokio::test]
-async fn run_all_reports_every_failure() {
-    let s = servers();
-    let o = NeverFails::default();
-    let h = Harness {
-        timeout: Duration::from_secs(3),
-        ..Harness::new(&o, &s)
-    };
-    let report = conformance::run_all(&h).await.unwrap_err();
-    assert!(
-        report
-            .failures
-            .iter()
-            .any(|f| f.check == "exit_code_reaches_failed"),
-        "{report}"
-    );
-    assert_eq!(report.ran, conformance::checks().len());
-}
-
-#[tokio::test]
 async fn kit_catches_merged_streams_on_a_backend_that_claims_separate_ones() {
     let msg = fails(&MergedStreams::default(), "logs_timestamps_and_streams").await;
     assert!(msg.contains("streams: expected"), "{msg}");
@@ -246,8 +229,10 @@ async fn merged_stream_backends_pass_when_they_say_so() {
         streams: StreamSupport::Merged,
         ..Harness::new(&o, &s)
     };
-    if let Err(f) = conformance::run_check(&h, "logs_timestamps_and_streams").await {
-        panic!("{f}");
+    for check in ["logs_timestamps_and_streams", "logs_previous"] {
+        if let Err(f) = conformance::run_check(&h, check).await {
+            panic!("{f}");
+        }
     }
 }
 
@@ -270,3 +255,548 @@ async fn kit_holds_merged_stream_backends_to_their_claim() {
     .await;
     assert!(msg.contains("must be NotSupported"), "{msg}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// One broken backend for every check, each caught by the check it breaks.
+
+/// Treats stopping an unknown id as success (an "idempotent" stop).
+#[derive(Debug, Default)]
+struct StopUnknownOk(InMemoryOrchestrator);
+
+delegate_except!(StopUnknownOk {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> {
+        match self.0.stop_server(id, g).await {
+            Err(OrchestratorError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_stop_of_an_unknown_id_that_succeeds() {
+    let msg = fails(&StopUnknownOk::default(), "stop_unknown_is_not_found").await;
+    assert!(msg.contains("expected NotFound, got Ok(())"), "{msg}");
+}
+
+/// Answers the logs of an unknown id with an empty stream.
+#[derive(Debug, Default)]
+struct LogsOfUnknownAreEmpty(InMemoryOrchestrator);
+
+delegate_except!(LogsOfUnknownAreEmpty {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        match self.0.get_logs(id, o).await {
+            Err(OrchestratorError::NotFound { .. }) => Ok(futures::stream::empty().boxed()),
+            other => other,
+        }
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_logs_of_an_unknown_id_that_are_empty() {
+    let msg = fails(
+        &LogsOfUnknownAreEmpty::default(),
+        "status_unknown_is_not_found",
+    )
+    .await;
+    assert!(
+        msg.contains("logs: expected NotFound, got a stream"),
+        "{msg}"
+    );
+}
+
+/// Drops the spec's resources instead of validating them.
+#[derive(Debug, Default)]
+struct IgnoresResources(InMemoryOrchestrator);
+
+delegate_except!(IgnoresResources {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        self.0.start_server(&McpServer { resources: mcp_types::ResourceRequirements::default(), ..spec.clone() }, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_spec_that_is_not_validated() {
+    let msg = fails(&IgnoresResources::default(), "invalid_spec_rejected").await;
+    assert!(
+        msg.contains("request > limit: expected InvalidSpec, got Ok"),
+        "{msg}"
+    );
+}
+
+/// Filters `since` at whole seconds, like an engine's own `since` (Docker's, the Kubernetes
+/// API's `sinceTime`).
+#[derive(Debug, Default)]
+struct WholeSecondSince(InMemoryOrchestrator);
+
+delegate_except!(WholeSecondSince {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let since = o.since.map(|t| mcp_types::Timestamp::from_second(t.as_second()).unwrap());
+        self.0.get_logs(id, &LogOptions { since, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_since_at_whole_seconds() {
+    let msg = fails(&WholeSecondSince::default(), "logs_since").await;
+    assert!(msg.contains("1 ms after \"early\""), "{msg}");
+}
+
+/// Ignores `follow`: the stream ends with the lines that exist.
+#[derive(Debug, Default)]
+struct NoFollow(InMemoryOrchestrator);
+
+delegate_except!(NoFollow {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        self.0.get_logs(id, &LogOptions { follow: false, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_follow_that_does_not_follow() {
+    let msg = fails(&NoFollow::default(), "logs_follow").await;
+    assert!(msg.contains("stream ended before \"after\""), "{msg}");
+}
+
+/// Ignores the label selector when listing.
+#[derive(Debug, Default)]
+struct IgnoresLabelSelector(InMemoryOrchestrator);
+
+delegate_except!(IgnoresLabelSelector {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        self.0.list_instances(&InstanceFilters { label_selector: None, ..f.clone() }).await
+    }
+});
+
+#[tokio::test]
+async fn kit_catches_an_ignored_label_selector() {
+    let msg = fails(&IgnoresLabelSelector::default(), "list_filters").await;
+    assert!(msg.contains("tier=front"), "{msg}");
+}
+
+/// Names instances after the server and the current second, so starts of one server within a
+/// second collide.
+#[derive(Debug, Default)]
+struct SecondNamedIds(
+    InMemoryOrchestrator,
+    std::sync::Mutex<std::collections::BTreeSet<(String, i64)>>,
+);
+
+delegate_except!(SecondNamedIds {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        let key = (spec.name.clone(), mcp_types::Timestamp::now().as_second());
+        if !self.1.lock().unwrap().insert(key) {
+            return Err(OrchestratorError::AlreadyExists { what: format!("instance of {}", spec.name) });
+        }
+        self.0.start_server(spec, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_concurrent_starts_that_collide() {
+    let msg = fails(&SecondNamedIds::default(), "concurrent_starts").await;
+    assert!(msg.contains("already exists"), "{msg}");
+}
+
+/// Lists instances without their `app.kubernetes.io/instance` label.
+#[derive(Debug, Default)]
+struct NoAppInstanceLabel(InMemoryOrchestrator);
+
+fn without_app_instance(mut page: Page<Instance>) -> Page<Instance> {
+    for i in &mut page.items {
+        i.labels.remove(mcp_types::labels::APP_INSTANCE);
+    }
+    page
+}
+
+delegate_except!(NoAppInstanceLabel {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        self.0.list_instances(f).await.map(without_app_instance)
+    }
+});
+
+#[tokio::test]
+async fn kit_catches_a_missing_app_instance_label() {
+    let msg = fails(&NoAppInstanceLabel::default(), "labels_follow_conventions").await;
+    assert!(msg.contains("label app.kubernetes.io/instance"), "{msg}");
+}
+
+/// Answers a stdout-only selection with both streams.
+#[derive(Debug, Default)]
+struct StdoutSelectsAll(InMemoryOrchestrator);
+
+delegate_except!(StdoutSelectsAll {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let stream = if o.stream == StreamSelector::Stdout { StreamSelector::All } else { o.stream };
+        self.0.get_logs(id, &LogOptions { stream, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_stdout_selection_with_stderr_lines() {
+    let msg = fails(&StdoutSelectsAll::default(), "logs_timestamps_and_streams").await;
+    assert!(msg.contains("stdout only"), "{msg}");
+}
+
+/// All matching instances, in id order, ignoring limit and token.
+async fn everything_matching(
+    o: &InMemoryOrchestrator,
+    f: &InstanceFilters,
+) -> Result<Vec<Instance>> {
+    let all = InstanceFilters {
+        limit: None,
+        continue_token: None,
+        ..f.clone()
+    };
+    Ok(o.list_instances(&all).await?.items)
+}
+
+fn page_of(items: Vec<Instance>, token: Option<String>) -> Page<Instance> {
+    Page {
+        items,
+        continue_token: token,
+    }
+}
+
+/// Pages by offset: the token is how many items were returned so far.
+#[derive(Debug, Default)]
+struct OffsetPaging(InMemoryOrchestrator);
+
+delegate_except!(OffsetPaging {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        let all = everything_matching(&self.0, f).await?;
+        let from: usize = f.continue_token.as_deref().map_or(0, |t| t.parse().unwrap());
+        let limit = f.limit.map_or(usize::MAX, |l| l as usize);
+        let to = from.saturating_add(limit).min(all.len());
+        let token = (to < all.len()).then(|| to.to_string());
+        Ok(page_of(all.get(from..to).unwrap_or_default().to_vec(), token))
+    }
+});
+
+#[tokio::test]
+async fn kit_catches_offset_paging_when_an_instance_is_added() {
+    let msg = fails(&OffsetPaging::default(), "pagination").await;
+    assert!(
+        msg.contains("with an instance started between pages: an instance appeared twice"),
+        "{msg}"
+    );
+}
+
+/// Pages with a token naming the next id to return, and starts over when that id is gone.
+#[derive(Debug, Default)]
+struct NextIdPaging(InMemoryOrchestrator);
+
+delegate_except!(NextIdPaging {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        let all = everything_matching(&self.0, f).await?;
+        let from = f.continue_token.as_deref().and_then(|t| all.iter().position(|i| i.id.as_str() == t)).unwrap_or(0);
+        let limit = f.limit.map_or(usize::MAX, |l| l as usize);
+        let to = from.saturating_add(limit).min(all.len());
+        let token = all.get(to).map(|i| i.id.to_string());
+        Ok(page_of(all[from..to].to_vec(), token))
+    }
+});
+
+#[tokio::test]
+async fn kit_catches_paging_that_loses_its_place_when_the_next_instance_stops() {
+    let msg = fails(&NextIdPaging::default(), "pagination").await;
+    assert!(
+        msg.contains("not yet returned") && msg.contains("an instance appeared twice"),
+        "{msg}"
+    );
+}
+
+/// Returns an empty first page with a continue token (as a backend filtering on the client
+/// side may), then pages normally.
+#[derive(Debug, Default)]
+struct EmptyFirstPage(InMemoryOrchestrator);
+
+delegate_except!(EmptyFirstPage {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        match f.continue_token.as_deref() {
+            None if f.limit.is_some() => Ok(page_of(Vec::new(), Some("first".into()))),
+            Some("first") => self.0.list_instances(&InstanceFilters { continue_token: None, ..f.clone() }).await,
+            _ => self.0.list_instances(f).await,
+        }
+    }
+});
+
+#[tokio::test]
+async fn pagination_accepts_an_empty_page_with_a_token() {
+    let o = EmptyFirstPage::default();
+    let s = servers();
+    if let Err(f) = conformance::run_check(&harness(&o, &s), "pagination").await {
+        panic!("{f}");
+    }
+}
+
+/// Ignores the restart policy: every server runs once.
+#[derive(Debug, Default)]
+struct NeverRestarts(InMemoryOrchestrator);
+
+delegate_except!(NeverRestarts {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        self.0.start_server(&McpServer { restart_policy: RestartPolicy::Never, ..spec.clone() }, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_an_ignored_restart_policy() {
+    let msg = fails(&NeverRestarts::default(), "restart_policy").await;
+    assert!(
+        msg.contains("OnFailure, exit 1: a server that will be restarted was reported Failed"),
+        "{msg}"
+    );
+}
+
+/// Restarts after exit 0 under `OnFailure` (treats it as `Always`).
+#[derive(Debug, Default)]
+struct OnFailureAlways(InMemoryOrchestrator);
+
+delegate_except!(OnFailureAlways {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        let restart_policy = match spec.restart_policy {
+            RestartPolicy::OnFailure => RestartPolicy::Always,
+            other => other,
+        };
+        self.0.start_server(&McpServer { restart_policy, ..spec.clone() }, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_restart_after_success_under_on_failure() {
+    let msg = fails(&OnFailureAlways::default(), "restart_policy").await;
+    assert!(msg.contains("OnFailure, exit 0"), "{msg}");
+}
+
+/// Reports a crash-looping server as Failed while it waits to be restarted.
+#[derive(Debug, Default)]
+struct FailedWhileRestarting(InMemoryOrchestrator);
+
+delegate_except!(FailedWhileRestarting {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
+        let mut s = self.0.get_status(id).await?;
+        if s.reason.as_deref() == Some(mcp_types::reasons::CRASH_LOOP_BACKOFF) { s.phase = Phase::Failed; }
+        Ok(s)
+    }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_a_crash_loop_reported_as_failed() {
+    let msg = fails(&FailedWhileRestarting::default(), "restart_policy").await;
+    assert!(
+        msg.contains("will be restarted was reported Failed"),
+        "{msg}"
+    );
+}
+
+/// Ignores `previous`: always the current run.
+#[derive(Debug, Default)]
+struct IgnoresPrevious(InMemoryOrchestrator);
+
+delegate_except!(IgnoresPrevious {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        self.0.get_logs(id, &LogOptions { previous: false, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_an_ignored_previous() {
+    let msg = fails(&IgnoresPrevious::default(), "logs_previous").await;
+    assert!(
+        msg.contains("previous on a first run: expected InvalidArgument for `previous`, got lines"),
+        "{msg}"
+    );
+}
+
+/// Answers `previous` with every earlier run's lines plus the current run's.
+#[derive(Debug, Default)]
+struct PreviousOfAllRuns(InMemoryOrchestrator);
+
+delegate_except!(PreviousOfAllRuns {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let earlier = self.0.get_logs(id, o).await?;
+        if !o.previous {
+            return Ok(earlier);
+        }
+        let current = self.0.get_logs(id, &LogOptions { previous: false, ..o.clone() }).await?;
+        Ok(earlier.chain(current).boxed())
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_previous_logs_of_more_than_one_run() {
+    let msg = fails(&PreviousOfAllRuns::default(), "logs_previous").await;
+    assert!(msg.contains("previous after two restarts"), "{msg}");
+}
+
+/// Keeps one log across restarts and refuses `previous`, like Docker.
+#[derive(Debug, Default)]
+struct RefusesPrevious(InMemoryOrchestrator);
+
+delegate_except!(RefusesPrevious {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        if o.previous {
+            self.0.get_status(id).await?;
+            return Err(OrchestratorError::InvalidArgument { what: "previous", message: "one log across restarts".into() });
+        }
+        self.0.get_logs(id, o).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+async fn previous_check(
+    o: &dyn McpOrchestrator,
+    previous_logs: PreviousLogs,
+) -> conformance::CheckResult {
+    let s = servers();
+    let h = Harness {
+        timeout: Duration::from_secs(10),
+        previous_logs,
+        ..Harness::new(o, &s)
+    };
+    conformance::run_check(&h, "logs_previous").await
+}
+
+#[tokio::test]
+async fn previous_logs_are_held_to_what_the_backend_claims() {
+    // Refusing is fine for a backend that says so, and caught for one that claims to keep them.
+    if let Err(f) = previous_check(&RefusesPrevious::default(), PreviousLogs::Refused).await {
+        panic!("{f}");
+    }
+    let f = previous_check(&RefusesPrevious::default(), PreviousLogs::Kept)
+        .await
+        .unwrap_err();
+    assert!(f.message.contains("invalid previous"), "{f}");
+    // Answering `previous` after a restart is caught for a backend that claims to refuse it.
+    let f = previous_check(&InMemoryOrchestrator::new(), PreviousLogs::Refused)
+        .await
+        .unwrap_err();
+    assert!(
+        f.message
+            .contains("previous on a backend that keeps one log across restarts"),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn run_all_reports_every_failure() {
+    let s = servers();
+    let o = ManyBugs::default();
+    let h = Harness {
+        timeout: Duration::from_secs(3),
+        ..Harness::new(&o, &s)
+    };
+    let report = conformance::run_all(&h).await.unwrap_err();
+    for check in [
+        "exit_code_reaches_failed",
+        "logs_tail",
+        "labels_follow_conventions",
+        "stop_unknown_is_not_found",
+    ] {
+        assert!(
+            report.failures.iter().any(|f| f.check == check),
+            "{check} not reported: {report}"
+        );
+    }
+    assert_eq!(report.ran, conformance::checks().len());
+    assert!(
+        report.to_string().starts_with(&format!(
+            "{} of {} conformance checks failed",
+            report.failures.len(),
+            report.ran
+        )),
+        "{report}"
+    );
+}
+
+/// Never reports Failed, ignores `tail`, drops a label and stops unknown ids "successfully".
+#[derive(Debug, Default)]
+struct ManyBugs(NeverFails);
+
+delegate_except!(ManyBugs {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> {
+        match self.0.stop_server(id, g).await {
+            Err(OrchestratorError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        self.0.get_logs(id, &LogOptions { tail: None, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        self.0.list_instances(f).await.map(without_app_instance)
+    }
+});

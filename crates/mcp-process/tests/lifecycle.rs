@@ -1,6 +1,7 @@
 //! Behaviour specific to local processes: instances seen and stopped by a fresh orchestrator,
-//! orphans after a supervisor is killed with SIGKILL, restarts with backoff, stop escalation,
-//! memory limits, the server's environment, and the specs this backend refuses.
+//! orphans after a supervisor is killed with SIGKILL, stop escalation, memory limits, the
+//! server's environment, and the specs this backend refuses. Restart policies and the previous
+//! run's logs are checked by the conformance kit (`tests/conformance.rs`).
 
 mod common;
 
@@ -185,84 +186,6 @@ async fn an_orphan_whose_server_also_died_is_failed() {
         .await
         .expect("stop");
     common::assert_gone(&[sup, server]).await;
-}
-
-#[tokio::test]
-async fn restarts_back_off_count_and_keep_the_previous_run_logs() {
-    let env = TestEnv::new();
-    let o = &env.orchestrator;
-    let script = FixtureScript::new().stdout("run").stderr("oops").exit(1);
-    let id = start(
-        o,
-        &fixture("crashy", &script, RestartPolicy::OnFailure).await,
-    )
-    .await;
-    let sup = o
-        .processes(&id)
-        .expect("processes")
-        .supervisor
-        .expect("sup");
-    o.wait_for(&id, WAIT, "restarted twice", |s| s.restart_count >= 2)
-        .await
-        .expect("restarts");
-    let backing_off = o
-        .wait_for(&id, WAIT, "backing off", |s| {
-            s.reason.as_deref() == Some(reasons::CRASH_LOOP_BACKOFF)
-        })
-        .await
-        .expect("CrashLoopBackOff");
-    assert_eq!(backing_off.phase, Phase::Pending);
-    assert_eq!(backing_off.exit_code, Some(1));
-    let previous = common::log_texts(
-        o,
-        &id,
-        &LogOptions {
-            previous: true,
-            ..LogOptions::default()
-        },
-    )
-    .await;
-    // stdout and stderr are separate pipes: their relative order is not defined.
-    let mut previous = previous;
-    previous.sort();
-    assert_eq!(previous, ["oops", "run"]);
-    o.stop_server(&id, Duration::from_secs(2))
-        .await
-        .expect("stop");
-    common::assert_gone(&[sup]).await;
-    assert!(env.instance_dirs().is_empty());
-
-    // Exit 0 under OnFailure is final; `previous` on a first run is refused.
-    let id = start(
-        o,
-        &fixture(
-            "done",
-            &FixtureScript::new().exit(0),
-            RestartPolicy::OnFailure,
-        )
-        .await,
-    )
-    .await;
-    let status = o
-        .wait_for(&id, WAIT, "terminal", |s| s.phase.is_terminal())
-        .await
-        .expect("terminal");
-    assert_eq!((status.phase, status.restart_count), (Phase::Succeeded, 0));
-    assert!(matches!(
-        o.get_logs(
-            &id,
-            &LogOptions {
-                previous: true,
-                ..LogOptions::default()
-            }
-        )
-        .await,
-        Err(OrchestratorError::InvalidArgument { .. })
-    ));
-    o.stop_server(&id, Duration::from_secs(1))
-        .await
-        .expect("stop");
-    env.assert_clean().await;
 }
 
 #[tokio::test]
