@@ -23,6 +23,10 @@ use mcp_types::{
     RestartPolicy, StartOptions, Timestamp, labels,
 };
 
+mod connect;
+
+pub use connect::{connect_http, connect_refused, connect_stdio};
+
 use crate::error::OrchestratorError;
 use crate::ext::OrchestratorExt;
 use crate::fixture::FixtureScript;
@@ -87,6 +91,22 @@ pub enum StreamSupport {
     Merged,
 }
 
+/// Where the URL that `connect` gives for an HTTP server can be reached, which decides what
+/// [`connect_http`] demands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum HttpConnect {
+    /// From where the kit runs (a port published on loopback, a host process): the kit completes
+    /// the MCP protocol through the URL with a real streamable-HTTP client.
+    #[default]
+    Reachable,
+    /// Only from inside the engine's network (a Kubernetes Service name): the kit checks the
+    /// URL's form (scheme, the server's port, the MCP path).
+    InEngineNetwork,
+    /// The backend has no network to serve HTTP on (the in-memory backend): `connect` to an HTTP
+    /// server must answer [`NotSupported`](OrchestratorError::NotSupported).
+    Unsupported,
+}
+
 /// What the kit runs against.
 pub struct Harness<'a> {
     /// The backend under test.
@@ -99,10 +119,13 @@ pub struct Harness<'a> {
     pub grace: Duration,
     /// Whether the backend keeps stdout and stderr apart.
     pub streams: StreamSupport,
+    /// Where an HTTP server's URL from `connect` can be reached.
+    pub http_connect: HttpConnect,
 }
 
 impl<'a> Harness<'a> {
-    /// A harness with a 60 s timeout, a 5 s grace period and separate streams.
+    /// A harness with a 60 s timeout, a 5 s grace period, separate streams and HTTP URLs
+    /// reachable from the kit.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
             orchestrator,
@@ -110,6 +133,7 @@ impl<'a> Harness<'a> {
             timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
             streams: StreamSupport::Separate,
+            http_connect: HttpConnect::Reachable,
         }
     }
 }
@@ -226,12 +250,26 @@ impl<'h, 'a> Run<'h, 'a> {
         extra: &[(&str, &str)],
     ) -> Result<InstanceId, Failure> {
         let spec = self.h.servers.server(name, script);
+        self.start_spec_with(name, &spec, extra).await
+    }
+
+    /// Starts `spec` (made by the harness's factory, then adjusted by the check).
+    async fn start_spec(&self, name: &str, spec: &McpServer) -> Result<InstanceId, Failure> {
+        self.start_spec_with(name, spec, &[]).await
+    }
+
+    async fn start_spec_with(
+        &self,
+        name: &str,
+        spec: &McpServer,
+        extra: &[(&str, &str)],
+    ) -> Result<InstanceId, Failure> {
         let id = op(
             self.check,
             &format!("start {name}"),
             self.h
                 .orchestrator
-                .start_server(&spec, &self.options(extra))
+                .start_server(spec, &self.options(extra))
                 .await,
         )?;
         self.started
@@ -1193,6 +1231,9 @@ pub fn checks() -> Vec<&'static str> {
         "concurrent_starts",
         "exit_code_reaches_failed",
         "labels_follow_conventions",
+        "connect_stdio",
+        "connect_http",
+        "connect_refused",
     ]
 }
 
@@ -1215,6 +1256,9 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "concurrent_starts" => concurrent_starts(h).await,
         "exit_code_reaches_failed" => exit_code_reaches_failed(h).await,
         "labels_follow_conventions" => labels_follow_conventions(h).await,
+        "connect_stdio" => connect_stdio(h).await,
+        "connect_http" => connect_http(h).await,
+        "connect_refused" => connect_refused(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),
