@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
+use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, McpServer, Page,
@@ -180,6 +181,7 @@ impl ProcessOrchestrator {
             .map_err(|e| unavailable(format!("reading the bridge's greeting: {e}")))?;
         match banner.strip_prefix(ATTACH_BANNER).map(str::trim) {
             Some("ok") => Ok(stream),
+            Some(refusal) if refusal.starts_with("busy") => Err(connect::busy(BACKEND, id)),
             Some(refusal) => Err(unavailable(refusal.to_owned())),
             None => Err(unavailable(format!("unexpected greeting {banner:?}"))),
         }
@@ -839,7 +841,7 @@ impl McpOrchestrator for ProcessOrchestrator {
         let endpoint = spec
             .port
             .filter(|_| spec.transport.is_http())
-            .map(|p| format!("http://127.0.0.1:{p}"));
+            .map(|p| mcp_types::http_url("127.0.0.1", p, spec.http_path()));
         let meta = Meta {
             id: id.clone(),
             server: spec.name.clone(),
@@ -963,6 +965,27 @@ impl McpOrchestrator for ProcessOrchestrator {
             f.next().await.map(|item| (item, f))
         });
         Ok(head.chain(tail).boxed())
+    }
+
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let paths = self.paths(id)?;
+        let obs = observe(&paths, &self.inner.config)?;
+        if obs.status.phase != Phase::Running {
+            return Err(connect::not_running(BACKEND, id, obs.status.phase));
+        }
+        let transport = obs.meta.launch.transport;
+        if transport.is_http() {
+            let url = obs.meta.endpoint.ok_or_else(|| {
+                OrchestratorError::unavailable(
+                    BACKEND,
+                    format!("{id} serves {transport} but recorded no endpoint"),
+                    None,
+                )
+            })?;
+            return Ok(McpChannel::Http(HttpEndpoint { url, transport }));
+        }
+        let stream = self.attach_stdio(id).await?;
+        Ok(McpChannel::Stdio(StdioChannel::from_stream(stream)))
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
