@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
-use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, McpServer, Page,
