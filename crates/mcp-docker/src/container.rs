@@ -31,7 +31,7 @@ pub const PORT_LABEL: &str = "mcpctl.io/port";
 /// create so the endpoint survives engine restarts of the container.
 pub const HOST_PORT_LABEL: &str = "mcpctl.io/host-port";
 /// Label holding the URL path of an HTTP transport's MCP endpoint.
-pub const PATH_LABEL: &str = "mcpctl.io/path";
+pub const PATH_LABEL: &str = labels::HTTP_PATH;
 /// Label on volumes: the volume name from the spec.
 pub const VOLUME_LABEL: &str = "mcpctl.io/volume";
 
