@@ -40,6 +40,13 @@ pub(crate) enum Command {
     },
     /// Print an instance's logs.
     Logs(LogsArgs),
+    /// Connect this program's stdin/stdout to a stdio server's MCP channel, byte for byte, so an
+    /// MCP client can launch `mcp-orch attach <id>` as its server command. For an HTTP server it
+    /// names the URL to use instead and exits with 1.
+    Attach {
+        /// Instance id.
+        id: String,
+    },
     /// Stop instances gracefully and remove them.
     Stop {
         /// Instance ids.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use mcp_factory::mcp_orchestrator_api::{McpOrchestrator, OrchestratorError};
+use mcp_factory::mcp_orchestrator_api::{McpChannel, McpOrchestrator, OrchestratorError};
 use mcp_factory::mcp_types::{
     EnvValue, InstanceFilters, InstanceId, InstanceStatus, LabelSelector, LogLine, LogOptions,
     LogStream, Phase, StartOptions, StreamSelector, Timestamp,
@@ -46,6 +46,7 @@ async fn dispatch(command: Command, o: &dyn McpOrchestrator) -> Result<ExitCode>
         Command::Ps(args) => ps(args, o).await,
         Command::Status { id, output } => status(&id, output, o).await,
         Command::Logs(args) => logs(args, o).await,
+        Command::Attach { id } => attach(&id, o).await,
         Command::Stop { ids, grace } => stop(&ids, grace, o).await,
         _ => Err(anyhow!("internal error: command dispatched twice")),
     }
@@ -336,12 +337,70 @@ async fn ps(args: PsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
 }
 
 async fn status(id: &str, format: Output, o: &dyn McpOrchestrator) -> Result<ExitCode> {
-    let status = o.get_status(&InstanceId::new(id)).await?;
+    let instance_id = InstanceId::new(id);
+    let status = o.get_status(&instance_id).await?;
     match format {
-        Output::Table => print!("{}", output::status_lines(id, &status)),
+        Output::Table => {
+            // The endpoint comes with the listed instance; a stdio server has none.
+            let selector =
+                LabelSelector::from_equalities([(mcp_factory::mcp_types::labels::INSTANCE, id)]);
+            let listed = o
+                .list_instances(&InstanceFilters {
+                    label_selector: Some(selector),
+                    ..InstanceFilters::default()
+                })
+                .await?;
+            let endpoint = listed
+                .items
+                .iter()
+                .find(|i| i.id == instance_id)
+                .and_then(|i| i.endpoint.clone());
+            print!("{}", output::status_lines(id, &status, endpoint.as_deref()));
+        }
         format => print!("{}", output::structured(&status, format)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies stdin to the server's stdin and its stdout to ours until either side ends. Only the
+/// server's bytes reach stdout; every message of ours goes to stderr.
+async fn attach(id: &str, o: &dyn McpOrchestrator) -> Result<ExitCode> {
+    use tokio::io::AsyncWriteExt as _;
+    let id = InstanceId::new(id);
+    match o.connect(&id).await? {
+        McpChannel::Stdio(channel) => {
+            let (mut from_server, mut to_server) = tokio::io::split(channel);
+            let upstream = async {
+                let mut stdin = tokio::io::stdin();
+                tokio::io::copy(&mut stdin, &mut to_server).await?;
+                to_server.flush().await
+            };
+            let downstream = async {
+                let mut stdout = tokio::io::stdout();
+                tokio::io::copy(&mut from_server, &mut stdout).await?;
+                stdout.flush().await
+            };
+            tokio::select! {
+                r = upstream => {
+                    r.context("forwarding stdin to the server")?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                r = downstream => {
+                    r.context("forwarding the server's stdout")?;
+                    bail!("{id}: the server closed its stdout (it exited or was stopped)")
+                }
+            }
+        }
+        McpChannel::Http(endpoint) => {
+            eprintln!(
+                "mcp-orch: {id} serves {} at {}: point an HTTP MCP client at that URL \
+                 (attach carries stdio servers only)",
+                endpoint.transport, endpoint.url
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        other => bail!("{id}: unsupported channel {other:?}"),
+    }
 }
 
 async fn logs(args: LogsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {

@@ -44,7 +44,7 @@ pub(crate) fn instance_table(items: &[Instance], now: Timestamp) -> String {
 }
 
 /// Key/value lines for one status.
-pub(crate) fn status_lines(id: &str, s: &InstanceStatus) -> String {
+pub(crate) fn status_lines(id: &str, s: &InstanceStatus, endpoint: Option<&str>) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = [
         ["ID".to_owned(), id.to_owned()],
@@ -55,6 +55,10 @@ pub(crate) fn status_lines(id: &str, s: &InstanceStatus) -> String {
         ["EXIT CODE".into(), opt(s.exit_code.map(|c| c.to_string()))],
         ["STARTED".into(), opt(s.started_at.map(|t| t.to_string()))],
         ["FINISHED".into(), opt(s.finished_at.map(|t| t.to_string()))],
+        match endpoint {
+            Some(url) => ["ENDPOINT".into(), url.to_owned()],
+            None => ["CONNECT".into(), format!("mcp-orch attach {id}  (stdio)")],
+        },
     ];
     let mut out = String::new();
     for [k, v] in rows {

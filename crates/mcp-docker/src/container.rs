@@ -15,7 +15,8 @@ use bollard::models::{
 };
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{
-    McpServer, Quantity, RestartPolicy, SecretString, Timestamp, ValidationErrors, labels,
+    McpServer, Quantity, RestartPolicy, SecretString, Timestamp, Transport, ValidationErrors,
+    labels,
 };
 
 use crate::error::BACKEND;
@@ -26,6 +27,11 @@ pub const PIDS_LIMIT: i64 = 256;
 pub const TMP_OPTIONS: &str = "rw,nosuid,nodev,mode=1777";
 /// Label on HTTP-transport containers: the container port the server listens on.
 pub const PORT_LABEL: &str = "mcpctl.io/port";
+/// Label holding the loopback host port an HTTP transport is published on, chosen once at
+/// create so the endpoint survives engine restarts of the container.
+pub const HOST_PORT_LABEL: &str = "mcpctl.io/host-port";
+/// Label holding the URL path of an HTTP transport's MCP endpoint.
+pub const PATH_LABEL: &str = labels::HTTP_PATH;
 /// Label on volumes: the volume name from the spec.
 pub const VOLUME_LABEL: &str = "mcpctl.io/volume";
 
@@ -107,6 +113,7 @@ pub fn build_container(
 
     if let Some(port) = spec.port.filter(|_| spec.transport.is_http()) {
         all_labels.insert(PORT_LABEL.to_owned(), port.to_string());
+        all_labels.insert(PATH_LABEL.to_owned(), spec.http_path().to_owned());
     }
 
     let sc = spec.security_context.clone().unwrap_or_default();
@@ -157,7 +164,11 @@ pub fn build_container(
         labels: Some(all_labels.into_iter().collect()),
         exposed_ports,
         tty: Some(false),
-        open_stdin: Some(false),
+        // A stdio server reads its MCP channel from stdin: keep it open for the container's
+        // whole life, across attached clients (`StdinOnce=false`), so that a server with no
+        // client waits instead of reading EOF and exiting.
+        open_stdin: Some(spec.transport == Transport::Stdio),
+        stdin_once: Some(false),
         attach_stdin: Some(false),
         attach_stdout: Some(false),
         attach_stderr: Some(false),
@@ -175,6 +186,45 @@ pub fn build_container(
         body,
         volumes,
     })
+}
+
+/// Publishes the HTTP transport's container port on loopback port `host_port` and records it
+/// in [`HOST_PORT_LABEL`]; a plan without an HTTP port is left alone.
+pub fn pin_host_port(plan: &mut ContainerPlan, host_port: u16) {
+    let Some(port) = plan
+        .body
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PORT_LABEL))
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        return;
+    };
+    if let Some(bindings) = plan
+        .body
+        .host_config
+        .as_mut()
+        .and_then(|hc| hc.port_bindings.as_mut())
+        .and_then(|pb| pb.get_mut(&port_key(port)))
+        .and_then(Option::as_mut)
+    {
+        for b in bindings {
+            b.host_port = Some(host_port.to_string());
+        }
+    }
+    if let Some(labels) = plan.body.labels.as_mut() {
+        labels.insert(HOST_PORT_LABEL.to_owned(), host_port.to_string());
+    }
+}
+
+/// The MCP URL of an instance from its labels (HTTP transports with a pinned host port).
+pub fn endpoint_from_labels(labels: &BTreeMap<String, String>) -> Option<String> {
+    labels.get(PORT_LABEL)?;
+    let host_port: u16 = labels.get(HOST_PORT_LABEL)?.parse().ok()?;
+    let path = labels
+        .get(PATH_LABEL)
+        .map_or(mcp_types::DEFAULT_HTTP_PATH, String::as_str);
+    Some(mcp_types::http_url("127.0.0.1", host_port, path))
 }
 
 /// The mounts of the container and the named volumes behind them.
@@ -278,7 +328,7 @@ fn amount(q: Option<&Quantity>, path: &str, unit: fn(&Quantity) -> u64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_types::{GpuSpec, K8sSecurityContext, Transport, VolumeSpec};
+    use mcp_types::{GpuSpec, K8sSecurityContext, VolumeSpec};
 
     const ID: &str = "mcp-time-0123456789";
 

@@ -8,6 +8,7 @@
 //!   client side (see the `logs` module docs).
 //! - Every engine error goes through one mapping function into `OrchestratorError`.
 
+mod attach;
 pub mod config;
 pub mod container;
 mod error;

@@ -14,17 +14,18 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use garde::Validate;
+use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
-    Requirement, StartOptions, Timestamp, labels, new_instance_name,
+    Requirement, StartOptions, Timestamp, Transport, labels, new_instance_name,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::{CONNECT_TIMEOUT, DockerConfig, REQUEST_TIMEOUT};
-use crate::container::build_container;
+use crate::container::{build_container, pin_host_port};
 use crate::error::{BACKEND, Target, map_error};
 use crate::image::ensure_image;
 use crate::logs::read_logs;
@@ -63,6 +64,7 @@ pub struct DockerOrchestrator {
     endpoint: String,
     network_id: String,
     secrets: std::sync::Arc<dyn SecretResolver>,
+    claims: StdioClaims,
 }
 
 impl fmt::Debug for DockerOrchestrator {
@@ -144,6 +146,7 @@ impl DockerOrchestrator {
             endpoint,
             network_id,
             secrets,
+            claims: StdioClaims::new(BACKEND),
         })
     }
 
@@ -236,7 +239,10 @@ impl DockerOrchestrator {
 
     async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
-        let plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
+        let mut plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
+        if spec.transport.is_http() {
+            pin_host_port(&mut plan, free_loopback_port()?);
+        }
         let image = spec.image.as_deref().unwrap_or_default();
         ensure_image(&self.docker, image, &self.endpoint).await?;
         for volume in &plan.volumes {
@@ -321,6 +327,21 @@ impl DockerOrchestrator {
             }
         }
     }
+}
+
+/// A loopback port nothing listens on now, chosen by the OS: an HTTP transport is published on
+/// it for the container's whole life, so its URL stays the same across engine restarts.
+fn free_loopback_port() -> Result<u16> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| {
+            OrchestratorError::unavailable(
+                BACKEND,
+                format!("no free loopback port to publish the server on: {e}"),
+                None,
+            )
+        })
 }
 
 /// Owned copy of a [`Target`] for error closures.
@@ -427,6 +448,36 @@ impl McpOrchestrator for DockerOrchestrator {
             });
         }
         read_logs(&self.docker, id.as_str(), options, &self.endpoint).await
+    }
+
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let info = self.inspect_managed(id).await?;
+        let instance = instance_from_inspect(id, &info);
+        if instance.status.phase != mcp_types::Phase::Running {
+            return Err(connect::not_running(BACKEND, id, instance.status.phase));
+        }
+        let transport = instance
+            .labels
+            .get(labels::TRANSPORT)
+            .and_then(|t| match t.as_str() {
+                "streamable-http" => Some(Transport::StreamableHttp),
+                "sse" => Some(Transport::Sse),
+                "stdio" => Some(Transport::Stdio),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let target = crate::attach::Target {
+            id,
+            transport,
+            labels: &instance.labels,
+        };
+        crate::attach::connect(
+            &self.docker,
+            &self.claims,
+            target,
+            self.err(Target::Container(id.as_str())),
+        )
+        .await
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {

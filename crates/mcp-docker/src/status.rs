@@ -33,7 +33,7 @@ use mcp_types::{
     AfterExit, Instance, InstanceId, InstanceStatus, Phase, RunExit, Timestamp, labels, reasons,
 };
 
-use crate::container::PORT_LABEL;
+use crate::container::endpoint_from_labels;
 
 /// Maps the `State` of a container inspect and its `RestartCount` onto an [`InstanceStatus`].
 pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceStatus {
@@ -126,29 +126,15 @@ fn container_labels(info: &ContainerInspectResponse) -> BTreeMap<String, String>
 }
 
 /// The instance a managed container is, from its inspect: id, server, labels, creation time,
-/// status and, for HTTP transports, the endpoint published on 127.0.0.1.
+/// status and, for HTTP transports, the endpoint published on 127.0.0.1 (the host port pinned
+/// at create, so it is known even while the container is stopped).
 pub(crate) fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResponse) -> Instance {
     let labels = container_labels(info);
     let status = info.state.as_ref().map_or_else(
         || InstanceStatus::phase(mcp_types::Phase::Unknown),
         |s| instance_status(s, info.restart_count.unwrap_or_default()),
     );
-    let endpoint = labels.get(PORT_LABEL).and_then(|port| {
-        let bindings = info
-            .network_settings
-            .as_ref()?
-            .ports
-            .as_ref()?
-            .get(&format!("{port}/tcp"))?
-            .as_ref()?;
-        let host_port = bindings
-            .iter()
-            .find(|b| b.host_ip.as_deref() == Some("127.0.0.1"))?
-            .host_port
-            .as_deref()
-            .filter(|p| !p.is_empty())?;
-        Some(format!("http://127.0.0.1:{host_port}"))
-    });
+    let endpoint = endpoint_from_labels(&labels);
     Instance {
         id: id.clone(),
         server: labels.get(labels::SERVER).cloned().unwrap_or_default(),

@@ -370,8 +370,11 @@ async fn engine_applies_hardening_resources_labels_network_and_loopback_port() {
         .unwrap();
     assert_eq!(page.items.len(), 1);
     let endpoint = page.items[0].endpoint.clone().unwrap();
-    assert_eq!(endpoint, format!("http://127.0.0.1:{host_port}"));
-    assert_eq!(env.o.instance(&id).await.unwrap().endpoint, Some(endpoint));
+    assert_eq!(endpoint, format!("http://127.0.0.1:{host_port}/mcp"));
+    assert_eq!(
+        env.o.instance(&id).await.unwrap().endpoint.as_ref(),
+        Some(&endpoint)
+    );
 
     // The published port answers MCP: an initialize request gets HTTP 200.
     let status = mcp_initialize(&format!("127.0.0.1:{host_port}")).await;
@@ -379,6 +382,23 @@ async fn engine_applies_hardening_resources_labels_network_and_loopback_port() {
         status.starts_with("HTTP/1.1 200"),
         "initialize answered {status:?}"
     );
+
+    // The host port was chosen once at create: an engine restart keeps the endpoint.
+    env.docker()
+        .restart_container(id.as_str(), None)
+        .await
+        .unwrap();
+    env.o.wait_until_running(&id, WAIT).await.unwrap();
+    let after = env
+        .docker()
+        .inspect_container(id.as_str(), None)
+        .await
+        .unwrap();
+    let rebound = after.network_settings.unwrap().ports.unwrap()["8080/tcp"]
+        .clone()
+        .unwrap();
+    assert_eq!(rebound[0].host_port.as_deref(), Some(host_port.as_str()));
+    assert_eq!(env.o.instance(&id).await.unwrap().endpoint, Some(endpoint));
 
     // The named volume exists, carries the instance label, and is mounted.
     let instance_label = format!("{}={id}", labels::INSTANCE);

@@ -43,6 +43,12 @@ pub(crate) fn pod(c: Checked<'_>) -> Pod {
     labels.insert(TRANSPORT.to_owned(), spec.transport.as_str().to_owned());
     let mut annotations = c.opts.pod_metadata.annotations.clone();
     annotations.extend(c.annotations());
+    if spec.transport.is_http() {
+        annotations.insert(
+            mcp_types::labels::HTTP_PATH.to_owned(),
+            spec.http_path().to_owned(),
+        );
+    }
 
     let security = spec.security_context.clone().unwrap_or_default();
     let mut meta = c.object_meta(c.instance.to_owned());

@@ -201,9 +201,17 @@ fn endpoint(pod: &Pod, id: &str) -> Option<String> {
         .flat_map(|c| c.ports.iter().flatten())
         .find(|p| p.name.as_deref() == Some(PORT_NAME))?
         .container_port;
-    Some(format!(
-        "http://{}.{namespace}.svc:{port}",
-        service_name(id)
+    let path = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(mcp_types::labels::HTTP_PATH))
+        .map_or(mcp_types::DEFAULT_HTTP_PATH, String::as_str);
+    let port = u16::try_from(port).ok()?;
+    Some(mcp_types::http_url(
+        &format!("{}.{namespace}.svc", service_name(id)),
+        port,
+        path,
     ))
 }
 

@@ -23,6 +23,10 @@ use mcp_types::{
     RestartPolicy, StartOptions, Timestamp, labels, reasons,
 };
 
+mod connect;
+
+pub use connect::{connect_http, connect_refused, connect_stdio};
+
 use crate::error::OrchestratorError;
 use crate::ext::OrchestratorExt;
 use crate::fixture::FixtureScript;
@@ -100,6 +104,22 @@ pub enum PreviousLogs {
     Refused,
 }
 
+/// Where the URL that `connect` gives for an HTTP server can be reached, which decides what
+/// [`connect_http`] demands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum HttpConnect {
+    /// From where the kit runs (a port published on loopback, a host process): the kit completes
+    /// the MCP protocol through the URL with a real streamable-HTTP client.
+    #[default]
+    Reachable,
+    /// Only from inside the engine's network (a Kubernetes Service name): the kit checks the
+    /// URL's form (scheme, the server's port, the MCP path).
+    InEngineNetwork,
+    /// The backend has no network to serve HTTP on (the in-memory backend): `connect` to an HTTP
+    /// server must answer [`NotSupported`](OrchestratorError::NotSupported).
+    Unsupported,
+}
+
 /// What the kit runs against.
 pub struct Harness<'a> {
     /// The backend under test.
@@ -114,11 +134,13 @@ pub struct Harness<'a> {
     pub streams: StreamSupport,
     /// Whether the backend keeps the previous run's logs after a restart.
     pub previous_logs: PreviousLogs,
+    /// Where an HTTP server's URL from `connect` can be reached.
+    pub http_connect: HttpConnect,
 }
 
 impl<'a> Harness<'a> {
-    /// A harness with a 60 s timeout, a 5 s grace period, separate streams and kept previous
-    /// logs.
+    /// A harness with a 60 s timeout, a 5 s grace period, separate streams, kept previous
+    /// logs and HTTP URLs reachable from the kit.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
             orchestrator,
@@ -127,6 +149,7 @@ impl<'a> Harness<'a> {
             grace: Duration::from_secs(5),
             streams: StreamSupport::Separate,
             previous_logs: PreviousLogs::Kept,
+            http_connect: HttpConnect::Reachable,
         }
     }
 }
@@ -1546,6 +1569,9 @@ pub fn checks() -> Vec<&'static str> {
         "restart_policy",
         "logs_previous",
         "labels_follow_conventions",
+        "connect_stdio",
+        "connect_http",
+        "connect_refused",
     ]
 }
 
@@ -1570,6 +1596,9 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "restart_policy" => restart_policy(h).await,
         "logs_previous" => logs_previous(h).await,
         "labels_follow_conventions" => labels_follow_conventions(h).await,
+        "connect_stdio" => connect_stdio(h).await,
+        "connect_http" => connect_http(h).await,
+        "connect_refused" => connect_refused(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

@@ -30,7 +30,50 @@ pub enum FixtureStep {
     Sleep(Duration),
     /// Exit with this code (the last step; later steps never run).
     Exit(i32),
+    /// Serve MCP until stopped (the last step; later steps never run). Steps before it should
+    /// print on stderr only when serving stdio: stdout is then the MCP channel.
+    Serve(ServeMode),
 }
+
+/// How a [`FixtureStep::Serve`] step speaks MCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeMode {
+    /// Newline-delimited JSON-RPC on stdin/stdout.
+    Stdio,
+    /// Streamable HTTP at `http://0.0.0.0:PORT/mcp`.
+    Http {
+        /// The container or host port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for ServeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stdio => f.write_str("stdio"),
+            Self::Http { port } => write!(f, "http:{port}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ServeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "stdio" {
+            return Ok(Self::Stdio);
+        }
+        let port = s
+            .strip_prefix("http:")
+            .ok_or("expected stdio or http:PORT")?;
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(Self::Http { port }),
+            _ => Err(format!("bad port {port:?}")),
+        }
+    }
+}
+
+/// The path at which fixture servers (and `mcp-test-server http`) serve streamable HTTP.
+pub const FIXTURE_HTTP_PATH: &str = "/mcp";
 
 /// A sequence of steps. When the steps end without [`FixtureStep::Exit`] the server keeps
 /// running (idle) until it is stopped.
@@ -84,6 +127,20 @@ impl FixtureScript {
         self
     }
 
+    /// Ends by serving MCP.
+    pub fn serve(mut self, mode: ServeMode) -> Self {
+        self.steps.push(FixtureStep::Serve(mode));
+        self
+    }
+
+    /// How the script serves MCP at its end, if it does.
+    pub fn serves(&self) -> Option<ServeMode> {
+        self.steps.iter().find_map(|s| match s {
+            FixtureStep::Serve(mode) => Some(*mode),
+            _ => None,
+        })
+    }
+
     /// The exit code the script ends with, if it ends.
     pub fn exit_code(&self) -> Option<i32> {
         self.steps.iter().find_map(|s| match s {
@@ -104,14 +161,14 @@ impl FixtureScript {
                     out.extend((1..=*count).map(|i| (true, format!("{prefix}-{i}"))));
                 }
                 FixtureStep::Sleep(_) => {}
-                FixtureStep::Exit(_) => break,
+                FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
         out
     }
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
-    /// --sleep-ms MS --exit CODE`, in step order.
+    /// --sleep-ms MS --exit CODE --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
         for s in &self.steps {
@@ -123,6 +180,7 @@ impl FixtureScript {
                 }
                 FixtureStep::Sleep(d) => ("--sleep-ms", d.as_millis().to_string()),
                 FixtureStep::Exit(c) => ("--exit", c.to_string()),
+                FixtureStep::Serve(mode) => ("--serve", mode.to_string()),
             };
             args.push(flag.to_owned());
             args.push(value);
@@ -163,6 +221,7 @@ impl FixtureScript {
                     value.parse().map_err(|_| bad("bad milliseconds"))?,
                 )),
                 "--exit" => FixtureStep::Exit(value.parse().map_err(|_| bad("bad exit code"))?),
+                "--serve" => FixtureStep::Serve(value.parse().map_err(|e: String| bad(&e))?),
                 other => return Err(FixtureParseError(format!("unknown flag {other:?}"))),
             });
         }
@@ -188,6 +247,20 @@ mod tests {
             .stdout_lines("line", 3)
             .sleep(Duration::from_millis(250))
             .exit(3);
+        let served = FixtureScript::new()
+            .stderr("up")
+            .serve(ServeMode::Http { port: 8080 });
+        assert_eq!(
+            FixtureScript::parse_args(&served.to_args()).unwrap(),
+            served
+        );
+        assert_eq!(served.serves(), Some(ServeMode::Http { port: 8080 }));
+        assert_eq!(
+            FixtureScript::parse_args(&FixtureScript::new().serve(ServeMode::Stdio).to_args())
+                .unwrap()
+                .serves(),
+            Some(ServeMode::Stdio)
+        );
         let args = s.to_args();
         assert_eq!(args[0], "fixture");
         assert_eq!(FixtureScript::parse_args(&args).unwrap(), s);
@@ -202,5 +275,9 @@ mod tests {
         assert!(FixtureScript::parse_args(&["fixture", "--exit"]).is_err());
         assert!(FixtureScript::parse_args(&["fixture", "--exit", "x"]).is_err());
         assert!(FixtureScript::parse_args(&["fixture", "--bogus", "1"]).is_err());
+        for bad in ["http", "http:0", "http:x", "tcp:1"] {
+            let e = FixtureScript::parse_args(&["fixture", "--serve", bad]).unwrap_err();
+            assert!(e.0.contains(bad), "{e}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! fixture scripts, an in-memory reference backend (feature `memory`) and the conformance kit
 //! (feature `conformance`).
 
+pub mod connect;
 pub mod continuation;
 pub mod error;
 pub mod ext;
@@ -14,6 +15,7 @@ pub mod conformance;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 
+pub use connect::{HttpEndpoint, McpChannel, StdioChannel, StdioClaims};
 pub use error::{BoxError, OrchestratorError, Result};
 pub use ext::OrchestratorExt;
 pub use fixture::{FixtureScript, FixtureStep};

@@ -12,14 +12,16 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
-    Phase, RestartPolicy, RunExit, StartOptions, Timestamp, labels, new_instance_name, reasons,
+    Phase, RestartPolicy, RunExit, StartOptions, Timestamp, Transport, labels, new_instance_name,
+    reasons,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::{McpChannel, StdioChannel, StdioClaims, http_not_reachable, not_running};
 use crate::continuation::{page_after, parse_after_token};
 use crate::error::{OrchestratorError, Result};
-use crate::fixture::{FixtureScript, FixtureStep};
+use crate::fixture::{FixtureScript, FixtureStep, ServeMode};
 use crate::orchestrator::{LogLines, McpOrchestrator};
 
 const BACKEND: &str = "memory";
@@ -27,10 +29,22 @@ const BACKEND: &str = "memory";
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
+mod mcp;
+
 /// The in-memory orchestrator. Cloning shares the same instances.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InMemoryOrchestrator {
     instances: Arc<Mutex<BTreeMap<InstanceId, Arc<Entry>>>>,
+    claims: StdioClaims,
+}
+
+impl Default for InMemoryOrchestrator {
+    fn default() -> Self {
+        Self {
+            instances: Arc::default(),
+            claims: StdioClaims::new(BACKEND),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -39,6 +53,9 @@ struct Entry {
     server: String,
     labels: BTreeMap<String, String>,
     created_at: Timestamp,
+    transport: Transport,
+    /// The script ends by serving MCP on stdio (an in-process rmcp server answers `connect`).
+    serves_stdio: bool,
     state: Mutex<State>,
     /// Bumped on every change so log followers wake up.
     changed: watch::Sender<u64>,
@@ -138,6 +155,8 @@ impl Entry {
                     }
                 }
                 FixtureStep::Exit(code) => return Some(*code),
+                // Serving runs until stopped; `connect` reaches the in-process server.
+                FixtureStep::Serve(_) => break,
             }
         }
         self.cancel.cancelled().await;
@@ -180,12 +199,17 @@ impl McpOrchestrator for InMemoryOrchestrator {
         let spec = options.apply(spec)?;
         let id = InstanceId::new(new_instance_name(&spec.name));
         let script = FixtureScript::parse_args(&spec.args).ok();
+        let serves_stdio = script
+            .as_ref()
+            .is_some_and(|s| s.serves() == Some(ServeMode::Stdio));
         let (changed, _) = watch::channel(0);
         let entry = Arc::new(Entry {
             id: id.clone(),
             server: spec.name.clone(),
             labels: labels::instance_labels(&spec.name, id.as_str(), &spec.labels),
             created_at: Timestamp::now(),
+            transport: spec.transport,
+            serves_stdio,
             state: Mutex::new(State {
                 status: InstanceStatus::phase(Phase::Pending),
                 ..State::default()
@@ -295,6 +319,36 @@ impl McpOrchestrator for InMemoryOrchestrator {
             },
         );
         Ok(head.chain(tail.map(Ok)).boxed())
+    }
+
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let entry = self.entry(id)?;
+        if entry.transport.is_http() {
+            return Err(http_not_reachable(BACKEND, entry.transport));
+        }
+        let phase = lock(&entry.state).status.phase;
+        if phase != Phase::Running {
+            return Err(not_running(BACKEND, id, phase));
+        }
+        let claim = self.claims.claim(id)?;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        if entry.serves_stdio {
+            mcp::spawn(entry.server.clone(), server, entry.cancel.clone());
+        } else {
+            // A server that never reads stdin nor writes stdout: input is taken and dropped.
+            let cancel = entry.cancel.clone();
+            tokio::spawn(async move {
+                let mut server = server;
+                let mut sink = tokio::io::sink();
+                tokio::select! {
+                    _ = tokio::io::copy(&mut server, &mut sink) => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+        Ok(McpChannel::Stdio(
+            StdioChannel::from_stream(client).with_guard(claim),
+        ))
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {

@@ -11,6 +11,7 @@ use mcp_types::{
     StartOptions,
 };
 
+use crate::connect::McpChannel;
 use crate::error::Result;
 
 /// A stream of log lines; errors end it.
@@ -81,6 +82,20 @@ pub trait McpOrchestrator: Debug + Send + Sync + 'static {
     ///   longer be resumed.
     /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>>;
+
+    /// Connects to a running instance's MCP channel: for a stdio server a byte stream carrying
+    /// exactly its stdin and stdout (see [`StdioChannel`](crate::StdioChannel); dropping it
+    /// detaches and the server keeps running), for an HTTP server the URL a client uses, path
+    /// included. A stdio server serves one attached client at a time.
+    ///
+    /// # Errors
+    /// - [`NotFound`](crate::OrchestratorError::NotFound) for an unknown or stopped id.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the instance is not running
+    ///   (pending, backing off, exited), when another client is attached to its stdio (the
+    ///   message says so), or when the engine is unreachable.
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend cannot reach
+    ///   the instance's transport at all (the message names the transport).
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel>;
 }
 
 macro_rules! forward {
@@ -108,6 +123,9 @@ macro_rules! forward {
             }
             async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
                 (**self).list_instances(filters).await
+            }
+            async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+                (**self).connect(id).await
             }
         }
     };

@@ -7,10 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_orchestrator_api::conformance::{
-    self, CommandServers, Harness, PreviousLogs, StreamSupport,
+    self, CommandServers, Harness, HttpConnect, PreviousLogs, StreamSupport,
 };
 use mcp_orchestrator_api::{
-    DynOrchestrator, InMemoryOrchestrator, LogLines, McpOrchestrator, OrchestratorError, Result,
+    DynOrchestrator, InMemoryOrchestrator, LogLines, McpChannel, McpOrchestrator,
+    OrchestratorError, Result, StdioChannel,
 };
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
@@ -27,6 +28,7 @@ fn servers() -> CommandServers {
 fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a> {
     Harness {
         timeout: Duration::from_secs(10),
+        http_connect: HttpConnect::Unsupported,
         ..Harness::new(o, s)
     }
 }
@@ -75,12 +77,15 @@ struct NoTail(InMemoryOrchestrator);
 #[derive(Debug, Default)]
 struct BadPaging(InMemoryOrchestrator);
 
+/// Implements the trait for a wrapper of the in-memory backend with the given methods, `connect`
+/// delegated.
 macro_rules! delegate_except {
     ($t:ident { $($body:tt)* }) => {
         #[async_trait]
         impl McpOrchestrator for $t {
             fn backend_name(&self) -> &'static str { "broken" }
             $($body)*
+            async fn connect(&self, id: &InstanceId) -> Result<McpChannel> { self.0.connect(id).await }
         }
     };
 }
@@ -179,6 +184,7 @@ async fn fails_with(o: &dyn McpOrchestrator, check: &str, streams: StreamSupport
     let h = Harness {
         timeout: Duration::from_secs(3),
         streams,
+        http_connect: HttpConnect::Unsupported,
         ..Harness::new(o, &s)
     };
     match conformance::run_check(&h, check).await {
@@ -800,3 +806,142 @@ delegate_except!(ManyBugs {
         self.0.list_instances(f).await.map(without_app_instance)
     }
 });
+
+/// Sends a line of its own before the server's output (a greeting), as a private protocol would.
+#[derive(Debug, Default)]
+struct Greets(InMemoryOrchestrator);
+
+/// Lets a second client attach to a stdio server that already has one.
+#[derive(Debug, Default)]
+struct SharesStdio(InMemoryOrchestrator);
+
+/// Stops the server when its client detaches.
+#[derive(Debug, Default)]
+struct DetachKills(InMemoryOrchestrator);
+
+/// Answers connect to an exited instance with a stream that nothing serves.
+#[derive(Debug, Default)]
+struct DeadStreams(InMemoryOrchestrator);
+
+macro_rules! delegate_all_but_connect {
+    ($t:ident, $connect:item) => {
+        #[async_trait]
+        impl McpOrchestrator for $t {
+            fn backend_name(&self) -> &'static str { "broken" }
+            async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+            async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+            async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+            async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+            async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+            $connect
+        }
+    };
+}
+
+delegate_all_but_connect!(
+    Greets,
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let McpChannel::Stdio(inner) = self.0.connect(id).await? else {
+            unreachable!("memory serves stdio only")
+        };
+        let (reader, writer) = tokio::io::split(inner);
+        let greeting: &[u8] = b"ATTACHED ok\n";
+        Ok(McpChannel::Stdio(StdioChannel::new(
+            tokio::io::AsyncReadExt::chain(greeting, reader),
+            writer,
+        )))
+    }
+);
+
+delegate_all_but_connect!(
+    SharesStdio,
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        match self.0.connect(id).await {
+            Err(OrchestratorError::Unavailable { message, .. })
+                if message.contains("another client") =>
+            {
+                let (ours, _theirs) = tokio::io::duplex(64);
+                Ok(McpChannel::Stdio(StdioChannel::from_stream(ours)))
+            }
+            other => other,
+        }
+    }
+);
+
+/// Stops the instance when dropped.
+struct StopOnDrop(InMemoryOrchestrator, InstanceId);
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let (o, id) = (self.0.clone(), self.1.clone());
+        tokio::spawn(async move { o.stop_server(&id, Duration::ZERO).await });
+    }
+}
+
+delegate_all_but_connect!(
+    DetachKills,
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        match self.0.connect(id).await? {
+            McpChannel::Stdio(ch) => Ok(McpChannel::Stdio(
+                ch.with_guard(StopOnDrop(self.0.clone(), id.clone())),
+            )),
+            other => Ok(other),
+        }
+    }
+);
+
+delegate_all_but_connect!(
+    DeadStreams,
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        match self.0.connect(id).await {
+            Err(OrchestratorError::Unavailable { message, .. })
+                if message.contains("not running") =>
+            {
+                let (ours, _theirs) = tokio::io::duplex(64);
+                Ok(McpChannel::Stdio(StdioChannel::from_stream(ours)))
+            }
+            other => other,
+        }
+    }
+);
+
+#[tokio::test]
+async fn kit_catches_a_greeting_on_the_stdio_channel() {
+    let msg = fails(&Greets::default(), "connect_stdio").await;
+    assert!(msg.contains("exactly the server's stdout"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_two_clients_on_one_stdio_server() {
+    let msg = fails(&SharesStdio::default(), "connect_stdio").await;
+    assert!(msg.contains("second client"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_a_detach_that_kills_the_server() {
+    let msg = fails(&DetachKills::default(), "connect_stdio").await;
+    assert!(
+        msg.contains("handshake") || msg.contains("connect to") || msg.contains("running"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn kit_catches_a_dead_stream_for_an_exited_instance() {
+    let msg = fails(&DeadStreams::default(), "connect_refused").await;
+    assert!(msg.contains("exited instance"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_holds_backends_to_their_http_connect_claim() {
+    // The in-memory backend cannot serve HTTP; a harness claiming it can makes the check fail.
+    let s = servers();
+    let o = InMemoryOrchestrator::new();
+    let h = Harness {
+        timeout: Duration::from_secs(3),
+        ..Harness::new(&o, &s)
+    };
+    let f = conformance::run_check(&h, "connect_http")
+        .await
+        .unwrap_err();
+    assert!(f.message.contains("expected its URL"), "{f}");
+}

@@ -31,7 +31,7 @@
 //!   attached (unsolicited output, such as banners or fixture scripts); while one is, it is
 //!   protocol traffic and goes to the client only (unless `logStdioTraffic`). Stderr is always
 //!   logged.
-//! - **HTTP servers** get the endpoint `http://127.0.0.1:PORT`; stdin is `/dev/null`.
+//! - **HTTP servers** get the endpoint `http://127.0.0.1:PORT/PATH` (`/mcp` unless the spec names a path); stdin is `/dev/null`.
 //! - **Environment**: the server gets `PATH`, `HOME` and `LANG` from the starting process
 //!   (configurable) plus the spec's `env`, with `secretRef`s read from `secretsDir`. Values are
 //!   handed to the supervisor over a pipe: they are never written to the state directory,

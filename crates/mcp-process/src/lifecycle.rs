@@ -59,7 +59,7 @@ impl Lifecycle<'_> {
         let endpoint = spec
             .port
             .filter(|_| spec.transport.is_http())
-            .map(|p| format!("http://127.0.0.1:{p}"));
+            .map(|p| mcp_types::http_url("127.0.0.1", p, spec.http_path()));
         let meta = Meta {
             id: id.clone(),
             server: spec.name.clone(),

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 #[cfg(doc)]
 use mcp_orchestrator_api::OrchestratorError;
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver};
+use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, Result};
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
+    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page, Phase,
     StartOptions,
 };
 use tokio::net::UnixStream;
@@ -162,5 +163,28 @@ impl McpOrchestrator for ProcessOrchestrator {
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
         status::list(&self.inner.state_dir, &self.inner.config, filters)
+    }
+
+    /// A stdio server's channel is the supervisor's bridge (its private greeting is read and
+    /// checked here, never passed on); an HTTP server's is its recorded URL.
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let paths = self.paths(id)?;
+        let obs = observe(&paths, &self.inner.config)?;
+        if obs.status.phase != Phase::Running {
+            return Err(connect::not_running(BACKEND, id, obs.status.phase));
+        }
+        let transport = obs.meta.launch.transport;
+        if transport.is_http() {
+            let url = obs.meta.endpoint.ok_or_else(|| {
+                mcp_orchestrator_api::OrchestratorError::unavailable(
+                    BACKEND,
+                    format!("{id} serves {transport} but recorded no endpoint"),
+                    None,
+                )
+            })?;
+            return Ok(McpChannel::Http(HttpEndpoint { url, transport }));
+        }
+        let stream = stdio::attach(&self.inner.config, id, &paths).await?;
+        Ok(McpChannel::Stdio(StdioChannel::from_stream(stream)))
     }
 }

@@ -5,6 +5,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
+use mcp_orchestrator_api::connect;
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{InstanceId, Transport};
 use tokio::io::AsyncReadExt;
@@ -57,6 +58,7 @@ pub(crate) async fn attach(
         .map_err(|e| unavailable(format!("reading the bridge's greeting: {e}")))?;
     match banner.strip_prefix(ATTACH_BANNER).map(str::trim) {
         Some("ok") => Ok(stream),
+        Some(refusal) if refusal.starts_with("busy") => Err(connect::busy(BACKEND, id)),
         Some(refusal) => Err(unavailable(refusal.to_owned())),
         None => Err(unavailable(format!("unexpected greeting {banner:?}"))),
     }

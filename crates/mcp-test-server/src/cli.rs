@@ -17,7 +17,8 @@ commands:
                                  through /etc/resolv.conf); exit 0 when mcp-test-server answers
   fixture [STEP]...              run a fixture script; steps, in order:
       --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS | --exit CODE
-    without --exit the process idles until SIGTERM/SIGINT, then exits 0
+      | --serve stdio|http:PORT (MCP as the commands above; HTTP on 0.0.0.0:PORT/mcp)
+    without --exit or --serve the process idles until SIGTERM/SIGINT, then exits 0
 
 tools: echo {text}, add {a, b}, env {name}";
 

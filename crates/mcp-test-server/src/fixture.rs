@@ -1,27 +1,49 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), sleeps, exits with its code, or idles until a stop signal.
+//! see them at once), sleeps, exits with its code, serves MCP, or idles until a stop signal.
 
-use mcp_orchestrator_api::fixture::{FixtureScript, FixtureStep};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use mcp_orchestrator_api::fixture::{FixtureScript, FixtureStep, ServeMode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::signals::Signals;
 
-/// Runs `script` and returns the process exit code: the script's own, or 0 once stopped by
-/// SIGTERM/SIGINT (also in the middle of a sleep).
+/// Runs `script` and returns the process exit code: the script's own, 1 when serving MCP
+/// failed, or 0 once stopped by SIGTERM/SIGINT (also in the middle of a sleep).
 pub(crate) async fn run(script: &FixtureScript, mut signals: Signals) -> i32 {
     let outcome = tokio::select! {
-        code = execute(script) => code,
+        end = execute(script) => end,
         _ = signals.recv() => return 0,
     };
-    if let Some(code) = outcome {
-        return code;
+    let served = match outcome {
+        End::Exit(code) => return code,
+        End::Idle => {
+            signals.recv().await;
+            return 0;
+        }
+        End::Serve(ServeMode::Stdio) => crate::server::serve_stdio(signals).await,
+        End::Serve(ServeMode::Http { port }) => {
+            crate::http::serve(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), signals).await
+        }
+    };
+    match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mcp-test-server: {e}");
+            1
+        }
     }
-    signals.recv().await;
-    0
 }
 
-/// Runs the steps; `Some(code)` when the script ends with an exit.
-async fn execute(script: &FixtureScript) -> Option<i32> {
+/// How the steps ended.
+enum End {
+    Exit(i32),
+    Serve(ServeMode),
+    Idle,
+}
+
+/// Runs the steps up to an exit or a serve step.
+async fn execute(script: &FixtureScript) -> End {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     for step in &script.steps {
@@ -34,10 +56,11 @@ async fn execute(script: &FixtureScript) -> Option<i32> {
                 }
             }
             FixtureStep::Sleep(d) => tokio::time::sleep(*d).await,
-            FixtureStep::Exit(code) => return Some(*code),
+            FixtureStep::Exit(code) => return End::Exit(*code),
+            FixtureStep::Serve(mode) => return End::Serve(*mode),
         }
     }
-    None
+    End::Idle
 }
 
 /// Writes one line and flushes it. Write errors are ignored on purpose: a fixture must keep

@@ -14,6 +14,8 @@ pub const CREATED_AT: &str = "mcpctl.io/created-at";
 pub const COMPONENT: &str = "mcpctl.io/component";
 /// MCP transport.
 pub const TRANSPORT: &str = "mcpctl.io/transport";
+/// URL path of an HTTP transport's MCP endpoint (an annotation on Kubernetes, a label on Docker).
+pub const HTTP_PATH: &str = "mcpctl.io/path";
 /// `app.kubernetes.io/name`: the server name.
 pub const APP_NAME: &str = "app.kubernetes.io/name";
 /// `app.kubernetes.io/instance`: the instance id.

@@ -25,8 +25,8 @@ pub use quantity::{Quantity, QuantityError};
 pub use secret::{EnvValue, SecretKeyRef, SecretString};
 pub use selector::{LabelSelector, Requirement};
 pub use spec::{
-    AccessMode, GpuSpec, K8sResourceRequirements, McpServer, ResourceList, ResourceRequirements,
-    RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec,
+    AccessMode, DEFAULT_HTTP_PATH, GpuSpec, K8sResourceRequirements, McpServer, ResourceList,
+    ResourceRequirements, RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec, http_url,
 };
 pub use validation::{FieldError, ValidationErrors};
 

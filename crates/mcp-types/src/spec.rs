@@ -337,6 +337,10 @@ pub struct McpServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(inner(range(min = 1)))]
     pub port: Option<u16>,
+    /// URL path of the MCP endpoint of an HTTP transport ([`DEFAULT_HTTP_PATH`] when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(custom(http_path_rule)))]
+    pub path: Option<String>,
     /// CPU and memory.
     #[serde(default, skip_serializing_if = "is_default")]
     #[garde(dive)]
@@ -375,7 +379,26 @@ pub struct McpServer {
     pub working_dir: Option<String>,
 }
 
+/// The MCP endpoint's path when a spec names none (the streamable HTTP convention).
+pub const DEFAULT_HTTP_PATH: &str = "/mcp";
+
+/// The URL of an MCP endpoint: `http://HOST:PORT/PATH` (IPv6 hosts bracketed).
+pub fn http_url(host: &str, port: u16, path: &str) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    format!("http://{host}:{port}{path}")
+}
+
 impl McpServer {
+    /// The MCP endpoint's path for an HTTP transport: [`McpServer::path`] or
+    /// [`DEFAULT_HTTP_PATH`].
+    pub fn http_path(&self) -> &str {
+        self.path.as_deref().unwrap_or(DEFAULT_HTTP_PATH)
+    }
+
     /// A spec with a name and an image, everything else defaulted.
     pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
         Self {
@@ -412,6 +435,15 @@ impl McpServer {
             errors.push(FieldError {
                 path: "port".into(),
                 message: format!("required with transport {}", self.transport),
+            });
+        }
+        if !self.transport.is_http() && self.path.is_some() {
+            errors.push(FieldError {
+                path: "path".into(),
+                message: format!(
+                    "only HTTP transports have a path (transport is {})",
+                    self.transport
+                ),
             });
         }
         if self.command.is_empty() && self.image.is_none() {
@@ -514,6 +546,23 @@ fn non_zero_quantity(q: &Quantity, (): &()) -> garde::Result {
     } else {
         Ok(())
     }
+}
+
+fn http_path_rule(p: &str, (): &()) -> garde::Result {
+    if !p.starts_with('/') {
+        return Err(garde::Error::new(format!("{p:?} must start with /")));
+    }
+    if p.len() > 256 {
+        return Err(garde::Error::new("must be at most 256 characters"));
+    }
+    // RFC 3986 path characters (pchar and '/'), with percent-escapes; no query or fragment.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c);
+    if let Some(bad) = p.chars().find(|c| !allowed(*c)) {
+        return Err(garde::Error::new(format!(
+            "{p:?}: {bad:?} is not allowed in a URL path (no spaces, query or fragment)"
+        )));
+    }
+    Ok(())
 }
 
 fn absolute_path(p: &str, (): &()) -> garde::Result {
@@ -634,6 +683,10 @@ mod tests {
     #[case("name: Bad_Name\nimage: x\n", "name")]
     #[case(&spec_yaml("transport: sse\n"), "port")]
     #[case(&spec_yaml("port: 0\n"), "port")]
+    #[case(&spec_yaml("path: /mcp\n"), "path")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: mcp\n"), "path")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: \"/a b\"\n"), "path")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: /mcp?x=1\n"), "path")]
     #[case(&spec_yaml("resources: { limits: { memory: 1Gi }, requests: { memory: 2Gi } }\n"), "resources.requests.memory")]
     #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: data }]\n"), "volumes[0].mountPath")]
     #[case(&spec_yaml("volumes: [{ name: d, size: 0, mountPath: /d }]\n"), "volumes[0].size")]

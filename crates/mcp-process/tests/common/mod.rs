@@ -228,6 +228,9 @@ impl McpOrchestrator for Recording {
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
         self.inner.list_instances(filters).await
     }
+    async fn connect(&self, id: &InstanceId) -> Result<mcp_orchestrator_api::McpChannel> {
+        self.inner.connect(id).await
+    }
 }
 
 /// Collects a non-following log stream's texts.
