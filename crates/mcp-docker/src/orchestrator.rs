@@ -459,12 +459,7 @@ impl McpOrchestrator for DockerOrchestrator {
         let transport = instance
             .labels
             .get(labels::TRANSPORT)
-            .and_then(|t| match t.as_str() {
-                "streamable-http" => Some(Transport::StreamableHttp),
-                "sse" => Some(Transport::Sse),
-                "stdio" => Some(Transport::Stdio),
-                _ => None,
-            })
+            .and_then(|t| Transport::parse(t))
             .unwrap_or_default();
         let target = crate::attach::Target {
             id,

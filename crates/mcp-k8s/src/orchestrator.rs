@@ -11,6 +11,7 @@ use garde::Validate;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
+use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::names::check_label_value;
 use mcp_types::{
@@ -208,6 +209,34 @@ impl McpOrchestrator for KubernetesOrchestrator {
             }
         };
         Ok(stream::once(lines).flatten().boxed())
+    }
+
+    /// A stdio server's channel is the pod's attach subresource (stdin + stdout over
+    /// WebSocket); an HTTP server's is its Service URL, reachable from inside the cluster.
+    async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
+        let pod = self.managed_pod(id, "get pod").await?;
+        let instance =
+            pod_instance(&pod).ok_or_else(|| OrchestratorError::not_found(id.as_str()))?;
+        if instance.status.phase != mcp_types::Phase::Running {
+            return Err(connect::not_running(BACKEND, id, instance.status.phase));
+        }
+        let transport = instance
+            .labels
+            .get(mcp_types::labels::TRANSPORT)
+            .and_then(|t| mcp_types::Transport::parse(t))
+            .unwrap_or_default();
+        if transport.is_http() {
+            let url = instance.endpoint.ok_or_else(|| {
+                OrchestratorError::unavailable(
+                    BACKEND,
+                    format!("{id} serves {transport} but its pod declares no MCP port"),
+                    None,
+                )
+            })?;
+            return Ok(McpChannel::Http(HttpEndpoint { url, transport }));
+        }
+        let stream = self.attach_stdio(id).await?;
+        Ok(McpChannel::Stdio(StdioChannel::from_stream(stream)))
     }
 
     /// Lists pods labelled `mcpctl.io/managed=true` (plus `mcpctl.io/server=<name>` and the

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 #[cfg(doc)]
 use mcp_orchestrator_api::OrchestratorError;
-use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver};
 use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
+use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page, Phase,

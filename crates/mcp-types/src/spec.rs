@@ -35,6 +35,13 @@ impl Transport {
         matches!(self, Self::StreamableHttp | Self::Sse)
     }
 
+    /// Reads the wire spelling back ([`Transport::as_str`]); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Stdio, Self::StreamableHttp, Self::Sse]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+
     /// The wire spelling (`stdio`, `streamable-http`, `sse`).
     pub fn as_str(self) -> &'static str {
         match self {
