@@ -20,15 +20,18 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::kind::ResourceKind;
 use crate::kubelet::Kubelet;
 use crate::logs::{LogLine, LogStore};
-use crate::resources::{self, ResourceKind};
+use crate::requests::RecordedRequest;
+use crate::resources;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError, json_response};
 use crate::store::{
     DeleteAction, DeleteOutcome, EventType, Filter, ObjectKey, Store, StoreEvent, WatchStart,
+    stamp_deletion,
 };
-use crate::{RecordedRequest, time};
+use crate::time;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -732,22 +735,6 @@ fn decide_pod_delete(pod: &Value, options: &DeleteOptions) -> (DeleteAction, Pod
         DeleteAction::Update(stamp_deletion(pod, period)),
         PodDeletion::Graceful(period),
     )
-}
-
-/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
-/// pod already being deleted keeps its timestamp unless the period shortens it.
-pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
-    let mut next = pod.clone();
-    let meta = &mut next["metadata"];
-    let shorter = meta["deletionGracePeriodSeconds"]
-        .as_i64()
-        .is_none_or(|current| period < current);
-    if meta["deletionTimestamp"].is_null() || shorter {
-        let at = time::plus_seconds(time::now(), period);
-        meta["deletionTimestamp"] = json!(time::format_seconds(at));
-        meta["deletionGracePeriodSeconds"] = json!(period);
-    }
-    next
 }
 
 /// Deletes one object; returns the delete outcome (None when absent).

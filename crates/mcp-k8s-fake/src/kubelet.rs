@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::failures::{Failure, Failures};
 use crate::fixture;
+use crate::kind::ResourceKind;
 use crate::logs::{LogStore, LogStream};
-use crate::resources::ResourceKind;
-use crate::store::{DeleteAction, ObjectKey, Store};
+use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
 use crate::{names, time};
 use mcp_orchestrator_api::fixture::FixtureStep as Step;
 
@@ -436,7 +436,7 @@ impl PodRuntime {
                         .store
                         .delete(&self.key, Some(&self.uid), |pod| {
                             // The kubelet's final delete, with grace period 0.
-                            Ok(DeleteAction::RemoveAs(crate::api::stamp_deletion(pod, 0)))
+                            Ok(DeleteAction::RemoveAs(stamp_deletion(pod, 0)))
                         });
                     return;
                 }

@@ -43,6 +43,13 @@
 //!   [`Failure::IgnoreSigterm`], exit 137 when the grace period ends), then removes the pod.
 //!   Grace 0, unscheduled and finished pods are removed at once.
 //!
+//! # Deliberately independent of `mcp-types`
+//! The label/field selector parser and matcher (`selector`) and the name and label checks
+//! (`names`) are written here from the apiserver's behaviour, NOT shared with `mcp-types`'
+//! `selector` and `names`, even where they look alike. The fake is the oracle the Kubernetes
+//! backend is tested against: if both used one parser, a bug in it would agree with itself and
+//! no test would notice. Do not deduplicate them; a difference between the two is a finding.
+//!
 //! # Not modelled
 //! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
 //! exists), finalizers and owner-reference garbage collection, probes, init containers' runs,
@@ -51,9 +58,11 @@
 mod api;
 mod failures;
 mod fixture;
+mod kind;
 mod kubelet;
 mod logs;
 mod names;
+mod requests;
 mod resources;
 mod selector;
 mod status;
@@ -63,7 +72,6 @@ mod time;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use http::Method;
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -71,9 +79,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use failures::{Failure, FailureTarget};
+pub use kind::ResourceKind;
 pub use kubelet::{KubeletTimings, NODE_NAME};
 pub use logs::LogStream;
-pub use resources::ResourceKind;
+pub use requests::RecordedRequest;
 
 use crate::api::AppState;
 use crate::kubelet::Kubelet;
@@ -114,65 +123,6 @@ pub enum FakeKubeError {
         /// The container.
         container: String,
     },
-}
-
-/// One HTTP request the fake received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedRequest {
-    /// The HTTP method.
-    pub method: Method,
-    /// The URL path, e.g. `/api/v1/namespaces/default/pods`.
-    pub path: String,
-    /// The raw query string, if any.
-    pub query: Option<String>,
-}
-
-impl RecordedRequest {
-    /// The (last) value of a query parameter, percent-decoded.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query.as_deref()?;
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query);
-        pairs
-            .into_iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-    }
-}
-
-/// Decodes `a=b&c=d` with `+` and percent escapes.
-fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
-    fn decode(part: &str) -> String {
-        let bytes = part.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                        Some(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        None => out.push(b'%'),
-                    }
-                }
-                other => out.push(other),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
 }
 
 /// One version of a watched object.
@@ -624,26 +574,5 @@ impl FakeKubeHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_decoded() {
-        let request = RecordedRequest {
-            method: Method::GET,
-            path: "/api/v1/pods".to_owned(),
-            query: Some("&labelSelector=app%3Dweb%2Ctier+in+%28a%29&limit=2&bad=%zz".to_owned()),
-        };
-        assert_eq!(
-            request.query_param("labelSelector").as_deref(),
-            Some("app=web,tier in (a)")
-        );
-        assert_eq!(request.query_param("limit").as_deref(), Some("2"));
-        assert_eq!(request.query_param("bad").as_deref(), Some("%zz"));
-        assert_eq!(request.query_param("missing"), None);
     }
 }
