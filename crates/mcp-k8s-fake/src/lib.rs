@@ -5,10 +5,12 @@
 //! services, persistentvolumeclaims and networkpolicies with the apiserver's metadata handling
 //! (generateName, uid, a global resourceVersion, 409/404/410/422 `Status` errors), lists with
 //! label/field selectors and consistent `limit`/`continue` pagination, watches, graceful pod
-//! deletion and the pod `log` subresource. A simulated scheduler and kubelet move pods through
-//! their phases, run each container's fixture script (see `mcp_orchestrator_api::fixture`) and
-//! apply restart policies; tests inject failures (image pull, crash loop, OOM, unschedulable)
-//! and push log lines through a [`FakeKubeHandle`].
+//! deletion, the pod `log` subresource and the pod `attach` subresource over WebSocket. A
+//! simulated scheduler and kubelet move pods through their phases, run each container's fixture
+//! script (see `mcp_orchestrator_api::fixture`) or, for images registered with
+//! [`FakeKubeHandle::run_image_as`], a real local program, and apply restart policies; tests
+//! inject failures (image pull, crash loop, OOM, unschedulable) and push log lines through a
+//! [`FakeKubeHandle`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -41,7 +43,19 @@
 //!   `terminationGracePeriodSeconds`) sets `deletionTimestamp`; the kubelet stops the
 //!   containers (SIGTERM: exit 143 after [`KubeletTimings::termination`]; with
 //!   [`Failure::IgnoreSigterm`], exit 137 when the grace period ends), then removes the pod.
-//!   Grace 0, unscheduled and finished pods are removed at once.
+//!   Grace 0, unscheduled and finished pods are removed at once. A container running a real
+//!   program gets a real SIGTERM, and SIGKILL when the grace period ends.
+//! - Attach (`GET .../pods/{name}/attach`, real programs only): a WebSocket upgrade with the
+//!   `v5.channel.k8s.io` / `v4.channel.k8s.io` channel protocols, negotiated in the client's
+//!   order as the apiserver's handshake does (kube and kubectl offer v5 first); other
+//!   subprotocols are refused with 403. Channel 0 is stdin, 1 the process's exact stdout bytes,
+//!   2 its stderr (only when requested; stderr always reaches the log), 3 a v1 `Status` when the
+//!   process exits, 255 a client's stdin close (v5). A container's stdin pipe stays open between
+//!   sessions (`stdinOnce`: closed after the first). Several clients may attach; each gets all
+//!   output from the moment it attached, and one at a time holds stdin (the others' stdin bytes
+//!   are dropped, never interleaved). Pre-upgrade errors are `Status` answers: 404 for a missing
+//!   pod, 400 for an invalid or not running container, `stdin=true` without `stdin: true` in the
+//!   spec, no stream requested, or no WebSocket upgrade.
 //!
 //! # Deliberately independent of `mcp-types`
 //! The label/field selector parser and matcher (`selector`) and the name and label checks
@@ -53,15 +67,21 @@
 //! # Not modelled
 //! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
 //! exists), finalizers and owner-reference garbage collection, probes, init containers' runs,
-//! exec/attach/port-forward, authentication, and resource kinds other than the four above.
+//! exec and port-forward, attach over SPDY (a POST is answered 400 like a request without an
+//! upgrade), TTYs (`tty=true` is refused with 400), the legacy `channel.k8s.io` and base64
+//! subprotocols, attach to fixture-script containers (400: they have no byte streams),
+//! `valueFrom` env values for real programs, authentication and authorization, and resource
+//! kinds other than the four above.
 
 mod api;
+mod attach;
 mod failures;
 mod fixture;
 mod kind;
 mod kubelet;
 mod logs;
 mod names;
+mod process;
 mod requests;
 mod resources;
 mod selector;
@@ -204,6 +224,7 @@ impl FakeKubeServer {
         let store = Arc::new(Store::new());
         let logs = Arc::new(LogStore::default());
         let failures = Arc::new(failures::Failures::default());
+        let programs = Arc::new(process::Programs::default());
         let kubelet = Arc::new(Kubelet::new(
             Arc::clone(&store),
             Arc::clone(&logs),
@@ -211,6 +232,7 @@ impl FakeKubeServer {
             options.timings.clone(),
             cancel.clone(),
             tracker.clone(),
+            Arc::clone(&programs),
         ));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(AppState {
@@ -239,6 +261,7 @@ impl FakeKubeServer {
                 store,
                 logs,
                 failures,
+                programs,
                 requests,
             },
             cancel,
@@ -345,6 +368,7 @@ pub struct FakeKubeHandle {
     store: Arc<Store>,
     logs: Arc<LogStore>,
     failures: Arc<failures::Failures>,
+    programs: Arc<process::Programs>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
 }
 
@@ -353,6 +377,22 @@ impl FakeKubeHandle {
     /// scheduled and containers started or pulled from now on.
     pub fn inject(&self, target: FailureTarget, failure: Failure) {
         self.failures.inject(target, failure);
+    }
+
+    /// Runs containers whose `image` is exactly `image` as the real local program `path`
+    /// (for pods started from now on) instead of interpreting fixture scripts.
+    ///
+    /// The program plays the image's entry point: a container `command` replaces it (its first
+    /// word, the binary's path inside the image, is dropped) and `args` follow. The process gets
+    /// only the container's literal `env` values. Its stdout and stderr lines go to the container
+    /// log; with `stdin: true` its stdin is a pipe that outlives attach sessions (closed after
+    /// the first one with `stdinOnce: true`), served by the `attach` subresource. A graceful
+    /// delete sends SIGTERM, then SIGKILL when the grace period ends; the exit code (128 +
+    /// signal when a signal ended it) is reported in the container status and the restart
+    /// policy applies. Injected crash and OOM failures still win. No process outlives the
+    /// server: stopping or dropping it kills them.
+    pub fn run_image_as(&self, image: &str, path: impl AsRef<std::path::Path>) {
+        self.programs.register(image, path.as_ref());
     }
 
     /// Removes every failure injected for `target`.
