@@ -8,10 +8,8 @@
 //! | another client of this orchestrator is attached  | `Unavailable`                        |
 //! | the attach request fails                         | through `error::map_kube_error`      |
 
-use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -21,40 +19,9 @@ use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{InstanceId, labels};
 use tokio::io::{AsyncRead, AsyncWrite, Join, ReadBuf, ReadHalf, SimplexStream, WriteHalf};
 
+use crate::claims::Claim;
 use crate::error::{BACKEND, Target, map_kube_error};
 use crate::orchestrator::KubernetesOrchestrator;
-
-/// The instances a client of this orchestrator (or of its clones) is attached to.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AttachedSet(Arc<Mutex<HashSet<String>>>);
-
-impl AttachedSet {
-    /// Claims `id`; `None` while another client holds it.
-    fn claim(&self, id: &str) -> Option<Claim> {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        held.insert(id.to_owned()).then(|| Claim {
-            set: self.clone(),
-            id: id.to_owned(),
-        })
-    }
-}
-
-/// Held while a client is attached; released when its stream is dropped.
-#[derive(Debug)]
-struct Claim {
-    set: AttachedSet,
-    id: String,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        self.set
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-    }
-}
 
 /// The server's stdout (read) and stdin (write), keeping the attach session alive.
 struct AttachedStdio {
@@ -198,21 +165,5 @@ impl KubernetesOrchestrator {
             _process: process,
             _claim: claim,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_claim_per_instance_released_on_drop() {
-        let set = AttachedSet::default();
-        let first = set.claim("a").expect("free");
-        assert!(set.claim("a").is_none());
-        let other = set.claim("b").expect("another instance");
-        drop(first);
-        assert!(set.clone().claim("a").is_some());
-        drop(other);
     }
 }

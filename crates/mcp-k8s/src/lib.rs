@@ -25,6 +25,7 @@
 //!   the deletion after grace + 10 s), then removes the companion objects.
 
 mod attach;
+mod claims;
 mod config;
 mod error;
 mod lifecycle;

@@ -18,7 +18,7 @@ use mcp_types::{
     StartOptions, ValidationErrors, labels,
 };
 
-use crate::attach::AttachedSet;
+use crate::claims::AttachedSet;
 use crate::error::{BACKEND, Target, idempotent};
 use crate::status::{has_previous_run, has_run, instance_status, is_managed, pod_instance};
 use crate::{config, lifecycle, logs};
