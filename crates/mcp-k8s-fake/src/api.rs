@@ -1,5 +1,5 @@
 //! The HTTP surface: axum routes for discovery, `/version`, create/get/list/watch/delete of the
-//! served resources, delete-collection, and the pod `log` subresource.
+//! served resources, delete-collection, and the pod `log`, `status` and `attach` subresources.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,9 +8,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,15 +22,19 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::attach::{self, AttachOptions};
+use crate::kind::ResourceKind;
 use crate::kubelet::Kubelet;
 use crate::logs::{LogLine, LogStore};
-use crate::resources::{self, ResourceKind};
+use crate::requests::RecordedRequest;
+use crate::resources;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, FieldError, json_response};
 use crate::store::{
     DeleteAction, DeleteOutcome, EventType, Filter, ObjectKey, Store, StoreEvent, WatchStart,
+    stamp_deletion,
 };
-use crate::{RecordedRequest, time};
+use crate::time;
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -85,7 +91,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/{version}/namespaces/{ns}/{plural}/{name}/{subresource}",
-            get(get_subresource),
+            get(get_subresource).post(post_subresource),
         )
         .route(
             "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{subresource}",
@@ -286,6 +292,7 @@ async fn resource_list(
         })
         .collect();
     if group.is_empty() {
+        resources.push(json!({"name": "pods/attach", "singularName": "", "namespaced": true, "kind": "PodAttachOptions", "verbs": ["create", "get"]}));
         resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
         resources.push(json!({"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
     }
@@ -543,9 +550,14 @@ async fn get_subresource(
     State(state): Shared,
     StatusPath(path): StatusPath<ResourcePath>,
     raw: RawParams,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult {
     let key = path.key()?;
     match (key.kind, path.subresource.as_deref()) {
+        (ResourceKind::Pod, Some("attach")) => {
+            pod_attach(&state, &key, &Params::from(raw)?, &headers, upgrade).await
+        }
         (ResourceKind::Pod, Some("log")) => pod_log(&state, &key, &Params::from(raw)?),
         (
             ResourceKind::Pod | ResourceKind::Service | ResourceKind::PersistentVolumeClaim,
@@ -557,6 +569,58 @@ async fn get_subresource(
             .ok_or_else(|| ApiError::not_found(key.kind, &key.name)),
         _ => Err(ApiError::unknown_path()),
     }
+}
+
+/// POST is how SPDY clients attach; only the WebSocket (GET) upgrade is modelled, so a POST
+/// attach gets the answer to a request without a usable upgrade.
+async fn post_subresource(
+    State(state): Shared,
+    StatusPath(path): StatusPath<ResourcePath>,
+    raw: RawParams,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult {
+    let key = path.key()?;
+    match (key.kind, path.subresource.as_deref()) {
+        (ResourceKind::Pod, Some("attach")) => {
+            pod_attach(&state, &key, &Params::from(raw)?, &headers, upgrade).await
+        }
+        (_, Some("log" | "status")) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::unknown_path()),
+    }
+}
+
+async fn pod_attach(
+    state: &Arc<AppState>,
+    key: &ObjectKey,
+    params: &Params,
+    headers: &HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult {
+    let options = AttachOptions {
+        container: params
+            .get("container")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        stdin: params.flag("stdin")?,
+        stdout: params.flag("stdout")?,
+        stderr: params.flag("stderr")?,
+    };
+    if params.flag("tty")? {
+        return Err(ApiError::bad_request(
+            "tty attach is not modelled by mcp-k8s-fake",
+        ));
+    }
+    attach::attach(
+        &state.store,
+        &state.kubelet,
+        state.cancel.clone(),
+        key,
+        options,
+        headers,
+        upgrade,
+    )
+    .await
 }
 
 async fn create(
@@ -732,22 +796,6 @@ fn decide_pod_delete(pod: &Value, options: &DeleteOptions) -> (DeleteAction, Pod
         DeleteAction::Update(stamp_deletion(pod, period)),
         PodDeletion::Graceful(period),
     )
-}
-
-/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
-/// pod already being deleted keeps its timestamp unless the period shortens it.
-pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
-    let mut next = pod.clone();
-    let meta = &mut next["metadata"];
-    let shorter = meta["deletionGracePeriodSeconds"]
-        .as_i64()
-        .is_none_or(|current| period < current);
-    if meta["deletionTimestamp"].is_null() || shorter {
-        let at = time::plus_seconds(time::now(), period);
-        meta["deletionTimestamp"] = json!(time::format_seconds(at));
-        meta["deletionGracePeriodSeconds"] = json!(period);
-    }
-    next
 }
 
 /// Deletes one object; returns the delete outcome (None when absent).

@@ -1,6 +1,7 @@
 //! The simulated scheduler and kubelet: one task per pod binds it to the fake node, pulls images,
-//! runs each container's program (a fixture script or "run forever"), applies the restart policy
-//! with CrashLoopBackOff, honours injected failures, and carries out graceful deletion.
+//! runs each container's program (a real local program for images registered with
+//! `FakeKubeHandle::run_image_as`, else a fixture script or "run forever"), applies the restart
+//! policy with CrashLoopBackOff, honours injected failures, and carries out graceful deletion.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -21,9 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::failures::{Failure, Failures};
 use crate::fixture;
+use crate::kind::ResourceKind;
 use crate::logs::{LogStore, LogStream};
-use crate::resources::ResourceKind;
-use crate::store::{DeleteAction, ObjectKey, Store};
+use crate::process::{Launch, Programs, RealProcess, StdioHubs};
+use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
 use crate::{names, time};
 use mcp_orchestrator_api::fixture::FixtureStep as Step;
 
@@ -83,6 +85,8 @@ pub(crate) struct Kubelet {
     tracker: TaskTracker,
     pods: Mutex<HashMap<String, watch::Sender<PodSignal>>>,
     next_ip: AtomicU32,
+    programs: Arc<Programs>,
+    hubs: Arc<StdioHubs>,
 }
 
 impl Kubelet {
@@ -93,6 +97,7 @@ impl Kubelet {
         timings: KubeletTimings,
         cancel: CancellationToken,
         tracker: TaskTracker,
+        programs: Arc<Programs>,
     ) -> Self {
         Self {
             store,
@@ -103,7 +108,19 @@ impl Kubelet {
             tracker,
             pods: Mutex::new(HashMap::new()),
             next_ip: AtomicU32::new(0),
+            programs,
+            hubs: Arc::new(StdioHubs::default()),
         }
+    }
+
+    /// The stdio hubs of containers that run real programs (for attach).
+    pub(crate) fn hubs(&self) -> &Arc<StdioHubs> {
+        &self.hubs
+    }
+
+    /// Whether containers of `image` run a real program.
+    pub(crate) fn runs_program(&self, image: &str) -> bool {
+        self.programs.lookup(image).is_some()
     }
 
     fn pods(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<PodSignal>>> {
@@ -175,6 +192,10 @@ struct ContainerSpec {
     image: String,
     command: Vec<String>,
     args: Vec<String>,
+    /// Literal `env` values (`valueFrom` is not resolved).
+    env: Vec<(String, String)>,
+    stdin: bool,
+    stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +299,14 @@ impl PodRuntime {
                     image: c.image.clone().unwrap_or_default(),
                     command: c.command.clone().unwrap_or_default(),
                     args: c.args.clone().unwrap_or_default(),
+                    env: c
+                        .env
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                        .collect(),
+                    stdin: c.stdin.unwrap_or(false),
+                    stdin_once: c.stdin_once.unwrap_or(false),
                 },
                 image_id: None,
                 state: RunState::Waiting {
@@ -436,7 +465,7 @@ impl PodRuntime {
                         .store
                         .delete(&self.key, Some(&self.uid), |pod| {
                             // The kubelet's final delete, with grace period 0.
-                            Ok(DeleteAction::RemoveAs(crate::api::stamp_deletion(pod, 0)))
+                            Ok(DeleteAction::RemoveAs(stamp_deletion(pod, 0)))
                         });
                     return;
                 }
@@ -606,6 +635,13 @@ impl PodRuntime {
         let ignores_sigterm = self
             .failure(image, |f| *f == Failure::IgnoreSigterm)
             .is_some();
+        if injected.is_none()
+            && let Some(program) = self.kubelet.programs.lookup(&spec.image)
+        {
+            return self
+                .execute_real(spec, &program, container_id, signal)
+                .await;
+        }
         let crash_after = self.timings().crash_after;
         let logs = Arc::clone(&self.kubelet.logs);
         let program = async move {
@@ -664,6 +700,69 @@ impl PodRuntime {
             () = tokio::time::sleep_until(stop_at) => Some(forced),
             () = wait_for_removed(signal) => None,
         }
+    }
+}
+
+impl PodRuntime {
+    /// Runs one container instance as a real process: SIGTERM on a graceful delete, SIGKILL
+    /// when the grace period ends or the pod is removed.
+    async fn execute_real(
+        &self,
+        spec: &ContainerSpec,
+        program: &std::path::Path,
+        container_id: &str,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> Option<Exit> {
+        let launch = Launch {
+            program,
+            command: &spec.command,
+            args: &spec.args,
+            env: &spec.env,
+            stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
+        };
+        let mut process = match RealProcess::spawn(
+            &launch,
+            &self.kubelet.logs,
+            &self.kubelet.hubs,
+            container_id,
+        ) {
+            Ok(process) => process,
+            Err(error) => {
+                // What a runtime reports when the entry point cannot be executed.
+                self.kubelet.logs.append(
+                    container_id,
+                    LogStream::Stderr,
+                    &format!("exec {}: {error}", program.display()),
+                );
+                return Some(Exit {
+                    code: 128,
+                    reason: "StartError",
+                });
+            }
+        };
+        let stop = tokio::select! {
+            code = process.wait() => return Some(Exit::from_code(code)),
+            stop = wait_for_stop(signal) => stop,
+        };
+        let PodSignal::Terminate { deadline } = stop else {
+            process.kill().await;
+            return None;
+        };
+        process.terminate();
+        let exit = tokio::select! {
+            code = process.wait() => Some(code),
+            () = tokio::time::sleep_until(deadline) => None,
+            () = wait_for_removed(signal) => {
+                process.kill().await;
+                return None;
+            }
+        };
+        let code = match exit {
+            Some(code) => code,
+            None => process.kill().await,
+        };
+        Some(Exit::from_code(code))
     }
 }
 
@@ -971,6 +1070,9 @@ mod tests {
                 image: "img".to_owned(),
                 command: Vec::new(),
                 args: Vec::new(),
+                env: Vec::new(),
+                stdin: false,
+                stdin_once: false,
             },
             image_id: None,
             state,

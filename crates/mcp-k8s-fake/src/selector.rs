@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::kind::ResourceKind;
 use crate::names;
-use crate::resources::ResourceKind;
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]

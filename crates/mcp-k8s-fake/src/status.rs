@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::resources::ResourceKind;
+use crate::kind::ResourceKind;
 
 /// An error answered as a Kubernetes `Status` object.
 #[derive(Debug, Clone)]

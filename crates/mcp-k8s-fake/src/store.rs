@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use crate::resources::{Allocators, ResourceKind};
+use crate::kind::ResourceKind;
+use crate::resources::Allocators;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::{names, time};
@@ -87,6 +88,22 @@ pub(crate) enum DeleteOutcome {
     Removed(Value),
     /// The object is still there (graceful deletion in progress).
     Kept(Value),
+}
+
+/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
+/// pod already being deleted keeps its timestamp unless the period shortens it.
+pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
+    let mut next = pod.clone();
+    let meta = &mut next["metadata"];
+    let shorter = meta["deletionGracePeriodSeconds"]
+        .as_i64()
+        .is_none_or(|current| period < current);
+    if meta["deletionTimestamp"].is_null() || shorter {
+        let at = time::plus_seconds(time::now(), period);
+        meta["deletionTimestamp"] = json!(time::format_seconds(at));
+        meta["deletionGracePeriodSeconds"] = json!(period);
+    }
+    next
 }
 
 /// Which objects a list or watch reads.

@@ -21,8 +21,9 @@ pub struct RoleRule {
     pub verbs: &'static [&'static str],
 }
 
-/// Exactly what the Kubernetes backend does: manage pods (and read their logs), and the
-/// NetworkPolicies, PersistentVolumeClaims and Services created with them.
+/// Exactly what the Kubernetes backend does: manage pods (read their logs, attach to a stdio
+/// server's stdin/stdout), and the NetworkPolicies, PersistentVolumeClaims and Services created
+/// with them.
 const BACKEND_RULES: &[RoleRule] = &[
     RoleRule {
         api_group: "",
@@ -33,6 +34,15 @@ const BACKEND_RULES: &[RoleRule] = &[
         api_group: "",
         resource: "pods/log",
         verbs: &["get"],
+    },
+    // `attach_stdio`: kube attaches over a WebSocket, an HTTP GET upgrade. The apiserver
+    // authorizes that GET as `get` on pods/attach, and since Kubernetes 1.35
+    // (AuthorizePodWebsocketUpgradeCreatePermission, on by default) also checks `create`, the
+    // verb SPDY's POST always needed. Both are required to attach on 1.33 through 1.37.
+    RoleRule {
+        api_group: "",
+        resource: "pods/attach",
+        verbs: &["create", "get"],
     },
     RoleRule {
         api_group: "networking.k8s.io",

@@ -780,6 +780,7 @@ fn rbac_grants_exactly_the_backend_verbs() {
             &["create", "get", "list", "watch", "delete"][..],
         ),
         ("", "pods/log", &["get"][..]),
+        ("", "pods/attach", &["create", "get"][..]),
         (
             "networking.k8s.io",
             "networkpolicies",

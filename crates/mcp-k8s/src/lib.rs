@@ -19,9 +19,13 @@
 //! - Errors: one function maps kube errors (401/403, 404, 409, 410, 422, 429/5xx, connection
 //!   errors) to [`mcp_orchestrator_api::OrchestratorError`]; idempotent requests (get, list,
 //!   delete, log reads) are retried a few times with backoff on the transient ones.
+//! - Attaching: [`KubernetesOrchestrator::attach_stdio`] connects to a stdio server's
+//!   stdin/stdout through `pods/attach` over a WebSocket, one client at a time per instance.
 //! - Stopping deletes the pod with the grace period, waits on a watch until it is gone (forcing
 //!   the deletion after grace + 10 s), then removes the companion objects.
 
+mod attach;
+mod claims;
 mod config;
 mod error;
 mod lifecycle;

@@ -19,6 +19,7 @@ use mcp_types::{
     StartOptions, ValidationErrors, labels,
 };
 
+use crate::claims::AttachedSet;
 use crate::error::{BACKEND, Target, idempotent};
 use crate::status::{has_previous_run, has_run, instance_status, is_managed, pod_instance};
 use crate::{config, lifecycle, logs};
@@ -37,6 +38,8 @@ pub struct KubernetesOrchestrator {
     pub(crate) services: Api<Service>,
     pub(crate) claims: Api<PersistentVolumeClaim>,
     pub(crate) policies: Api<NetworkPolicy>,
+    /// Instances a client is attached to (`attach_stdio`), shared by clones.
+    pub(crate) attached: AttachedSet,
 }
 
 impl fmt::Debug for KubernetesOrchestrator {
@@ -91,6 +94,7 @@ impl KubernetesOrchestrator {
             services: Api::namespaced(client.clone(), ns),
             claims: Api::namespaced(client.clone(), ns),
             policies: Api::namespaced(client.clone(), ns),
+            attached: AttachedSet::default(),
             client,
             config,
         }

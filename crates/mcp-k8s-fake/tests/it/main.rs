@@ -1,5 +1,6 @@
 //! Integration tests: a real `kube::Client` against the fake apiserver.
 
+mod attach;
 mod delete;
 mod kubelet;
 mod lists;

@@ -1,0 +1,158 @@
+//! The resource kinds the fake serves and their API coordinates: plural and kind names, group,
+//! version, the `details` of their `Status` errors, their selectable fields and name rules.
+
+use serde_json::{Value, json};
+
+use crate::names;
+
+/// A resource type served by the fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    /// Core v1 `pods`.
+    Pod,
+    /// Core v1 `services`.
+    Service,
+    /// Core v1 `persistentvolumeclaims`.
+    PersistentVolumeClaim,
+    /// `networking.k8s.io/v1` `networkpolicies`.
+    NetworkPolicy,
+}
+
+impl ResourceKind {
+    /// Every served kind.
+    pub const ALL: [Self; 4] = [
+        Self::Pod,
+        Self::Service,
+        Self::PersistentVolumeClaim,
+        Self::NetworkPolicy,
+    ];
+
+    /// The plural resource name used in URLs.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Pod => "pods",
+            Self::Service => "services",
+            Self::PersistentVolumeClaim => "persistentvolumeclaims",
+            Self::NetworkPolicy => "networkpolicies",
+        }
+    }
+
+    /// The object kind (`Pod`, ...).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Service => "Service",
+            Self::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Self::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+
+    /// The API group ("" for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "networking.k8s.io",
+            _ => "",
+        }
+    }
+
+    /// The `apiVersion` of objects of this kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "networking.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    /// The kind of list objects (`PodList`, ...).
+    pub(crate) fn list_kind(self) -> String {
+        format!("{}List", self.kind())
+    }
+
+    /// Looks a kind up by API group and plural name.
+    pub(crate) fn from_plural(group: &str, plural: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.group() == group && kind.plural() == plural)
+    }
+
+    /// Looks a kind up by API group and kind name (for typed handle accessors).
+    pub(crate) fn from_kind(group: &str, kind: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.kind() == kind)
+    }
+
+    /// `pods` or `networkpolicies.networking.k8s.io`, as in NotFound messages.
+    pub(crate) fn qualified_resource(self) -> String {
+        match self.group() {
+            "" => self.plural().to_owned(),
+            group => format!("{}.{group}", self.plural()),
+        }
+    }
+
+    /// `Pod` or `NetworkPolicy.networking.k8s.io`, as in Invalid messages.
+    pub(crate) fn qualified_kind(self) -> String {
+        match self.group() {
+            "" => self.kind().to_owned(),
+            group => format!("{}.{group}", self.kind()),
+        }
+    }
+
+    /// `details` of NotFound / AlreadyExists statuses.
+    pub(crate) fn status_details(self, name: &str) -> Value {
+        let mut details = json!({ "name": name, "kind": self.plural() });
+        if !self.group().is_empty() {
+            details["group"] = json!(self.group());
+        }
+        details
+    }
+
+    /// `details` of Invalid statuses (carry the kind, not the resource).
+    pub(crate) fn invalid_details(self, name: &str) -> Value {
+        let mut details = json!({ "name": name, "kind": self.kind() });
+        if !self.group().is_empty() {
+            details["group"] = json!(self.group());
+        }
+        details
+    }
+
+    /// Field selectors the apiserver supports for this kind.
+    pub(crate) fn selectable_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            Self::Service => &[
+                "metadata.name",
+                "metadata.namespace",
+                "spec.clusterIP",
+                "spec.type",
+            ],
+            Self::PersistentVolumeClaim | Self::NetworkPolicy => {
+                &["metadata.name", "metadata.namespace"]
+            }
+        }
+    }
+
+    /// Whether DELETE answers with the deleted object (pods, services) rather than a `Status`.
+    pub(crate) fn returns_deleted_object(self) -> bool {
+        matches!(self, Self::Pod | Self::Service)
+    }
+
+    /// Validates the name of an object of this kind.
+    pub(crate) fn validate_name(self, name: &str) -> Result<(), String> {
+        match self {
+            Self::Service => names::dns1035_label(name),
+            _ => names::dns1123_subdomain(name),
+        }
+    }
+}
