@@ -816,6 +816,9 @@ async fn run_program(steps: &[Step], logs: &LogStore, container_id: &str) -> Exi
             }
             Step::Sleep(duration) => tokio::time::sleep(*duration).await,
             Step::Exit(code) => return Exit::from_code(*code),
+            // Serving MCP needs the real program (`FakeKubeHandle::run_image_as`); interpreted,
+            // the container runs until it is stopped.
+            Step::Serve(_) => break,
         }
     }
     std::future::pending().await
