@@ -128,9 +128,42 @@ mod tests {
         );
     }
 
+    /// Every feature of `mcp-factory` (its `Cargo.toml`, the source of truth) but `default` is a
+    /// backend, and each has an isolation check.
     #[test]
     fn every_backend_feature_is_checked() {
-        let names: Vec<&str> = ISOLATION.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["docker", "kubernetes", "process"]);
+        let path = crate::workspace_root().join("crates/mcp-factory/Cargo.toml");
+        let manifest: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let mut backends: Vec<&str> = manifest["features"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|f| *f != "default")
+            .collect();
+        backends.sort_unstable();
+        let mut checked: Vec<&str> = ISOLATION.iter().map(|(f, _)| *f).collect();
+        checked.sort_unstable();
+        assert_eq!(checked, backends, "features of {}", path.display());
+        assert_eq!(backends, ["docker", "kubernetes", "process"]);
+        // Built with one backend, the others' crates (`dep:` of their features) are forbidden.
+        let deps_of = |feature: &str| -> Vec<String> {
+            manifest["features"][feature]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v.as_str()?.strip_prefix("dep:").map(str::to_owned))
+                .collect()
+        };
+        for (feature, forbidden) in ISOLATION {
+            for other in backends.iter().filter(|b| *b != feature) {
+                for dep in deps_of(other) {
+                    assert!(
+                        forbidden.contains(&dep.as_str()),
+                        "`{feature}` alone must not depend on {dep} (feature `{other}`)"
+                    );
+                }
+            }
+        }
     }
 }

@@ -345,7 +345,9 @@ fn image_steps(layout: &Layout) -> [Step; 3] {
     ]
 }
 
-/// The integration tests, told where the cluster is through environment variables.
+/// The integration tests, told where the cluster is through environment variables. Seen at build
+/// time, `MCPCTL_KIND_CLUSTER` also turns on the `mcpctl_kind` cfg (the package's `build.rs`)
+/// without which every kind test is compiled as ignored.
 fn test_step(layout: &Layout) -> Step {
     Step {
         about: "run the Kubernetes integration tests against the cluster",

@@ -1,10 +1,13 @@
-//! After the tests: nothing they started may still run. Looks for processes of this workspace's
-//! test binaries and for containers of the test image, and names what it finds.
+//! After the tests: nothing they started may be left. Looks for processes of this workspace's
+//! test binaries and, on the Docker engine, for containers of a test image, dangling volumes of
+//! managed instances and the tests' own networks, and names what it finds. When Docker is
+//! required, a `docker` command that cannot run or fails fails the check instead of passing it.
 
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use mcp_types::labels;
 
 /// Programs the tests start (as servers, supervisors, or the CLI's embedded supervisor).
 const TEST_PROGRAMS: &[&str] = &[
@@ -13,22 +16,60 @@ const TEST_PROGRAMS: &[&str] = &[
     "mcp-orch",
     "mcp-k8s-probe",
 ];
-/// The image the Docker tests run.
-const TEST_IMAGE: &str = "mcp-test-server:test";
+/// Label of every test image (`mcp_test_server::TEST_IMAGE_LABEL`, set by its Dockerfile);
+/// containers inherit their image's labels, so this finds containers of any test image tag.
+const TEST_IMAGE_LABEL: &str = "mcpctl.io/test-image=true";
+/// Label of every volume the Docker backend creates for an instance (`mcp_docker::volume_labels`).
+/// The backend removes an instance's volumes with it, so one that no container uses is left over.
+fn managed_volume_label() -> String {
+    format!("{}=true", labels::MANAGED)
+}
+/// Label of every network the Docker backend creates (`ensure_network` in mcp-docker).
+fn managed_network_label() -> String {
+    format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_VALUE)
+}
+/// Name prefixes of the networks the tests and benchmarks create (the backend's default
+/// `mcpctl-network` and networks users configure are not the tests' to remove).
+const TEST_NETWORK_PREFIXES: &[&str] = &[
+    // crates/mcp-docker/tests/docker_engine.rs
+    "mcpctl-test-",
+    // crates/mcp-cli/tests/cli_docker.rs
+    "mcpctl-cli-test-",
+    // crates/mcp-bench/src/docker_env.rs
+    "mcpctl-bench-",
+];
 
-/// Fails, listing them, when test processes or containers are left.
-pub(crate) fn check(root: &Path) -> Result<()> {
-    let mut left = processes_under(&root.join("target"));
-    left.extend(test_containers());
+/// Fails, listing them, when test processes, containers, volumes or networks are left, or when
+/// Docker is required and cannot be asked.
+pub(crate) fn check(root: &Path, require_docker: bool) -> Result<()> {
+    check_with(root, "docker", require_docker)
+}
+
+/// [`check`] asking `docker` (the program to run).
+fn check_with(root: &Path, docker: &str, require_docker: bool) -> Result<()> {
+    let left = find(root, docker, require_docker)?;
     if !left.is_empty() {
         bail!(
-            "the tests left {} thing(s) running:\n  {}",
+            "the tests left {} thing(s) behind:\n  {}",
             left.len(),
             left.join("\n  ")
         );
     }
-    println!("    no test process or container left");
+    println!("    no test process, container, volume or network left");
     Ok(())
+}
+
+/// Everything left: processes under `root/target`, then what `docker` (the program) reports.
+fn find(root: &Path, docker: &str, require_docker: bool) -> Result<Vec<String>> {
+    let mut left = processes_under(&root.join("target"));
+    match docker_leftovers(docker) {
+        Ok(found) => left.extend(found),
+        Err(e) if require_docker => {
+            return Err(e.context("Docker is required, so the leftovers check must reach it"));
+        }
+        Err(e) => println!("    Docker not checked (not required): {e:#}"),
+    }
+    Ok(left)
 }
 
 /// Processes whose executable is one of [`TEST_PROGRAMS`] under `target`.
@@ -48,30 +89,92 @@ fn processes_under(target: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Containers (running or not) created from the test image; none when Docker is absent.
-fn test_containers() -> Vec<String> {
-    let Ok(out) = Command::new("docker")
-        .args([
+/// Test containers (running or not), dangling managed volumes and test networks.
+fn docker_leftovers(docker: &str) -> Result<Vec<String>> {
+    let filter = |label: &str| format!("label={label}");
+    let containers = docker_lines(
+        docker,
+        &[
             "ps",
             "-a",
             "--filter",
-            &format!("ancestor={TEST_IMAGE}"),
+            &filter(TEST_IMAGE_LABEL),
             "--format",
-            "{{.Names}} ({{.Status}})",
-        ])
-        .output()
-    else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| format!("container {l}"))
+            "{{.Names}} ({{.Image}}, {{.Status}})",
+        ],
+    )?;
+    let volumes = docker_lines(
+        docker,
+        &[
+            "volume",
+            "ls",
+            "--filter",
+            &filter(&managed_volume_label()),
+            "--filter",
+            "dangling=true",
+            "--format",
+            "{{.Name}}",
+        ],
+    )?;
+    let networks = docker_lines(
+        docker,
+        &[
+            "network",
+            "ls",
+            "--filter",
+            &filter(&managed_network_label()),
+            "--format",
+            "{{.Name}}",
+        ],
+    )?;
+    Ok(containers
+        .into_iter()
+        .map(|c| format!("container {c}"))
+        .chain(volumes.into_iter().map(|v| format!("volume {v}")))
+        .chain(
+            test_networks(&networks)
+                .into_iter()
+                .map(|n| format!("network {n}")),
+        )
+        .collect())
+}
+
+/// The names among `networks` that a test or benchmark made.
+fn test_networks(networks: &[String]) -> Vec<String> {
+    networks
+        .iter()
+        .filter(|n| TEST_NETWORK_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .cloned()
         .collect()
+}
+
+/// Runs `docker args`, returning its non-empty output lines; an error when it cannot be run or
+/// exits unsuccessfully.
+fn docker_lines(docker: &str, args: &[&str]) -> Result<Vec<String>> {
+    let shown = format!("{docker} {}", args.join(" "));
+    let out = Command::new(docker)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn finds_a_running_test_program_and_nothing_else() {
@@ -88,5 +191,130 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains(&child.id().to_string()), "{found:?}");
         assert!(processes_under(Path::new("/nonexistent")).is_empty());
+    }
+
+    /// A scratch directory (as the workspace root, with no `target`) holding a stub `docker`
+    /// script with `body`; removed on drop.
+    struct Stub {
+        dir: PathBuf,
+    }
+
+    impl Stub {
+        fn new(name: &str, body: &str) -> Self {
+            use std::os::unix::fs::PermissionsExt;
+            let dir =
+                std::env::temp_dir().join(format!("xtask-leftovers-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let docker = dir.join("docker");
+            std::fs::write(&docker, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+            Self { dir }
+        }
+
+        fn find(&self, require_docker: bool) -> Result<Vec<String>> {
+            find(
+                &self.dir,
+                self.dir.join("docker").to_str().unwrap(),
+                require_docker,
+            )
+        }
+    }
+
+    impl Drop for Stub {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn finds_test_containers_dangling_managed_volumes_and_test_networks() {
+        // Answers each listing only when asked with the filters the check relies on.
+        let stub = Stub::new(
+            "found",
+            r#"case "$*" in
+  "ps -a --filter label=mcpctl.io/test-image=true "*) echo "mcp-echo-1 (mcp-test-server:test, Exited (0))";;
+  "volume ls --filter label=mcpctl.io/managed=true --filter dangling=true "*) echo mcp-echo-1-data;;
+  "network ls --filter label=app.kubernetes.io/managed-by=mcpctl "*)
+    printf 'mcpctl-network\nmcpctl-test-logs-abc\nmcpctl-cli-test-42\nmcpctl-bench-7\nteam-net\n';;
+  *) echo "unexpected: $*" >&2; exit 1;;
+esac"#,
+        );
+        let found = stub.find(true).unwrap();
+        assert_eq!(
+            found,
+            [
+                "container mcp-echo-1 (mcp-test-server:test, Exited (0))",
+                "volume mcp-echo-1-data",
+                "network mcpctl-test-logs-abc",
+                "network mcpctl-cli-test-42",
+                "network mcpctl-bench-7",
+            ]
+        );
+        let err = check_with(&stub.dir, stub.dir.join("docker").to_str().unwrap(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the tests left 5 thing(s) behind")
+                && err.contains("volume mcp-echo-1-data"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_clean_engine_passes() {
+        let stub = Stub::new("clean", "exit 0");
+        assert!(stub.find(true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failing_docker_fails_the_check_only_when_docker_is_required() {
+        let stub = Stub::new(
+            "failing",
+            "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+        );
+        let err = stub.find(true).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("Cannot connect to the Docker daemon"),
+            "{err:#}"
+        );
+        assert!(stub.find(false).unwrap().is_empty());
+
+        let missing = find(Path::new("/nonexistent"), "/nonexistent/docker", true).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("cannot run `/nonexistent/docker ps"),
+            "{missing:#}"
+        );
+        assert!(
+            find(Path::new("/nonexistent"), "/nonexistent/docker", false)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_names_and_labels_are_the_ones_the_tests_use() {
+        let root = crate::workspace_root();
+        let test_server = std::fs::read_to_string(root.join("crates/mcp-test-server/src/lib.rs"));
+        let (key, value) = TEST_IMAGE_LABEL.split_once('=').unwrap();
+        assert!(
+            test_server
+                .unwrap()
+                .contains(&format!("TEST_IMAGE_LABEL: &str = \"{key}\"")),
+            "mcp-test-server's TEST_IMAGE_LABEL is no longer {key}"
+        );
+        assert_eq!(value, "true");
+        for (file, prefix) in [
+            ("crates/mcp-docker/tests/docker_engine.rs", "\"mcpctl-test-"),
+            ("crates/mcp-cli/tests/cli_docker.rs", "\"mcpctl-cli-test-"),
+            ("crates/mcp-bench/src/docker_env.rs", "\"mcpctl-bench-"),
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            assert!(text.contains(prefix), "{file} no longer names {prefix}");
+            assert!(
+                TEST_NETWORK_PREFIXES.contains(&&prefix[1..]),
+                "{prefix} missing from TEST_NETWORK_PREFIXES"
+            );
+        }
     }
 }

@@ -6,6 +6,16 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcp-bench");
 
+/// The quoted strings of `text` that directly follow `before` (e.g. `step(report, "` -> names).
+fn quoted_after<'a>(text: &'a str, before: &str) -> Vec<&'a str> {
+    text.match_indices(before)
+        .filter_map(|(at, _)| {
+            let rest = &text[at + before.len()..];
+            rest.find('"').map(|end| &rest[..end])
+        })
+        .collect()
+}
+
 #[test]
 fn lists_every_benchmark() {
     let out = Command::new(BIN).arg("--list").output().unwrap();
@@ -15,6 +25,34 @@ fn lists_every_benchmark() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
+
+    // The registry in the source, in order, is what --list prints.
+    let main =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/main.rs")).unwrap();
+    let start = main.find("const BENCHMARKS: &[(&str, &str)] = &[").unwrap();
+    let registry_text = &main[start..start + main[start..].find("\n];").unwrap()];
+    // One tuple per benchmark, opening a line: `("name", "what")` or `(` then `"name",`.
+    let lines: Vec<&str> = registry_text.lines().map(str::trim).collect();
+    let registry: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| match *line {
+            "(" => lines.get(i + 1)?.split('"').nth(1),
+            l if l.starts_with("(\"") => l.split('"').nth(1),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, registry, "--list against the BENCHMARKS registry");
+
+    // Every benchmark the run dispatches (each announces itself with `step`) is listed, and
+    // every listed one is dispatched.
+    let mut dispatched = quoted_after(&main, "step(&mut report, \"");
+    dispatched.extend(quoted_after(&main, "step(report, \""));
+    dispatched.sort_unstable();
+    let mut listed = names.clone();
+    listed.sort_unstable();
+    assert_eq!(listed, dispatched, "listed against run by src/main.rs");
+
     assert_eq!(
         names,
         [

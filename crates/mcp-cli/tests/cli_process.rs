@@ -198,22 +198,40 @@ fn bad_configs_are_one_line_errors_with_file_and_field() {
 #[test]
 fn verbose_errors_show_the_cause_chain() {
     let env = Env::process();
-    let out = env
-        .cmd(&["--backend", "docker", "-v", "ps"])
-        .env("MCPCTL_DOCKER_SOCKET", "/nonexistent/docker.sock")
-        .assert()
-        .failure()
-        .get_output()
-        .clone();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
-    let line = one_line_error(
-        env.cmd(&["--backend", "docker", "ps"])
-            .env("MCPCTL_DOCKER_SOCKET", "/nonexistent/docker.sock"),
-    );
+    let ps = |verbose: bool| {
+        let mut cmd = env.cmd(if verbose {
+            &["--backend", "docker", "-v", "ps"][..]
+        } else {
+            &["--backend", "docker", "ps"][..]
+        });
+        cmd.env("MCPCTL_DOCKER_SOCKET", "/nonexistent/docker.sock");
+        cmd
+    };
+    // Without -v: exactly one line.
+    let line = one_line_error(ps(false));
     assert!(
         line.contains("unavailable") || line.contains("Unavailable") || line.contains("cannot"),
         "{line}"
+    );
+    assert!(line.contains("/nonexistent/docker.sock"), "{line}");
+    // With -v: the same line, then the causes it does not show.
+    let out = ps(true).assert().failure().get_output().clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == line)
+        .unwrap_or_else(|| panic!("-v changed the error line {line:?}:\n{stderr}"));
+    let causes: Vec<&str> = lines[at + 1..]
+        .iter()
+        .map_while(|l| l.strip_prefix("  caused by: "))
+        .collect();
+    assert!(!causes.is_empty(), "-v shows no cause:\n{stderr}");
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("/nonexistent/docker.sock")),
+        "{causes:?}"
     );
 }
 

@@ -9,20 +9,21 @@
 //!   process: { stateDir: /var/lib/mcpctl/process }
 //! ```
 //!
-//! A backend's section is parsed and validated with the backend's own config type when that
-//! backend is compiled in; when it is not, the section is kept as written (so one config file can
+//! A backend's section (the Kubernetes one included, although its type lives in `mcp-types`) is
+//! parsed and validated with the backend's own config type when that backend is compiled in; when it is not, the section is kept as written (so one config file can
 //! serve binaries built with different features) and selecting that backend is an error that
 //! names the missing cargo feature.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
 use garde::Validate;
-use mcp_types::K8sConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::env::apply_env;
+use crate::error::{ConfigError, Format, Source};
 
 /// The Docker section's type: the backend's config when compiled in.
 #[cfg(feature = "docker")]
@@ -30,6 +31,13 @@ pub type DockerSection = mcp_docker::DockerConfig;
 /// The Docker section as written (the `docker` feature is off).
 #[cfg(not(feature = "docker"))]
 pub type DockerSection = Value;
+
+/// The Kubernetes section's type: the backend's config when compiled in.
+#[cfg(feature = "kubernetes")]
+pub type KubernetesSection = mcp_types::K8sConfig;
+/// The Kubernetes section as written (the `kubernetes` feature is off).
+#[cfg(not(feature = "kubernetes"))]
+pub type KubernetesSection = Value;
 
 /// The process section's type: the backend's config when compiled in.
 #[cfg(feature = "process")]
@@ -116,92 +124,10 @@ pub struct OrchestratorSection {
     pub docker: Option<DockerSection>,
     /// Kubernetes settings (defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<K8sConfig>,
+    pub kubernetes: Option<KubernetesSection>,
     /// Process backend settings (defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessSection>,
-}
-
-/// Where configuration text comes from, for messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file.
-    File(PathBuf),
-    /// Text given directly (tests, stdin).
-    Inline,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::File(p) => write!(f, "{}", p.display()),
-            Self::Inline => f.write_str("<inline config>"),
-        }
-    }
-}
-
-/// Text format of a config document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// YAML (also accepts JSON, which is YAML).
-    Yaml,
-    /// JSON.
-    Json,
-}
-
-impl Format {
-    /// JSON for `.json` files, YAML otherwise.
-    pub fn of_path(path: &Path) -> Self {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
-            Self::Json
-        } else {
-            Self::Yaml
-        }
-    }
-}
-
-/// A configuration that cannot be used. Names the source and the field path.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The IO error.
-        source: std::io::Error,
-    },
-    /// The text is not valid YAML/JSON.
-    #[error("{origin}: not valid {format}: {message}")]
-    Syntax {
-        /// Where the text came from.
-        origin: Source,
-        /// YAML or JSON.
-        format: &'static str,
-        /// The parser's message (with line and column).
-        message: String,
-    },
-    /// A field has the wrong shape or an unknown name.
-    #[error("{origin}: {}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
-    Field {
-        /// Where the text came from.
-        origin: Source,
-        /// Field path, e.g. `orchestrator.docker.network`.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// An environment override is malformed.
-    #[error("environment variable {var}: {message}")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 impl OrchestratorConfig {
@@ -257,31 +183,42 @@ impl OrchestratorConfig {
         Ok(config)
     }
 
-    /// Validates the sections the binary understands.
+    /// Validates the sections the binary understands; the others are kept as written.
+    #[cfg_attr(
+        not(any(feature = "docker", feature = "kubernetes")),
+        expect(
+            clippy::unused_self,
+            clippy::unnecessary_wraps,
+            unused_variables,
+            reason = "with neither typed section compiled in there is nothing to check"
+        )
+    )]
     fn check(&self, source: &Source) -> Result<(), ConfigError> {
-        let field = |path: String, message: String| ConfigError::Field {
-            origin: source.clone(),
-            path,
-            message,
-        };
+        #[cfg(feature = "kubernetes")]
         if let Some(k) = &self.orchestrator.kubernetes {
-            first_error(k.validate(), "orchestrator.kubernetes").map_err(|(p, m)| field(p, m))?;
+            first_error(k.validate(), "orchestrator.kubernetes", source)?;
         }
         #[cfg(feature = "docker")]
         if let Some(d) = &self.orchestrator.docker {
-            first_error(d.validate(), "orchestrator.docker").map_err(|(p, m)| field(p, m))?;
+            first_error(d.validate(), "orchestrator.docker", source)?;
         }
         Ok(())
     }
 
     /// The Kubernetes settings in effect (the section, or defaults).
-    pub fn kubernetes(&self) -> K8sConfig {
+    #[cfg(feature = "kubernetes")]
+    pub fn kubernetes(&self) -> mcp_types::K8sConfig {
         self.orchestrator.kubernetes.clone().unwrap_or_default()
     }
 }
 
-/// The first garde error as (path with prefix, message).
-fn first_error(r: Result<(), garde::Report>, prefix: &str) -> Result<(), (String, String)> {
+/// The first garde error as a [`ConfigError::Field`] (path with prefix; the others in the message).
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+fn first_error(
+    r: Result<(), garde::Report>,
+    prefix: &str,
+    source: &Source,
+) -> Result<(), ConfigError> {
     let Err(report) = r else { return Ok(()) };
     let errors = mcp_types::ValidationErrors::from(report).prefixed(prefix);
     match errors.errors() {
@@ -293,7 +230,11 @@ fn first_error(r: Result<(), garde::Report>, prefix: &str) -> Result<(), (String
             } else {
                 String::new()
             };
-            Err((first.path.clone(), format!("{}{more}", first.message)))
+            Err(ConfigError::Field {
+                origin: source.clone(),
+                path: first.path.clone(),
+                message: format!("{}{more}", first.message),
+            })
         }
     }
 }

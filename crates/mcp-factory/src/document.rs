@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::config::{ConfigError, Format, Source};
+use crate::error::{ConfigError, Format, Source};
 
 /// Parses `text` as `T`, going through a generic tree so that shape errors carry the path.
 ///

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// How an override's text becomes a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,12 +6,12 @@ pub mod config;
 pub mod create;
 pub mod document;
 pub mod env;
+pub mod error;
 
-pub use config::{
-    BackendKind, ConfigError, Format, OrchestratorConfig, OrchestratorSection, Source,
-};
+pub use config::{BackendKind, OrchestratorConfig, OrchestratorSection};
 pub use create::{FactoryError, create_orchestrator};
 pub use document::{load_document, load_server_spec, parse_document};
+pub use error::{ConfigError, Format, Source};
 pub use mcp_orchestrator_api;
 pub use mcp_types;
 

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use mcp_factory::mcp_orchestrator_api::OrchestratorError;
 use mcp_factory::{
-    BackendKind, ConfigError, Format, OrchestratorConfig, Source, create_orchestrator,
+    BackendKind, ConfigError, FactoryError, Format, OrchestratorConfig, Source, create_orchestrator,
 };
 use rstest::rstest;
 
@@ -54,7 +55,7 @@ fn backend_is_chosen(#[case] yaml: &str, #[case] expected: BackendKind) {
 #[case(
     "orchestrator: { kubernetes: { namespace: ok, inCluster: maybe } }",
     "orchestrator.kubernetes.inCluster",
-    ""
+    "invalid type: string \"maybe\", expected a boolean"
 )]
 #[case(
     "orchestrator: { kubernetes: { contxt: x } }",
@@ -74,7 +75,7 @@ fn backend_is_chosen(#[case] yaml: &str, #[case] expected: BackendKind) {
 #[case(
     "orchestrator: { docker: { port: 0 } }",
     "orchestrator.docker.port",
-    ""
+    "lower than 1"
 )]
 #[case(
     "orchestrator: { process: { stateDirectory: /x } }",
@@ -108,6 +109,11 @@ fn syntax_errors_name_the_source() {
     assert!(
         matches!(err, ConfigError::Syntax { .. }) && msg.starts_with("cfg.yaml: not valid YAML"),
         "{msg}"
+    );
+    assert!(
+        matches!(&err, ConfigError::Syntax { origin: Source::File(f), format: "YAML", .. }
+            if f == Path::new("cfg.yaml")),
+        "{err:?}"
     );
 }
 
@@ -178,6 +184,10 @@ fn malformed_env_is_named(#[case] var: &str, #[case] value: &str, #[case] why: &
             .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(var) && msg.contains(why), "{msg}");
+    assert!(
+        matches!(&err, ConfigError::Env { var: v, message } if *v == var && message.contains(why)),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -201,6 +211,11 @@ fn env_values_are_validated_like_file_values() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("orchestrator.type"), "{err}");
+    assert!(
+        matches!(&err, ConfigError::Field { origin: Source::Inline, path, message }
+            if path == "orchestrator.type" && message.contains("unknown variant `nomad`")),
+        "{err:?}"
+    );
 }
 
 #[rstest]
@@ -232,20 +247,28 @@ fn file_errors_name_the_file() {
         "orchestrator: { type: docker, docker: { network: \"!\" } }\n",
     )
     .unwrap();
-    let msg = OrchestratorConfig::load(&path, &no_env)
-        .unwrap_err()
-        .to_string();
+    let err = OrchestratorConfig::load(&path, &no_env).unwrap_err();
+    let msg = err.to_string();
     assert!(
         msg.starts_with(&path.display().to_string()) && msg.contains("orchestrator.docker.network"),
         "{msg}"
     );
+    assert!(
+        matches!(&err, ConfigError::Field { origin: Source::File(f), path: p, .. }
+            if *f == path && p == "orchestrator.docker.network"),
+        "{err:?}"
+    );
     let missing = dir.path().join("missing.yaml");
-    let msg = OrchestratorConfig::load(&missing, &no_env)
-        .unwrap_err()
-        .to_string();
+    let err = OrchestratorConfig::load(&missing, &no_env).unwrap_err();
+    let msg = err.to_string();
     assert!(
         msg.contains("cannot read config file") && msg.contains("missing.yaml"),
         "{msg}"
+    );
+    assert!(
+        matches!(&err, ConfigError::Read { path, source }
+            if *path == missing && source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
     );
 }
 
@@ -257,6 +280,11 @@ async fn docker_with_a_missing_socket_is_unavailable() {
     let err = create_orchestrator(&c).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/docker.sock"), "{msg}");
+    assert!(
+        matches!(&err, FactoryError::Backend(OrchestratorError::Unavailable { backend: "docker", message, .. })
+            if message.contains("/nonexistent/docker.sock")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -265,8 +293,14 @@ async fn kubernetes_with_a_missing_kubeconfig_names_the_path() {
         "orchestrator: { type: kubernetes, kubernetes: { kubeconfig: /nonexistent/kubeconfig } }",
     )
     .unwrap();
-    let msg = create_orchestrator(&c).await.unwrap_err().to_string();
+    let err = create_orchestrator(&c).await.unwrap_err();
+    let msg = err.to_string();
     assert!(msg.contains("/nonexistent/kubeconfig"), "{msg}");
+    assert!(
+        matches!(&err, FactoryError::Backend(OrchestratorError::InvalidArgument { what: "kubeconfig", message })
+            if message.contains("/nonexistent/kubeconfig")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

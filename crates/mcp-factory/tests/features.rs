@@ -3,7 +3,7 @@
 //! nothing to refuse, which the last test checks instead.
 
 use mcp_factory::{
-    BackendKind, FactoryError, Format, OrchestratorConfig, Source, create_orchestrator,
+    BackendKind, ConfigError, FactoryError, Format, OrchestratorConfig, Source, create_orchestrator,
 };
 
 #[tokio::test]
@@ -23,6 +23,29 @@ async fn backends_not_compiled_in_are_refused_with_the_feature_name() {
                 o.backend_name()
             ),
         }
+    }
+}
+
+#[test]
+fn sections_of_backends_not_compiled_in_are_kept_as_written() {
+    // Invalid for every backend's typed config: an unknown field and a bad namespace/network.
+    let section =
+        serde_json::json!({ "futureField": 1, "namespace": "Bad_NS", "network": "bad name!" });
+    for kind in BackendKind::ALL.into_iter().filter(|k| !k.is_compiled_in()) {
+        let yaml = format!("orchestrator: {{ {kind}: {section} }}");
+        let config = OrchestratorConfig::from_text(&yaml, Format::Yaml, &Source::Inline, &|_| None)
+            .unwrap_or_else(|e| panic!("{kind}: a section of a missing backend was checked: {e}"));
+        let written = serde_json::to_value(&config).unwrap();
+        assert_eq!(written["orchestrator"][kind.as_str()], section, "{kind}");
+    }
+    for kind in BackendKind::ALL.into_iter().filter(|k| k.is_compiled_in()) {
+        let yaml = format!("orchestrator: {{ {kind}: {section} }}");
+        let err = OrchestratorConfig::from_text(&yaml, Format::Yaml, &Source::Inline, &|_| None)
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Field { path, .. } if path.starts_with(&format!("orchestrator.{kind}."))),
+            "{kind}: {err}"
+        );
     }
 }
 

@@ -6,7 +6,7 @@
 //! | the instance serves HTTP                         | `NotSupported` (use its endpoint)    |
 //! | the server container is not running              | `Unavailable`, naming its state      |
 //! | another client of this orchestrator is attached  | `Unavailable`                        |
-//! | the attach request fails                         | through `error::map_kube_error`      |
+//! | the attach request fails                         | through `error::map_error`           |
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use mcp_types::{InstanceId, labels};
 use tokio::io::{AsyncRead, AsyncWrite, Join, ReadBuf, ReadHalf, SimplexStream, WriteHalf};
 
 use crate::claims::Claim;
-use crate::error::{BACKEND, Target, map_kube_error};
+use crate::error::{BACKEND, Target, map_error};
 use crate::orchestrator::KubernetesOrchestrator;
 
 /// The server's stdout (read) and stdin (write), keeping the attach session alive.
@@ -152,7 +152,7 @@ impl KubernetesOrchestrator {
             .pods
             .attach(id.as_str(), &params)
             .await
-            .map_err(|e| map_kube_error(e, &target))?;
+            .map_err(|e| map_error(e, &target))?;
         let (Some(stdout), Some(stdin)) = (process.stdout(), process.stdin()) else {
             return Err(OrchestratorError::unavailable(
                 BACKEND,

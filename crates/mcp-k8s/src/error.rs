@@ -1,5 +1,6 @@
-//! The one place where kube errors become [`OrchestratorError`]s, and the bounded retry of
-//! idempotent requests that the mapping drives.
+//! The one place where engine errors (kube requests, response streams, watches: [`EngineError`])
+//! become [`OrchestratorError`]s, in one function ([`map_error`]) that takes what the request was
+//! about ([`Target`]) as context, and the bounded retry of idempotent requests it drives.
 //!
 //! | HTTP status / kube error            | `OrchestratorError`                          |
 //! |-------------------------------------|----------------------------------------------|
@@ -11,6 +12,8 @@
 //! | 422                                 | `InvalidSpec` with the server's causes       |
 //! | 400                                 | `InvalidArgument`                            |
 //! | 429, 5xx, connection/stream errors  | `Unavailable` (retried where idempotent)     |
+//! | a broken response body (log stream) | `Unavailable`                                |
+//! | a failed watch                      | as the kube error inside; else `Backend`     |
 //! | anything else                       | `Backend`                                    |
 
 use std::future::Future;
@@ -93,11 +96,103 @@ impl<'a> Target<'a> {
     }
 }
 
-/// Maps any kube error to the shared error. Everything the backend reports about a failed
-/// request goes through here, so callers can branch on the variant.
-pub(crate) fn map_kube_error(error: kube::Error, target: &Target<'_>) -> OrchestratorError {
+/// Every engine failure the backend meets: the private error type that [`map_error`] maps.
+#[derive(Debug)]
+pub(crate) enum EngineError {
+    /// A request to the API server failed.
+    Kube(kube::Error),
+    /// Reading a response body (a log stream) failed: the connection broke.
+    Io(std::io::Error),
+    /// A watch of `kube::runtime::wait::await_condition` failed.
+    Wait(kube::runtime::wait::Error),
+}
+
+impl From<kube::Error> for EngineError {
+    fn from(error: kube::Error) -> Self {
+        Self::Kube(error)
+    }
+}
+
+impl From<std::io::Error> for EngineError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+impl From<kube::runtime::wait::Error> for EngineError {
+    fn from(error: kube::runtime::wait::Error) -> Self {
+        Self::Wait(error)
+    }
+}
+
+/// Maps an engine failure met during `target` to the shared error: the table at the top of this
+/// module. Everything the backend reports about a failed request goes through here, so callers
+/// can branch on the variant.
+pub(crate) fn map_error(error: impl Into<EngineError>, target: &Target<'_>) -> OrchestratorError {
+    use kube::runtime::watcher::Error as W;
+    let error = match error.into() {
+        EngineError::Kube(error) => error,
+        EngineError::Io(error) => {
+            return OrchestratorError::unavailable(
+                BACKEND,
+                format!(
+                    "reading the response to {} failed: {error}",
+                    target.describe()
+                ),
+                Some(Box::new(error)),
+            );
+        }
+        // A failed watch: the kube error inside is what decides.
+        EngineError::Wait(kube::runtime::wait::Error::ProbeFailed(error)) => match error {
+            W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => e,
+            W::WatchError(status) => kube::Error::Api(status),
+            other @ W::NoResourceVersion => return OrchestratorError::backend(BACKEND, other),
+        },
+    };
     match error {
-        kube::Error::Api(status) => map_status(status, target),
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                format!("HTTP {} {}", status.code, status.reason)
+            } else {
+                status.message.clone()
+            };
+            let details_kind = status.details.as_ref().map(|d| d.kind.as_str());
+            match status.code {
+                401 | 403 => OrchestratorError::PermissionDenied {
+                    message: format!("{}: {message}", target.describe()),
+                },
+                // A create in a namespace that does not exist names the namespace, not the object.
+                404 if details_kind == Some("namespaces") => OrchestratorError::InvalidArgument {
+                    what: "namespace",
+                    message,
+                },
+                404 => OrchestratorError::not_found(
+                    target.instance.or(target.name).unwrap_or(target.kind),
+                ),
+                409 => OrchestratorError::AlreadyExists {
+                    what: match target.name {
+                        Some(name) => format!("{} {name:?}", target.kind),
+                        None => target.kind.to_owned(),
+                    },
+                },
+                410 => OrchestratorError::ContinueExpired { message },
+                422 => OrchestratorError::InvalidSpec(validation_errors(&status, target, &message)),
+                400 => OrchestratorError::InvalidArgument {
+                    what: target.argument,
+                    message,
+                },
+                429 | 500..=599 => OrchestratorError::unavailable(
+                    BACKEND,
+                    format!(
+                        "the API server answered {} to {}: {message}",
+                        status.code,
+                        target.describe()
+                    ),
+                    Some(Box::new(kube::Error::Api(status))),
+                ),
+                _ => OrchestratorError::backend(BACKEND, kube::Error::Api(status)),
+            }
+        }
         kube::Error::Auth(e) => OrchestratorError::PermissionDenied {
             message: format!(
                 "cannot authenticate to the API server to {}: {e}",
@@ -115,76 +210,6 @@ pub(crate) fn map_kube_error(error: kube::Error, target: &Target<'_>) -> Orchest
             Some(Box::new(error)),
         ),
         other => OrchestratorError::backend(BACKEND, other),
-    }
-}
-
-/// An I/O error while reading a response body (a log stream): the connection broke.
-pub(crate) fn map_io_error(error: std::io::Error, target: &Target<'_>) -> OrchestratorError {
-    OrchestratorError::unavailable(
-        BACKEND,
-        format!(
-            "reading the response to {} failed: {error}",
-            target.describe()
-        ),
-        Some(Box::new(error)),
-    )
-}
-
-/// A failed watch of `kube::runtime::wait::await_condition`: the kube error inside, mapped.
-pub(crate) fn map_wait_error(
-    error: kube::runtime::wait::Error,
-    target: &Target<'_>,
-) -> OrchestratorError {
-    use kube::runtime::watcher::Error as W;
-    let kube::runtime::wait::Error::ProbeFailed(error) = error;
-    match error {
-        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => {
-            map_kube_error(e, target)
-        }
-        W::WatchError(status) => map_kube_error(kube::Error::Api(status), target),
-        other @ W::NoResourceVersion => OrchestratorError::backend(BACKEND, other),
-    }
-}
-
-fn map_status(status: Box<Status>, target: &Target<'_>) -> OrchestratorError {
-    let message = if status.message.is_empty() {
-        format!("HTTP {} {}", status.code, status.reason)
-    } else {
-        status.message.clone()
-    };
-    let details_kind = status.details.as_ref().map(|d| d.kind.as_str());
-    match status.code {
-        401 | 403 => OrchestratorError::PermissionDenied {
-            message: format!("{}: {message}", target.describe()),
-        },
-        // A create in a namespace that does not exist names the namespace, not the object.
-        404 if details_kind == Some("namespaces") => OrchestratorError::InvalidArgument {
-            what: "namespace",
-            message,
-        },
-        404 => OrchestratorError::not_found(target.instance.or(target.name).unwrap_or(target.kind)),
-        409 => OrchestratorError::AlreadyExists {
-            what: match target.name {
-                Some(name) => format!("{} {name:?}", target.kind),
-                None => target.kind.to_owned(),
-            },
-        },
-        410 => OrchestratorError::ContinueExpired { message },
-        422 => OrchestratorError::InvalidSpec(validation_errors(&status, target, &message)),
-        400 => OrchestratorError::InvalidArgument {
-            what: target.argument,
-            message,
-        },
-        429 | 500..=599 => OrchestratorError::unavailable(
-            BACKEND,
-            format!(
-                "the API server answered {} to {}: {message}",
-                status.code,
-                target.describe()
-            ),
-            Some(Box::new(kube::Error::Api(status))),
-        ),
-        _ => OrchestratorError::backend(BACKEND, kube::Error::Api(status)),
     }
 }
 
@@ -232,7 +257,7 @@ where
         match request().await {
             Ok(value) => return Ok(value),
             Err(error) => {
-                let mapped = map_kube_error(error, target);
+                let mapped = map_error(error, target);
                 if !mapped.is_transient() || attempt >= RETRY_ATTEMPTS {
                     return Err(mapped);
                 }
@@ -250,7 +275,7 @@ pub(crate) async fn once<T, Fut>(target: &Target<'_>, request: Fut) -> Result<T,
 where
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    request.await.map_err(|e| map_kube_error(e, target))
+    request.await.map_err(|e| map_error(e, target))
 }
 
 #[cfg(test)]
@@ -292,7 +317,7 @@ mod tests {
     #[case(504, "Timeout", "Unavailable")]
     fn status_codes(#[case] code: u16, #[case] reason: &str, #[case] expected: &str) {
         let target = Target::pod("get pod", "mcp-time-abc");
-        let mapped = map_kube_error(status(code, reason, "the server says no"), &target);
+        let mapped = map_error(status(code, reason, "the server says no"), &target);
         assert_eq!(variant(&mapped), expected, "{code}: {mapped:?}");
         let text = mapped.to_string();
         match expected {
@@ -318,13 +343,13 @@ mod tests {
                 {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.containers[0].image"}
             ]}
         }));
-        let mapped = map_kube_error(error, &Target::pod("create pod", "x"));
+        let mapped = map_error(error, &Target::pod("create pod", "x"));
         let OrchestratorError::InvalidSpec(errors) = mapped else {
             panic!("{mapped:?}");
         };
         assert!(errors.has_path("pod.spec.containers[0].image"), "{errors}");
         // Without causes the whole message is kept.
-        let mapped = map_kube_error(
+        let mapped = map_error(
             status(422, "Invalid", "bad pod"),
             &Target::pod("create pod", "x"),
         );
@@ -338,7 +363,7 @@ mod tests {
             "reason": "NotFound", "message": "namespaces \"nope\" not found",
             "details": {"name": "nope", "kind": "namespaces"}
         }));
-        let mapped = map_kube_error(error, &Target::pod("create pod", "x"));
+        let mapped = map_error(error, &Target::pod("create pod", "x"));
         assert!(
             matches!(&mapped, OrchestratorError::InvalidArgument { what: "namespace", message } if message.contains("nope")),
             "{mapped:?}"
@@ -348,7 +373,7 @@ mod tests {
     #[test]
     fn bad_request_names_the_argument() {
         let target = Target::collection("list pods", "pod").with_argument("continue token");
-        let mapped = map_kube_error(
+        let mapped = map_error(
             status(400, "BadRequest", "continue key is not valid"),
             &target,
         );
@@ -367,20 +392,55 @@ mod tests {
     #[test]
     fn transport_failures_are_unavailable() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let mapped = map_kube_error(
+        let mapped = map_error(
             kube::Error::Service(Box::new(io)),
             &Target::collection("list pods", "pod"),
         );
         assert!(mapped.is_transient(), "{mapped:?}");
         assert!(mapped.to_string().contains("refused"), "{mapped}");
-        let mapped = map_io_error(
+        let mapped = map_error(
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof"),
             &Target::pod("read logs of", "x"),
         );
         assert!(mapped.is_transient());
         let serde = serde_json::from_str::<u8>("x").unwrap_err();
-        let mapped = map_kube_error(kube::Error::SerdeError(serde), &Target::pod("get pod", "x"));
+        let mapped = map_error(kube::Error::SerdeError(serde), &Target::pod("get pod", "x"));
         assert_eq!(variant(&mapped), "Backend");
+    }
+
+    #[test]
+    fn failed_watches_map_as_the_kube_error_inside() {
+        use kube::runtime::{wait::Error::ProbeFailed, watcher::Error as W};
+        let target = Target::pod("wait for deletion of", "mcp-time-abc");
+        let forbidden = || {
+            Status::failure("watch is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed()
+        };
+        for failure in [
+            W::InitialListFailed(kube::Error::Api(forbidden())),
+            W::WatchStartFailed(kube::Error::Api(forbidden())),
+            W::WatchFailed(kube::Error::Api(forbidden())),
+            W::WatchError(forbidden()),
+        ] {
+            let mapped = map_error(ProbeFailed(failure), &target);
+            assert_eq!(variant(&mapped), "PermissionDenied", "{mapped:?}");
+            assert!(
+                mapped.to_string().contains("watch is forbidden"),
+                "{mapped}"
+            );
+        }
+        let gone = W::WatchError(
+            Status::failure("too old resource version", "Expired")
+                .with_code(410)
+                .boxed(),
+        );
+        assert_eq!(
+            variant(&map_error(ProbeFailed(gone), &target)),
+            "ContinueExpired"
+        );
+        let mapped = map_error(ProbeFailed(W::NoResourceVersion), &target);
+        assert_eq!(variant(&mapped), "Backend", "{mapped:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::KubernetesOrchestrator;
 use crate::error::{
-    RETRY_ATTEMPTS, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Target, idempotent, map_wait_error, once,
+    RETRY_ATTEMPTS, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Target, idempotent, map_error, once,
 };
 use crate::status::{has_run, is_managed};
 
@@ -373,7 +373,7 @@ where
             Err(_elapsed) => return Ok(None),
             Ok(Ok(pod)) => return Ok(Some(pod)),
             Ok(Err(error)) => {
-                let mapped = map_wait_error(error, &target);
+                let mapped = map_error(error, &target);
                 failures += 1;
                 let retry = mapped.is_transient()
                     || matches!(mapped, OrchestratorError::ContinueExpired { .. });

@@ -30,7 +30,7 @@ use kube::api::{Api, LogParams};
 use mcp_orchestrator_api::{LogLines, OrchestratorError, Result};
 use mcp_types::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, Timestamp};
 
-use crate::error::{BACKEND, Target, idempotent, map_io_error};
+use crate::error::{BACKEND, Target, idempotent, map_error};
 
 /// What the client does on top of the server's answer.
 #[derive(Debug, Clone)]
@@ -211,7 +211,7 @@ fn raw_lines(reader: Reader, id: String) -> BoxStream<'static, Result<String>> {
             }
             Err(e) => {
                 let target = Target::pod("follow logs of pod", &id);
-                Some((Err(map_io_error(e, &target)), None))
+                Some((Err(map_error(e, &target)), None))
             }
         }
     })

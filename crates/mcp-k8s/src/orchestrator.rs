@@ -71,7 +71,7 @@ impl KubernetesOrchestrator {
         config::check(&config)?;
         let loaded = config::load(&config).await?;
         let client = kube::Client::try_from(loaded).map_err(|e| {
-            crate::error::map_kube_error(e, &Target::collection("build a client", "client"))
+            crate::error::map_error(e, &Target::collection("build a client", "client"))
         })?;
         Ok(Self::assemble(client, config))
     }

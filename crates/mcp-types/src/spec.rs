@@ -687,30 +687,42 @@ mod tests {
     }
 
     #[rstest]
-    #[case("name: Bad_Name\nimage: x\n", "name")]
-    #[case(&spec_yaml("transport: sse\n"), "port")]
-    #[case(&spec_yaml("port: 0\n"), "port")]
-    #[case(&spec_yaml("path: /mcp\n"), "path")]
-    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: mcp\n"), "path")]
-    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: \"/a b\"\n"), "path")]
-    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: /mcp?x=1\n"), "path")]
-    #[case(&spec_yaml("resources: { limits: { memory: 1Gi }, requests: { memory: 2Gi } }\n"), "resources.requests.memory")]
-    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: data }]\n"), "volumes[0].mountPath")]
-    #[case(&spec_yaml("volumes: [{ name: d, size: 0, mountPath: /d }]\n"), "volumes[0].size")]
-    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /d }, { name: d, size: 1Gi, mountPath: /e }]\n"), "volumes[1].name")]
-    #[case(&spec_yaml("labels: { \"mcpctl.io/server\": x }\n"), "labels")]
-    #[case(&spec_yaml("labels: { team: \"-x\" }\n"), "labels")]
-    #[case(&spec_yaml("env: { \"1X\": v }\n"), "env")]
-    #[case(&spec_yaml("gpu: { count: 0 }\n"), "gpu.count")]
-    #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress")]
-    #[case(&spec_yaml("securityContext: { runAsUser: 0 }\n"), "securityContext.runAsUser")]
-    #[case("name: x\n", "image")]
-    fn invalid_specs_name_the_field(#[case] yaml: &str, #[case] path: &str) {
+    #[case("name: Bad_Name\nimage: x\n", "name", "DNS-1123 label")]
+    #[case(&spec_yaml("transport: sse\n"), "port", "required with transport sse")]
+    #[case(&spec_yaml("port: 0\n"), "port", "lower than 1")]
+    #[case(&spec_yaml("path: /mcp\n"), "path", "only HTTP transports have a path")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: mcp\n"), "path", "must start with /")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: \"/a b\"\n"), "path", "is not allowed in a URL path")]
+    #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: /mcp?x=1\n"), "path", "is not allowed in a URL path")]
+    #[case(&spec_yaml("resources: { limits: { memory: 1Gi }, requests: { memory: 2Gi } }\n"), "resources.requests.memory", "request 2Gi is greater than limit 1Gi")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: data }]\n"), "volumes[0].mountPath", "\"data\" must be an absolute path")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 0, mountPath: /d }]\n"), "volumes[0].size", "must be greater than zero")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /d }, { name: d, size: 1Gi, mountPath: /e }]\n"), "volumes[1].name", "duplicate volume name \"d\"")]
+    #[case(&spec_yaml("labels: { \"mcpctl.io/server\": x }\n"), "labels", "\"mcpctl.io/server\" uses a reserved prefix")]
+    #[case(&spec_yaml("labels: { team: \"-x\" }\n"), "labels", "label value \"-x\": must start and end with a letter or digit")]
+    #[case(&spec_yaml("env: { \"1X\": v }\n"), "env", "\"1X\" is not a valid variable name")]
+    #[case(&spec_yaml("gpu: { count: 0 }\n"), "gpu.count", "lower than 1")]
+    #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress", "prefix length 33 is above 32")]
+    #[case(&spec_yaml("securityContext: { runAsUser: 0 }\n"), "securityContext.runAsUser", "0 (root) is not allowed")]
+    #[case("name: x\n", "image", "either image or command must be given")]
+    fn invalid_specs_name_the_field(#[case] yaml: &str, #[case] path: &str, #[case] message: &str) {
         let errs = errors(yaml);
         assert!(
             errs.has_path(path),
             "expected an error at {path}, got: {errs}"
         );
+        // Exactly one error: this field, for this reason.
+        match errs.errors() {
+            [only] => {
+                assert_eq!(only.path, path);
+                assert!(
+                    only.message.contains(message),
+                    "{:?} should say {message:?}",
+                    only.message
+                );
+            }
+            all => panic!("expected only the error at {path}, got: {all:?}"),
+        }
     }
 
     #[test]
@@ -724,8 +736,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_rejected() {
+        let err = serde_saphyr::from_str::<McpServer>(&spec_yaml("imagePullPolicy: Always\n"))
+            .unwrap_err()
+            .to_string();
+        // The field by name, and where it is (line 3 of the document).
         assert!(
-            serde_saphyr::from_str::<McpServer>(&spec_yaml("imagePullPolicy: Always\n")).is_err()
+            err.contains("unknown field `imagePullPolicy`") && err.contains("line 3 column 1"),
+            "{err}"
         );
     }
 
@@ -761,6 +778,17 @@ mod tests {
             labels: [("mcpctl.io/x".to_owned(), "y".to_owned())].into(),
             ..StartOptions::default()
         };
-        assert!(bad.apply(&spec).unwrap_err().has_path("options.labels"));
+        let err = bad.apply(&spec).unwrap_err();
+        assert!(err.has_path("options.labels"));
+        match err.errors() {
+            [only] => assert!(
+                only.path == "options.labels"
+                    && only
+                        .message
+                        .contains("\"mcpctl.io/x\" uses a reserved prefix"),
+                "{only:?}"
+            ),
+            all => panic!("expected only the error at options.labels, got: {all:?}"),
+        }
     }
 }

@@ -21,10 +21,12 @@ where
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn pod_create_and_delete_lifecycle() {
-    let Some(kind) = cluster("pod_create_and_delete_lifecycle").await else {
-        return;
-    };
+    let kind = cluster().await;
     let o = &kind.orchestrator;
     let spec = kind.http_server("lifecycle", 8080);
     let id = o

@@ -30,10 +30,12 @@ fn texts(lines: &[LogLine]) -> Vec<&str> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn logs_tail_since_and_follow_from_a_running_pod() {
-    let Some(kind) = cluster("logs_tail_since_and_follow_from_a_running_pod").await else {
-        return;
-    };
+    let kind = cluster().await;
     let o = &kind.orchestrator;
     let script = FixtureScript::new()
         .stdout_lines("line", 5)

@@ -18,10 +18,12 @@ const ALLOWED: [&str; 4] = ["--attempts", "30", "--timeout-ms", "2000"];
 const DENIED: [&str; 4] = ["--attempts", "3", "--timeout-ms", "3000"];
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn only_local_proxies_reach_an_http_server() {
-    let Some(kind) = cluster("only_local_proxies_reach_an_http_server").await else {
-        return;
-    };
+    let kind = cluster().await;
     let o = &kind.orchestrator;
     let id = o
         .start_server(&kind.http_server("netpol", 8080), &StartOptions::default())
@@ -60,10 +62,12 @@ async fn only_local_proxies_reach_an_http_server() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn the_egress_allow_list_is_enforced() {
-    let Some(kind) = cluster("the_egress_allow_list_is_enforced").await else {
-        return;
-    };
+    let kind = cluster().await;
     // A target no policy selects: a bare HTTP test server.
     let target = unique("target");
     let pods = kind.pods();

@@ -43,10 +43,12 @@ fn shapes(kind: &Kind) -> Vec<McpServer> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn the_namespace_enforces_restricted() {
-    let Some(kind) = cluster("the_namespace_enforces_restricted").await else {
-        return;
-    };
+    let kind = cluster().await;
     let namespaces: Api<Namespace> = Api::all(kind.admin.clone());
     let ns = namespaces.get(&kind.namespace).await.expect("namespace");
     let labels = ns.metadata.labels.unwrap_or_default();
@@ -59,10 +61,12 @@ async fn the_namespace_enforces_restricted() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn restricted_admits_every_pod_the_builders_make() {
-    let Some(kind) = cluster("restricted_admits_every_pod_the_builders_make").await else {
-        return;
-    };
+    let kind = cluster().await;
     let pods = kind.pods();
     let opts = BuildOptions::new(&kind.namespace, Timestamp::now());
     for spec in shapes(&kind) {
@@ -80,10 +84,12 @@ async fn restricted_admits_every_pod_the_builders_make() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn restricted_refuses_a_privileged_pod() {
-    let Some(kind) = cluster("restricted_refuses_a_privileged_pod").await else {
-        return;
-    };
+    let kind = cluster().await;
     let mut pod: Pod = restricted_pod(&unique("privileged"), &kind.probe_image, &[], vec![]);
     if let Some(spec) = pod.spec.as_mut() {
         spec.host_network = Some(true);

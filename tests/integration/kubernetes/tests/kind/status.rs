@@ -38,10 +38,12 @@ async fn wait_reason(kind: &Kind, id: &InstanceId, wanted: &[&str]) -> InstanceS
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn status_moves_through_pending_running_failed() {
-    let Some(kind) = cluster("status_moves_through_pending_running_failed").await else {
-        return;
-    };
+    let kind = cluster().await;
     let script = FixtureScript::new()
         .stdout("up")
         .sleep(Duration::from_secs(4))
@@ -88,10 +90,12 @@ async fn status_moves_through_pending_running_failed() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn a_missing_image_reports_err_image_pull() {
-    let Some(kind) = cluster("a_missing_image_reports_err_image_pull").await else {
-        return;
-    };
+    let kind = cluster().await;
     // `.invalid` never resolves (RFC 2606), so the pull fails fast even with a network.
     let spec = McpServer {
         image: Some("registry.mcpctl.invalid/missing:1".into()),
@@ -120,10 +124,12 @@ async fn a_missing_image_reports_err_image_pull() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn a_crashing_server_reports_crash_loop_back_off() {
-    let Some(kind) = cluster("a_crashing_server_reports_crash_loop_back_off").await else {
-        return;
-    };
+    let kind = cluster().await;
     let spec = McpServer {
         restart_policy: RestartPolicy::Always,
         ..kind.fixture("crash", &FixtureScript::new().stderr("boom").exit(1))
@@ -141,10 +147,12 @@ async fn a_crashing_server_reports_crash_loop_back_off() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn exceeding_the_memory_limit_reports_oom_killed() {
-    let Some(kind) = cluster("exceeding_the_memory_limit_reports_oom_killed").await else {
-        return;
-    };
+    let kind = cluster().await;
     // The probe touches 256 MiB under a 64 Mi limit.
     let spec = McpServer {
         restart_policy: RestartPolicy::Never,
@@ -167,10 +175,12 @@ async fn exceeding_the_memory_limit_reports_oom_killed() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn an_impossible_request_reports_unschedulable() {
-    let Some(kind) = cluster("an_impossible_request_reports_unschedulable").await else {
-        return;
-    };
+    let kind = cluster().await;
     let mut spec = kind.fixture("unschedulable", &FixtureScript::new());
     spec.resources.requests.memory = Quantity::parse("900Gi").ok();
     spec.resources.limits.memory = Quantity::parse("900Gi").ok();
@@ -188,10 +198,12 @@ async fn an_impossible_request_reports_unschedulable() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn a_stopping_server_reports_terminating() {
-    let Some(kind) = cluster("a_stopping_server_reports_terminating").await else {
-        return;
-    };
+    let kind = cluster().await;
     // The probe ignores SIGTERM (PID 1 without a handler), so the pod stays Terminating for the
     // whole grace period before the kubelet kills it.
     let id = start(&kind, &kind.probe_server("terminating", &["sleep", "3600"])).await;

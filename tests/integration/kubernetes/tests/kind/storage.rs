@@ -17,10 +17,12 @@ use mcp_types::{
 use crate::support::{TIMEOUT, cluster, eventually, unique};
 
 #[tokio::test]
+#[cfg_attr(
+    not(mcpctl_kind),
+    ignore = "needs a kind cluster: run `cargo xtask kind-test`"
+)]
 async fn pvc_data_survives_a_server_restart() {
-    let Some(kind) = cluster("pvc_data_survives_a_server_restart").await else {
-        return;
-    };
+    let kind = cluster().await;
     let o = &kind.orchestrator;
     let token = unique("token");
     let spec = McpServer {

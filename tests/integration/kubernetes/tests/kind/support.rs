@@ -18,10 +18,9 @@ use mcp_orchestrator_api::conformance::{ImageServers, ServerFactory};
 use mcp_orchestrator_api::fixture::FixtureScript;
 use mcp_types::{K8sConfig, McpServer, Quantity, ResourceList, ResourceRequirements as Resources};
 
-/// Set by `cargo xtask kind-test`: the cluster's name. Absent: every test skips.
+/// Set by `cargo xtask kind-test`: the cluster's name. Absent at build time, every test is
+/// ignored (see `build.rs`); absent at run time, a test that is not ignored fails.
 pub(crate) const CLUSTER_ENV: &str = "MCPCTL_KIND_CLUSTER";
-/// `1` turns a skip into a failure.
-pub(crate) const REQUIRE_ENV: &str = "MCPCTL_REQUIRE_KIND";
 
 /// Longest wait for a pod to reach a state (image already on the node; PVCs provision quickly).
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(180);
@@ -44,20 +43,13 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{CLUSTER_ENV} is set but {name} is not"))
 }
 
-/// The cluster, or `None` (with the reason printed) when the tests do not run under
-/// `cargo xtask kind-test`.
-pub(crate) async fn cluster(test: &str) -> Option<Kind> {
-    if std::env::var_os(CLUSTER_ENV).is_none() {
-        assert!(
-            std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
-            "{REQUIRE_ENV}=1 but {CLUSTER_ENV} is not set: run `cargo xtask kind-test`"
-        );
-        eprintln!(
-            "skipping {test}: {CLUSTER_ENV} is not set; these tests need a kind cluster and run \
-             through `cargo xtask kind-test`"
-        );
-        return None;
-    }
+/// The cluster `cargo xtask kind-test` made, from the `MCPCTL_KIND_*` variables. The tests run
+/// only when built with [`CLUSTER_ENV`] set, so a missing cluster here is a failure.
+pub(crate) async fn cluster() -> Kind {
+    assert!(
+        std::env::var_os(CLUSTER_ENV).is_some(),
+        "{CLUSTER_ENV} is not set: the kind tests run through `cargo xtask kind-test`"
+    );
     let kubeconfig = PathBuf::from(env("MCPCTL_KIND_KUBECONFIG"));
     let context = env("MCPCTL_KIND_CONTEXT");
     let namespace = env("MCPCTL_KIND_NAMESPACE");
@@ -92,13 +84,13 @@ pub(crate) async fn cluster(test: &str) -> Option<Kind> {
     .expect("orchestrator");
 
     wait_for_default_service_account(&admin, &namespace).await;
-    Some(Kind {
+    Kind {
         namespace,
         image: env("MCPCTL_KIND_IMAGE"),
         probe_image: env("MCPCTL_KIND_PROBE_IMAGE"),
         admin,
         orchestrator,
-    })
+    }
 }
 
 /// A new namespace's `default` service account appears a moment after the namespace; pods
