@@ -8,11 +8,34 @@ use std::time::Duration;
 use mcp_k8s::KubernetesOrchestrator;
 use mcp_k8s_fake::FakeKubeServer;
 use mcp_orchestrator_api::McpOrchestrator;
-use mcp_orchestrator_api::conformance::{self, Harness, ImageServers, StreamSupport};
+use mcp_orchestrator_api::conformance::{
+    self, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport,
+};
 use mcp_types::{InstanceFilters, K8sConfig};
 
 const NS: &str = "mcpctl";
 const IMAGE: &str = "mcp-test-server:fixture";
+/// An image the fake kubelet runs as the real test server binary (`run_image_as`), for the
+/// scripts that serve MCP: their bytes go through a real attach.
+const REAL_IMAGE: &str = "mcp-test-server:real";
+
+/// Scripts that serve MCP run the real test server; the others are interpreted by the kubelet
+/// (whose merged log keeps write order exactly, as the kit demands of `Merged` engines).
+struct FakeClusterServers;
+
+impl ServerFactory for FakeClusterServers {
+    fn server(&self, name: &str, script: &FixtureScript) -> McpServer {
+        let image = if script.serves().is_some() {
+            REAL_IMAGE
+        } else {
+            IMAGE
+        };
+        ImageServers {
+            image: image.to_owned(),
+        }
+        .server(name, script)
+    }
+}
 
 fn config() -> K8sConfig {
     K8sConfig {
@@ -27,15 +50,21 @@ async fn orchestrator(server: &FakeKubeServer) -> KubernetesOrchestrator {
 
 #[tokio::test]
 async fn passes_the_conformance_kit() {
+    let binary = tokio::task::spawn_blocking(|| {
+        mcp_test_server::static_binary().expect("building mcp-test-server")
+    })
+    .await
+    .expect("build task");
     let server = FakeKubeServer::start().await;
+    server.handle().run_image_as(REAL_IMAGE, binary);
     let o = orchestrator(&server).await;
-    let servers = ImageServers {
-        image: IMAGE.to_owned(),
-    };
+    let servers = FakeClusterServers;
     let h = Harness {
         timeout: Duration::from_secs(15),
         // The container log merges stdout and stderr.
         streams: StreamSupport::Merged,
+        // An HTTP server's URL is its Service's cluster DNS name.
+        http_connect: HttpConnect::InEngineNetwork,
         ..Harness::new(&o, &servers)
     };
     if let Err(report) = conformance::run_all(&h).await {
