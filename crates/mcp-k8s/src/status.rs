@@ -468,7 +468,19 @@ mod tests {
         ]);
         assert_eq!(
             pod_instance(&p).unwrap().endpoint.as_deref(),
-            Some("http://mcp-time-abc-svc.mcpctl.svc:8080")
+            Some("http://mcp-time-abc-svc.mcpctl.svc:8080/mcp")
+        );
+        // The spec's path, recorded as a pod annotation, is part of the URL.
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                mcp_types::labels::HTTP_PATH.to_owned(),
+                "/v1/mcp".to_owned(),
+            );
+        assert_eq!(
+            pod_instance(&p).unwrap().endpoint.as_deref(),
+            Some("http://mcp-time-abc-svc.mcpctl.svc:8080/v1/mcp")
         );
         p.metadata.labels = None;
         assert!(!is_managed(&p));

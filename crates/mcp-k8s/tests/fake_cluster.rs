@@ -266,7 +266,7 @@ async fn companion_objects_are_created_labelled_and_removed() {
         .unwrap();
     assert_eq!(
         page.items[0].endpoint.as_deref(),
-        Some(format!("http://{id}-svc.{NS}.svc:8080").as_str())
+        Some(format!("http://{id}-svc.{NS}.svc:8080/mcp").as_str())
     );
 
     o.stop_server(&id, GRACE).await.unwrap();
