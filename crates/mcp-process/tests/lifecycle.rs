@@ -478,7 +478,7 @@ async fn an_http_server_gets_a_loopback_endpoint_and_no_stdio_bridge() {
         .list_instances(&InstanceFilters::default())
         .await
         .expect("list");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("http://127.0.0.1:{port}/mcp");
     assert_eq!(page.items[0].endpoint.as_deref(), Some(endpoint.as_str()));
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port))

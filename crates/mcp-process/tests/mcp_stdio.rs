@@ -86,7 +86,7 @@ async fn rmcp_client_talks_to_mcp_test_server_through_the_stdio_bridge() {
     // One client at a time: a second attach is refused while the first is connected.
     match o.attach_stdio(&id).await {
         Err(OrchestratorError::Unavailable { message, .. }) => {
-            assert!(message.contains("busy"), "{message}");
+            assert!(message.contains("another client is attached"), "{message}");
         }
         other => panic!("second attach: expected Unavailable(busy), got {other:?}"),
     }
