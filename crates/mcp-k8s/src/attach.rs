@@ -19,16 +19,16 @@ use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{InstanceId, labels};
 use tokio::io::{AsyncRead, AsyncWrite, Join, ReadBuf, ReadHalf, SimplexStream, WriteHalf};
 
-use crate::claims::Claim;
 use crate::error::{BACKEND, Target, map_error};
 use crate::orchestrator::KubernetesOrchestrator;
+use mcp_orchestrator_api::connect::StdioClaim;
 
 /// The server's stdout (read) and stdin (write), keeping the attach session alive.
 struct AttachedStdio {
     io: Join<ReadHalf<SimplexStream>, WriteHalf<SimplexStream>>,
     /// Dropping it ends the WebSocket session; the server keeps running.
     _process: AttachedProcess,
-    _claim: Claim,
+    _claim: StdioClaim,
 }
 
 impl AsyncRead for AttachedStdio {
@@ -135,13 +135,7 @@ impl KubernetesOrchestrator {
                 None,
             ));
         }
-        let claim = self.attached.claim(id.as_str()).ok_or_else(|| {
-            OrchestratorError::unavailable(
-                BACKEND,
-                format!("cannot attach to {id}: another client is attached"),
-                None,
-            )
-        })?;
+        let claim = self.attached.claim(id)?;
         let params = AttachParams::default()
             .container(CONTAINER_NAME)
             .stdin(true)

@@ -25,7 +25,6 @@
 //!   the deletion after grace + 10 s), then removes the companion objects.
 
 mod attach;
-mod claims;
 mod config;
 mod error;
 mod lifecycle;

@@ -11,7 +11,7 @@ use garde::Validate;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
-use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
+use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel, StdioClaims};
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::names::check_label_value;
 use mcp_types::{
@@ -19,7 +19,6 @@ use mcp_types::{
     StartOptions, ValidationErrors, labels,
 };
 
-use crate::claims::AttachedSet;
 use crate::error::{BACKEND, Target, idempotent};
 use crate::status::{has_previous_run, has_run, instance_status, is_managed, pod_instance};
 use crate::{config, lifecycle, logs};
@@ -39,7 +38,7 @@ pub struct KubernetesOrchestrator {
     pub(crate) claims: Api<PersistentVolumeClaim>,
     pub(crate) policies: Api<NetworkPolicy>,
     /// Instances a client is attached to (`attach_stdio`), shared by clones.
-    pub(crate) attached: AttachedSet,
+    pub(crate) attached: StdioClaims,
 }
 
 impl fmt::Debug for KubernetesOrchestrator {
@@ -94,7 +93,7 @@ impl KubernetesOrchestrator {
             services: Api::namespaced(client.clone(), ns),
             claims: Api::namespaced(client.clone(), ns),
             policies: Api::namespaced(client.clone(), ns),
-            attached: AttachedSet::default(),
+            attached: StdioClaims::new(BACKEND),
             client,
             config,
         }
