@@ -5,7 +5,7 @@
 //! | no such (managed) pod                            | `NotFound` (the instance id)         |
 //! | the instance serves HTTP                         | `NotSupported` (use its endpoint)    |
 //! | the server container is not running              | `Unavailable`, naming its state      |
-//! | another client of this orchestrator is attached  | `Unavailable`                        |
+//! | another client of this orchestrator is attached  | `Unavailable` (`connect::busy`)      |
 //! | the attach request fails                         | through `error::map_error`           |
 
 use std::io;
