@@ -10,10 +10,12 @@
 //!   lines (the engine is only asked for a bounded tail that grows until it holds enough);
 //! - a line may arrive in several frames, so each stream keeps its own partial line.
 //!
-//! Follow is a snapshot (the lines that exist now, with `tail` applied) followed by a
-//! following request that starts at the second of the snapshot's last entry and skips the
-//! entries the snapshot already had: the engine's log is append-only and both requests apply
-//! the same filter, so the first entries of the second request are exactly those.
+//! Follow without `tail` is ONE following request from the floor of `since` (the engine sends
+//! what exists, then what comes), filtered here like a snapshot. Follow with `tail` is a
+//! snapshot (the lines that exist now, with `tail` applied) followed by a following request
+//! that starts at the second of the snapshot's last entry and skips the entries the snapshot
+//! already had: the engine's log is append-only and both requests apply the same filter, so
+//! the first entries of the second request are exactly those.
 
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -235,6 +237,20 @@ pub(crate) async fn read_logs(
     endpoint: &str,
 ) -> Result<LogLines> {
     let since = engine_since(opts.since);
+    let filter = opts.filter();
+    if opts.follow && opts.tail.is_none() {
+        // Nothing to cut from the end: one request carries the existing lines and the new ones.
+        let follow_opts = base_options(opts, since, true).tail("all").build();
+        let endpoint = endpoint.to_owned();
+        let owned_id = id.to_owned();
+        let frames = docker.logs(id, Some(follow_opts)).map(move |r| {
+            r.map(parse_frame)
+                .map_err(|e| map_error(e, Target::Container(&owned_id), &endpoint))
+        });
+        return Ok(follow_lines(frames, LineAssembler::default(), filter)
+            .map_ok(move |l| to_log_line(&filter, l))
+            .boxed());
+    }
     let fetch = |engine_tail: Option<u64>| {
         let tail = engine_tail.map_or_else(|| "all".to_owned(), |n| n.to_string());
         let options = base_options(opts, since, false).tail(&tail).build();
@@ -265,7 +281,6 @@ pub(crate) async fn read_logs(
         }
         engine_tail = engine_tail.map(|t| t.saturating_mul(4));
     };
-    let filter = opts.filter();
     if !opts.follow {
         let head = lines.into_iter().map(move |l| Ok(to_log_line(&filter, l)));
         return Ok(futures::stream::iter(head).boxed());
