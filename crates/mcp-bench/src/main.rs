@@ -14,6 +14,7 @@ mod k8s;
 mod logs;
 mod machine;
 mod process;
+mod ready;
 mod report;
 mod stats;
 
@@ -34,6 +35,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "process",
         "5: process backend spawn-to-Running vs raw tokio spawn",
+    ),
+    (
+        "ready",
+        "7: process backend start to MCP-ready (stdio, HTTP) vs raw spawn + same client",
     ),
     (
         "k8s-list",
@@ -225,7 +230,8 @@ async fn run(cli: Cli) -> Result<()> {
     );
     let exe = std::env::current_exe().context("current executable")?;
 
-    let needs_server = selected("process") || selected("docker-start") || selected("logs");
+    let needs_server =
+        selected("process") || selected("ready") || selected("docker-start") || selected("logs");
     let server = if needs_server {
         Some(
             tokio::task::spawn_blocking(mcp_test_server::static_binary)
@@ -241,6 +247,14 @@ async fn run(cli: Cli) -> Result<()> {
     {
         step(&mut report, "process");
         let (rows, note) = process::spawn_to_running(server, sizes.process_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    if selected("ready")
+        && let Some(server) = &server
+    {
+        step(&mut report, "ready");
+        let (rows, note) = ready::process_ready(server, sizes.process_reps).await?;
         report.rows.extend(rows);
         report.notes.push(note);
     }

@@ -57,6 +57,7 @@ fn lists_every_benchmark() {
         names,
         [
             "process",
+            "ready",
             "k8s-list",
             "docker-start",
             "docker-burst",

@@ -1,0 +1,184 @@
+//! Benchmark 7: start to MCP-ready on the process backend, per transport: `start_server` until a
+//! real client (rmcp) has completed the handshake and `tools/list` through `connect`, against
+//! the same server spawned by hand and probed by the same client (stdio over the child's pipes,
+//! HTTP at the port it listens on). Every process is checked gone after each round.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mcp_orchestrator_api::fixture::{FixtureScript, ServeMode};
+use mcp_orchestrator_api::{McpChannel, McpOrchestrator, OrchestratorError, OrchestratorExt};
+use mcp_process::{ProcessConfig, ProcessOrchestrator};
+use mcp_types::{McpServer, StartOptions, Transport};
+use rmcp::ServiceExt;
+use rmcp::transport::StreamableHttpClientTransport;
+
+use crate::report::{Row, timing_row};
+use crate::stats::{Samples, Target};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(5);
+/// How often a client retries while an HTTP server is still binding its port.
+const RETRY: Duration = Duration::from_millis(5);
+
+/// Runs `reps` interleaved rounds (after one warm-up) of each way, for stdio and for HTTP.
+pub(crate) async fn process_ready(server: &Path, reps: usize) -> Result<(Vec<Row>, String)> {
+    let state = tempfile::tempdir().context("state directory")?;
+    let orchestrator = ProcessOrchestrator::new(ProcessConfig::new(state.path()))
+        .context("process orchestrator")?;
+    let program = server.to_string_lossy().into_owned();
+    let mut rows = Vec::new();
+    for transport in [Transport::Stdio, Transport::StreamableHttp] {
+        let (mut ours, mut raw) = (Samples::new(), Samples::new());
+        for rep in 0..=reps {
+            // Alternate which goes first, so neither always runs on a warmer machine.
+            for k in 0..2 {
+                let elapsed = if (rep + k) % 2 == 0 {
+                    ready_ours(&orchestrator, &program, transport).await?
+                } else {
+                    ready_raw(server, transport).await?
+                };
+                if rep > 0 {
+                    if (rep + k) % 2 == 0 {
+                        ours.push_duration(elapsed);
+                    } else {
+                        raw.push_duration(elapsed);
+                    }
+                }
+            }
+        }
+        rows.push(timing_row(
+            "7 process ready",
+            &format!(
+                "{transport}: start_server to handshake+tools/list vs raw spawn + same client"
+            ),
+            &ours,
+            &raw,
+            Target::AtMost(1.15),
+        ));
+    }
+    let left = std::fs::read_dir(state.path().join("instances"))
+        .map_or(0, Iterator::count);
+    if left > 0 {
+        bail!("ready: {left} instance directories left");
+    }
+    Ok((
+        rows,
+        format!(
+            "ready: `{} fixture --serve stdio|http:PORT` through the process backend vs the same \
+             binary spawned by hand; client rmcp (stdio pipes / streamable HTTP)",
+            server.display()
+        ),
+    ))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+fn serve_script(transport: Transport, port: u16) -> FixtureScript {
+    FixtureScript::new().serve(if transport.is_http() {
+        ServeMode::Http { port }
+    } else {
+        ServeMode::Stdio
+    })
+}
+
+/// Handshake and `tools/list` over streamable HTTP, retried until the server listens.
+async fn http_ready(url: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match ().serve(StreamableHttpClientTransport::from_uri(url.to_owned())).await {
+            Ok(client) => {
+                client.list_all_tools().await.context("tools/list")?;
+                let _ = client.cancel().await;
+                return Ok(());
+            }
+            Err(e) if Instant::now() > deadline => bail!("no MCP answer at {url}: {e}"),
+            Err(_) => tokio::time::sleep(RETRY).await,
+        }
+    }
+}
+
+async fn ready_ours(
+    o: &ProcessOrchestrator,
+    program: &str,
+    transport: Transport,
+) -> Result<Duration> {
+    let port = free_port()?;
+    let mut spec = McpServer::command("ready", program, serve_script(transport, port).to_args());
+    if transport.is_http() {
+        spec.transport = transport;
+        spec.port = Some(port);
+    }
+    let started = Instant::now();
+    let id = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .context("start_server")?;
+    let outcome = async {
+        o.wait_until_running(&id, READY_TIMEOUT).await?;
+        let channel = loop {
+            match o.connect(&id).await {
+                Ok(c) => break c,
+                Err(OrchestratorError::Unavailable { .. }) if started.elapsed() < READY_TIMEOUT => {
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(e) => return Err(anyhow::Error::new(e)),
+            }
+        };
+        match channel {
+            McpChannel::Stdio(stdio) => {
+                let client = ().serve(stdio).await.context("stdio handshake")?;
+                client.list_all_tools().await.context("tools/list")?;
+                let _ = client.cancel().await;
+            }
+            McpChannel::Http(endpoint) => http_ready(&endpoint.url).await?,
+            other => bail!("unexpected channel {other:?}"),
+        }
+        Ok(started.elapsed())
+    }
+    .await;
+    let stopped = o.stop_server(&id, GRACE).await;
+    let elapsed = outcome?;
+    stopped.context("stop_server")?;
+    Ok(elapsed)
+}
+
+async fn ready_raw(server: &Path, transport: Transport) -> Result<Duration> {
+    let port = free_port()?;
+    let mut cmd = tokio::process::Command::new(server);
+    cmd.args(serve_script(transport, port).to_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("raw spawn")?;
+    let outcome = async {
+        if transport.is_http() {
+            http_ready(&format!("http://127.0.0.1:{port}/mcp")).await?;
+        } else {
+            let stdout = child.stdout.take().context("stdout pipe")?;
+            let stdin = child.stdin.take().context("stdin pipe")?;
+            let client = ().serve((stdout, stdin)).await.context("stdio handshake")?;
+            client.list_all_tools().await.context("tools/list")?;
+            let _ = client.cancel().await;
+        }
+        Ok::<_, anyhow::Error>(started.elapsed())
+    }
+    .await;
+    let pid = child.id();
+    let _ = child.kill().await;
+    if let Some(pid) = pid
+        && Path::new(&format!("/proc/{pid}")).exists()
+    {
+        bail!("ready: raw child {pid} survived kill + wait");
+    }
+    outcome
+}
