@@ -7,6 +7,7 @@
 //! mcp-bench [--smoke] [--footprint] [--only a,b] [--write docs/BENCHMARKS.md]
 //! ```
 
+mod chart;
 mod docker;
 mod docker_env;
 mod footprint;
@@ -62,6 +63,9 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "6: mcp-orch binary size per backend, clean build time (--footprint builds)",
     ),
 ];
+
+/// The chart written next to the report (`docs/benchmarks.svg`).
+const CHART_FILE: &str = "benchmarks.svg";
 
 /// What the analysis section of `docs/BENCHMARKS.md` says (kept next to the code it explains).
 const ANALYSIS: &str = include_str!("analysis.md");
@@ -311,7 +315,11 @@ fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) ->
         machine.duration.as_secs_f64()
     );
     if let Some(path) = &cli.write {
-        let doc = report.markdown(machine, &cli.command, ANALYSIS);
+        let chart = path.with_file_name(CHART_FILE);
+        chart::write_svg(&report.rows, &chart)
+            .with_context(|| format!("writing {}", chart.display()))?;
+        println!("wrote {}", chart.display());
+        let doc = report.markdown(machine, &cli.command, ANALYSIS, Some(CHART_FILE));
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }

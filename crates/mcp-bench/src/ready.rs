@@ -59,8 +59,7 @@ pub(crate) async fn process_ready(server: &Path, reps: usize) -> Result<(Vec<Row
             Target::AtMost(1.15),
         ));
     }
-    let left = std::fs::read_dir(state.path().join("instances"))
-        .map_or(0, Iterator::count);
+    let left = std::fs::read_dir(state.path().join("instances")).map_or(0, Iterator::count);
     if left > 0 {
         bail!("ready: {left} instance directories left");
     }

@@ -195,7 +195,14 @@ impl Report {
 
     /// The whole `docs/BENCHMARKS.md`: the machine, the figures, the analysis and how to
     /// reproduce them.
-    pub(crate) fn markdown(&self, machine: &Machine, command: &str, analysis: &str) -> String {
+    /// `chart` is the file name of the run's SVG chart, next to the document.
+    pub(crate) fn markdown(
+        &self,
+        machine: &Machine,
+        command: &str,
+        analysis: &str,
+        chart: Option<&str>,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# Benchmarks\n\n");
         out.push_str(
@@ -212,6 +219,14 @@ impl Report {
         let _ = writeln!(out, "\nCommand: `{command}`\n");
         out.push_str("## Results\n\n");
         out.push_str(&self.markdown_table());
+        if let Some(chart) = chart {
+            let _ = writeln!(
+                out,
+                "\n![Each figure relative to its target; left of 1.0 meets it]({chart})\n\n\
+                 The chart ([{chart}]({chart})) draws every figure that has a target as its \
+                 distance to it, so timings, throughputs and sizes share one scale."
+            );
+        }
         if !self.notes.is_empty() {
             out.push_str("\nRun notes:\n\n");
             for n in &self.notes {
