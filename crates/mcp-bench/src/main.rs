@@ -261,6 +261,9 @@ async fn run(cli: Cli) -> Result<()> {
         let (rows, note) = ready::process_ready(server, sizes.process_reps).await?;
         report.rows.extend(rows);
         report.notes.push(note);
+        report
+            .rows
+            .extend(ready::process_ready_burst(server, sizes.burst, sizes.burst_reps).await?);
     }
     if selected("k8s-list") {
         step(&mut report, "k8s-list");

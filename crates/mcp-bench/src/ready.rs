@@ -73,6 +73,52 @@ pub(crate) async fn process_ready(server: &Path, reps: usize) -> Result<(Vec<Row
     ))
 }
 
+/// `n` concurrent starts to MCP-ready (stdio) each way, `reps` interleaved rounds after a
+/// warm-up: the wall time until the last of them answered.
+pub(crate) async fn process_ready_burst(server: &Path, n: usize, reps: usize) -> Result<Vec<Row>> {
+    let state = tempfile::tempdir().context("state directory")?;
+    let orchestrator = ProcessOrchestrator::new(ProcessConfig::new(state.path()))
+        .context("process orchestrator")?;
+    let program = server.to_string_lossy().into_owned();
+    let (mut ours, mut raw) = (Samples::new(), Samples::new());
+    for rep in 0..=reps {
+        for k in 0..2 {
+            let ours_turn = (rep + k) % 2 == 0;
+            let started = Instant::now();
+            let results = if ours_turn {
+                futures::future::join_all(
+                    (0..n).map(|_| ready_ours(&orchestrator, &program, Transport::Stdio)),
+                )
+                .await
+            } else {
+                futures::future::join_all((0..n).map(|_| ready_raw(server, Transport::Stdio))).await
+            };
+            let elapsed = started.elapsed();
+            for r in results {
+                r?;
+            }
+            if rep > 0 {
+                if ours_turn {
+                    ours.push_duration(elapsed);
+                } else {
+                    raw.push_duration(elapsed);
+                }
+            }
+        }
+    }
+    let left = std::fs::read_dir(state.path().join("instances")).map_or(0, Iterator::count);
+    if left > 0 {
+        bail!("ready burst: {left} instance directories left");
+    }
+    Ok(vec![timing_row(
+        "7 process ready",
+        &format!("{n} concurrent stdio starts to MCP-ready vs {n} raw spawns + same client"),
+        &ours,
+        &raw,
+        Target::AtMost(1.25),
+    )])
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
