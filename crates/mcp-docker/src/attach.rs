@@ -116,6 +116,11 @@ fn host_lock(id: &InstanceId) -> Result<File> {
     }
 }
 
+/// Removes the lock file of a removed instance (a client still holding it keeps its open file).
+pub(crate) fn forget(id: &InstanceId) {
+    let _ = std::fs::remove_file(lock_dir().join(format!("{id}.lock")));
+}
+
 fn lock_dir() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
         .map_or_else(std::env::temp_dir, PathBuf::from)

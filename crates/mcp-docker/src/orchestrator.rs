@@ -421,6 +421,7 @@ impl McpOrchestrator for DockerOrchestrator {
                 Err(e) => return Err(e),
             }
             self.wait_gone(id.as_str()).await?;
+            crate::attach::forget(id);
             remove_volumes(&self.docker, id.as_str(), &self.endpoint).await?;
             info!("stopped and removed");
             Ok(())
