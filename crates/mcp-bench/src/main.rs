@@ -10,6 +10,7 @@
 mod chart;
 mod docker;
 mod docker_env;
+mod docker_ready;
 mod footprint;
 mod k8s;
 mod logs;
@@ -52,6 +53,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "docker-burst",
         "2: concurrent Docker starts then stops vs raw bollard",
+    ),
+    (
+        "docker-ready",
+        "8: Docker start to MCP-ready (stdio, HTTP, a burst) vs raw bollard + same client",
     ),
     ("logs", "3: follow a large Docker log vs `docker logs -f`"),
     (
@@ -337,9 +342,15 @@ async fn docker_part(
     machine: &mut Machine,
     report: &mut Report,
 ) -> Result<()> {
-    let docker_selected = ["docker-start", "docker-burst", "logs", "docker-list"]
-        .iter()
-        .any(|b| selected(b));
+    let docker_selected = [
+        "docker-start",
+        "docker-burst",
+        "docker-ready",
+        "logs",
+        "docker-list",
+    ]
+    .iter()
+    .any(|b| selected(b));
     if !docker_selected {
         return Ok(());
     }
@@ -381,6 +392,12 @@ async fn docker_benches(
         report
             .rows
             .extend(docker::burst(env, sizes.burst, sizes.burst_reps).await?);
+    }
+    if selected("docker-ready") {
+        step(report, "docker-ready");
+        report.rows.extend(
+            docker_ready::ready(env, sizes.start_reps, sizes.burst, sizes.burst_reps).await?,
+        );
     }
     if selected("logs") {
         step(report, "logs");

@@ -134,7 +134,7 @@ fn serve_script(transport: Transport, port: u16) -> FixtureScript {
 }
 
 /// Handshake and `tools/list` over streamable HTTP, retried until the server listens.
-async fn http_ready(url: &str) -> Result<()> {
+pub(crate) async fn http_ready(url: &str) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match ().serve(StreamableHttpClientTransport::from_uri(url.to_owned())).await {

@@ -61,6 +61,7 @@ fn lists_every_benchmark() {
             "k8s-list",
             "docker-start",
             "docker-burst",
+            "docker-ready",
             "logs",
             "docker-list",
             "footprint"
