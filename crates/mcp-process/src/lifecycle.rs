@@ -1,8 +1,9 @@
 //! Starting and stopping an instance: the spec checked and turned into what the supervisor
 //! runs, a fresh instance directory, the supervisor spawned and awaited until it reports the
 //! first launch; and the stop: the per-instance stop lock (`flock`), SIGTERM then SIGKILL to
-//! the supervisor and then to any process group it left behind (each verified by pid and start
-//! time), and the directory deleted through the trash.
+//! the supervisor (with every process below it, when it has to be killed) and then to any
+//! process group it left behind (each verified by pid and start time), and the directory
+//! deleted through the trash.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,7 +25,7 @@ use crate::layout::{
     Handoff, INSTANCES, InstancePaths, Launch, Meta, State, StopRequest, TRASH, create_private_dir,
     create_private_dir_all, read_json, write_json,
 };
-use crate::procfs::ProcIdentity;
+use crate::procfs::{ProcIdentity, descendants};
 use crate::supervisor::READY;
 
 /// How often stop waits look again.
@@ -195,6 +196,8 @@ impl Lifecycle<'_> {
             backoff_initial_ms: config.restart_backoff_initial_ms,
             backoff_max_ms: config.restart_backoff_max_ms,
             log_stdio_traffic: config.log_stdio_traffic,
+            log_max_bytes: config.log_max_bytes,
+            log_max_files: config.log_max_files,
         })
     }
 
@@ -311,8 +314,22 @@ impl Lifecycle<'_> {
             signal(&sup, Signal::TERM, "the supervisor")?;
             if !wait_until(|| !sup.is_alive(), grace + SUPERVISOR_MARGIN).await {
                 tracing::warn!(pid = sup.pid, "supervisor ignored the stop; killing it");
+                // Its descendants (a subreaper's: daemons included) would escape to init once
+                // it is gone, so they are taken down with it.
+                let tree: Vec<ProcIdentity> = descendants(sup.pid)
+                    .into_iter()
+                    .filter(|d| !d.dead)
+                    .map(|d| d.identity)
+                    .collect();
                 signal(&sup, Signal::KILL, "the supervisor")?;
-                wait_until(|| !sup.is_alive(), KILL_WAIT).await;
+                for p in &tree {
+                    signal(p, Signal::KILL, "a process of the server")?;
+                }
+                wait_until(
+                    || !sup.is_alive() && tree.iter().all(|p| !p.is_alive()),
+                    KILL_WAIT,
+                )
+                .await;
             }
         }
         let state: Option<State> =

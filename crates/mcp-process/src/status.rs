@@ -199,6 +199,8 @@ mod tests {
                 backoff_initial_ms: 1,
                 backoff_max_ms: 1,
                 log_stdio_traffic: false,
+                log_max_bytes: 4096,
+                log_max_files: 1,
             },
         }
     }
