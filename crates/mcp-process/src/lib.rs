@@ -91,4 +91,4 @@ pub use config::{
 };
 pub use orchestrator::ProcessOrchestrator;
 pub use procfs::ProcIdentity;
-pub use status::InstanceProcesses;
+pub use status::{InstanceProcesses, STATE_UNREADABLE};

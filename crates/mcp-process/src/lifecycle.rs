@@ -26,6 +26,7 @@ use crate::layout::{
     create_private_dir_all, read_json, write_json,
 };
 use crate::procfs::{ProcIdentity, descendants};
+use crate::status::read_supervisor;
 use crate::supervisor::READY;
 
 /// How often stop waits look again.
@@ -308,8 +309,7 @@ impl Lifecycle<'_> {
         paths: &InstancePaths,
         grace: Duration,
     ) -> Result<(), ProcessError> {
-        let supervisor: Option<ProcIdentity> = read_json(&paths.supervisor())
-            .map_err(ProcessError::io("reading", &paths.supervisor()))?;
+        let supervisor = read_supervisor(paths)?;
         if let Some(sup) = supervisor.filter(ProcIdentity::is_alive) {
             signal(&sup, Signal::TERM, "the supervisor")?;
             if !wait_until(|| !sup.is_alive(), grace + SUPERVISOR_MARGIN).await {
@@ -332,8 +332,19 @@ impl Lifecycle<'_> {
                 .await;
             }
         }
-        let state: Option<State> =
-            read_json(&paths.state()).map_err(ProcessError::io("reading", &paths.state()))?;
+        let state: Option<State> = match read_json(&paths.state()) {
+            Ok(state) => state,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // The supervisor (ended above) took its server down with it; with no
+                // supervisor the server cannot be identified.
+                tracing::warn!(
+                    "{} is unreadable ({e}); only the supervisor's processes were ended",
+                    paths.state().display()
+                );
+                None
+            }
+            Err(e) => return Err(ProcessError::io("reading", &paths.state())(e)),
+        };
         if let Some(server) = state
             .and_then(|s| s.server)
             .filter(ProcIdentity::group_alive)

@@ -189,6 +189,23 @@ pub(crate) fn descendants(root: i32) -> Vec<Descendant> {
     found
 }
 
+/// The live processes whose working directory is `dir`.
+pub(crate) fn with_cwd(dir: &std::path::Path) -> Vec<ProcIdentity> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == dir))
+        .filter_map(ProcIdentity::of)
+        .filter(ProcIdentity::is_alive)
+        .collect()
+}
+
 /// The identity of the calling process.
 #[cfg(test)]
 pub(crate) fn current() -> Option<ProcIdentity> {
@@ -254,6 +271,21 @@ mod tests {
         sleep.identity.signal(Signal::KILL).unwrap();
         child.wait().unwrap();
         assert!(!sleep.identity.is_alive());
+    }
+
+    #[test]
+    fn processes_are_found_by_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let id = ProcIdentity::of(child.id()).unwrap();
+        assert_eq!(with_cwd(dir.path()), [id]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(with_cwd(dir.path()).is_empty());
     }
 
     #[test]
