@@ -69,14 +69,55 @@ fn supervise(_: &[String]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, or debug with `-v`).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, or debug with `-v`), except the
+/// debug and trace events of [`BODY_LOGGING_TARGETS`], which no `RUST_LOG` turns on.
 fn init_tracing(verbose: bool) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if verbose { "info,mcp=debug" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            !logs_request_bodies(meta.target(), *meta.level())
+        }));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
         .try_init();
+}
+
+/// Libraries whose debug and trace events print whole request and response bodies of an engine
+/// API: bollard logs every Docker request body (a container's create body holds its environment,
+/// secret values included) and decoded responses (inspect returns the environment again). Their
+/// events above `info` are dropped whatever `RUST_LOG` asks for, so no secret value reaches the
+/// output at any log level; bollard logs nothing at `info` or above.
+const BODY_LOGGING_TARGETS: &[&str] = &["bollard"];
+
+/// Whether an event of `target` at `level` may carry request or response bodies.
+fn logs_request_bodies(target: &str, level: tracing::Level) -> bool {
+    level > tracing::Level::INFO
+        && BODY_LOGGING_TARGETS.iter().any(|t| {
+            target
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn engine_client_bodies_are_never_logged() {
+        assert!(logs_request_bodies("bollard", Level::DEBUG));
+        assert!(logs_request_bodies("bollard::docker", Level::TRACE));
+        assert!(!logs_request_bodies("bollard::docker", Level::INFO));
+        assert!(!logs_request_bodies("bollardish", Level::TRACE));
+        assert!(!logs_request_bodies("mcp_docker", Level::TRACE));
+    }
 }

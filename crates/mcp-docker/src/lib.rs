@@ -7,6 +7,13 @@
 //! - Logs are re-assembled into lines per stream, with `since`/`tail` applied exactly on the
 //!   client side (see the `logs` module docs).
 //! - Every engine error goes through one mapping function into `OrchestratorError`.
+//!
+//! Secrets and logging: bollard logs whole request bodies and decoded responses through the
+//! `log` crate at debug and trace level (target `bollard::*`), and a container's create body and
+//! inspect response hold its environment, secret values included. A program that embeds this
+//! backend and installs a logger must keep `bollard` at `info` or below whatever its users ask
+//! for (`mcp-orch` drops those events in its subscriber; see its `init_tracing`). This crate
+//! itself never logs environment values.
 
 mod attach;
 pub mod config;

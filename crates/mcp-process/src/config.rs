@@ -27,7 +27,13 @@ pub const DEFAULT_INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG"];
 /// restartBackoffInitialMs: 500
 /// restartBackoffMaxMs: 30000
 /// startTimeoutMs: 10000
+/// logMaxBytes: 10485760     # 10 MiB per log file, then it is rotated
+/// logMaxFiles: 3            # rotated files kept besides the current one
 /// ```
+///
+/// [`ProcessConfig::validate`] refuses values that cannot work (a relative `stateDir`, a
+/// restart backoff so short that a crashing server becomes a hot loop, logs too small to
+/// hold a line); [`crate::ProcessOrchestrator::new`] calls it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProcessConfig {
@@ -60,16 +66,38 @@ pub struct ProcessConfig {
     /// protocol stream, which may carry tool results and credentials.
     #[serde(default)]
     pub log_stdio_traffic: bool,
-    /// First delay before restarting an exited server (doubling per restart).
+    /// First delay before restarting an exited server (doubling per restart). At least
+    /// [`MIN_BACKOFF_INITIAL_MS`].
     #[serde(default = "default_backoff_initial_ms")]
     pub restart_backoff_initial_ms: u64,
-    /// Longest delay between restarts.
+    /// Longest delay between restarts. At least [`MIN_BACKOFF_MAX_MS`] and at least
+    /// `restartBackoffInitialMs`.
     #[serde(default = "default_backoff_max_ms")]
     pub restart_backoff_max_ms: u64,
     /// How long `start_server` waits for the supervisor to report that it launched the server.
+    /// More than zero.
     #[serde(default = "default_start_timeout_ms")]
     pub start_timeout_ms: u64,
+    /// Size at which an instance's log file (`logs.jsonl`) is rotated, in bytes. At least
+    /// [`MIN_LOG_MAX_BYTES`]; default 10 MiB.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// How many rotated log files (`logs.jsonl.1` newest ... `logs.jsonl.N` oldest) are kept
+    /// besides the current one; older ones are deleted. 1 to [`MAX_LOG_FILES`]; default 3, so
+    /// an instance's logs take at most 4 x `logMaxBytes` on disk.
+    #[serde(default = "default_log_max_files")]
+    pub log_max_files: u32,
 }
+
+/// Smallest accepted `restartBackoffInitialMs`.
+pub const MIN_BACKOFF_INITIAL_MS: u64 = 10;
+/// Smallest accepted `restartBackoffMaxMs`: a server that keeps crashing is restarted at most
+/// ten times a second.
+pub const MIN_BACKOFF_MAX_MS: u64 = 100;
+/// Smallest accepted `logMaxBytes`.
+pub const MIN_LOG_MAX_BYTES: u64 = 4096;
+/// Largest accepted `logMaxFiles`.
+pub const MAX_LOG_FILES: u32 = 100;
 
 fn default_backoff_initial_ms() -> u64 {
     500
@@ -79,6 +107,12 @@ fn default_backoff_max_ms() -> u64 {
 }
 fn default_start_timeout_ms() -> u64 {
     10_000
+}
+fn default_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_log_max_files() -> u32 {
+    3
 }
 
 impl Default for ProcessConfig {
@@ -93,6 +127,8 @@ impl Default for ProcessConfig {
             restart_backoff_initial_ms: default_backoff_initial_ms(),
             restart_backoff_max_ms: default_backoff_max_ms(),
             start_timeout_ms: default_start_timeout_ms(),
+            log_max_bytes: default_log_max_bytes(),
+            log_max_files: default_log_max_files(),
         }
     }
 }
@@ -110,6 +146,64 @@ impl ProcessConfig {
     pub fn with_supervisor(mut self, path: impl Into<PathBuf>) -> Self {
         self.supervisor_path = Some(path.into());
         self
+    }
+
+    /// Checks the values that parse but cannot work.
+    ///
+    /// # Errors
+    /// The first problem found, as a message that starts with the field's name (camelCase, as
+    /// in the configuration file) and states the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, dir) in [
+            ("stateDir", &self.state_dir),
+            ("secretsDir", &self.secrets_dir),
+        ] {
+            if let Some(d) = dir
+                && !d.is_absolute()
+            {
+                return Err(format!(
+                    "{field} must be an absolute path, not {:?}: a relative one would be resolved \
+                     against whichever directory each command runs in",
+                    d.display().to_string()
+                ));
+            }
+        }
+        if self.restart_backoff_initial_ms < MIN_BACKOFF_INITIAL_MS {
+            return Err(format!(
+                "restartBackoffInitialMs must be at least {MIN_BACKOFF_INITIAL_MS} (got {}): a \
+                 shorter delay restarts a crashing server in a hot loop",
+                self.restart_backoff_initial_ms
+            ));
+        }
+        if self.restart_backoff_max_ms < MIN_BACKOFF_MAX_MS {
+            return Err(format!(
+                "restartBackoffMaxMs must be at least {MIN_BACKOFF_MAX_MS} (got {}): a shorter \
+                 delay restarts a crashing server in a hot loop",
+                self.restart_backoff_max_ms
+            ));
+        }
+        if self.restart_backoff_max_ms < self.restart_backoff_initial_ms {
+            return Err(format!(
+                "restartBackoffMaxMs ({}) must not be less than restartBackoffInitialMs ({})",
+                self.restart_backoff_max_ms, self.restart_backoff_initial_ms
+            ));
+        }
+        if self.start_timeout_ms == 0 {
+            return Err("startTimeoutMs must be more than 0".into());
+        }
+        if self.log_max_bytes < MIN_LOG_MAX_BYTES {
+            return Err(format!(
+                "logMaxBytes must be at least {MIN_LOG_MAX_BYTES} (got {})",
+                self.log_max_bytes
+            ));
+        }
+        if !(1..=MAX_LOG_FILES).contains(&self.log_max_files) {
+            return Err(format!(
+                "logMaxFiles must be between 1 and {MAX_LOG_FILES} (got {})",
+                self.log_max_files
+            ));
+        }
+        Ok(())
     }
 
     /// The state directory in effect.
@@ -244,6 +338,40 @@ mod tests {
             serde_json::from_str::<ProcessConfig>("{}").unwrap(),
             ProcessConfig::default()
         );
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused_naming_the_field() {
+        assert_eq!(ProcessConfig::default().validate(), Ok(()));
+        let cases = [
+            (r#"{"stateDir":"state"}"#, "stateDir"),
+            (r#"{"secretsDir":"./secrets"}"#, "secretsDir"),
+            (
+                r#"{"restartBackoffInitialMs":0}"#,
+                "restartBackoffInitialMs",
+            ),
+            (
+                r#"{"restartBackoffInitialMs":10,"restartBackoffMaxMs":0}"#,
+                "restartBackoffMaxMs",
+            ),
+            (
+                r#"{"restartBackoffInitialMs":5000,"restartBackoffMaxMs":1000}"#,
+                "restartBackoffMaxMs",
+            ),
+            (r#"{"startTimeoutMs":0}"#, "startTimeoutMs"),
+            (r#"{"logMaxBytes":10}"#, "logMaxBytes"),
+            (r#"{"logMaxFiles":0}"#, "logMaxFiles"),
+        ];
+        for (json, field) in cases {
+            let c: ProcessConfig = serde_json::from_str(json).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(field), "{json}: {err}");
+        }
+        let c: ProcessConfig = serde_json::from_str(
+            r#"{"stateDir":"/s","restartBackoffInitialMs":10,"restartBackoffMaxMs":100,"logMaxBytes":4096,"logMaxFiles":1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

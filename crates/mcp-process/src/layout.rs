@@ -8,6 +8,7 @@
 //!     supervisor.json  the supervisor's pid + start time (written by the starter right after spawn)
 //!     state.json       status, restart count, the server's pid + start time (supervisor only)
 //!     logs.jsonl       one JSON object per output line: ts, stream, run, text (supervisor only)
+//!     logs.jsonl.1..N  rotated logs, newest first (`logMaxBytes` each, `logMaxFiles` kept)
 //!     supervisor.log   the supervisor's own diagnostics (never environment values)
 //!     stop.json        a stop request's grace period (written by a stopper before SIGTERM)
 //!     stop.lock        flock that serializes stoppers
@@ -57,6 +58,19 @@ impl InstancePaths {
     pub(crate) fn logs(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
     }
+    /// The `n`th rotated log (1 is the newest).
+    pub(crate) fn rotated_log(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("{LOG_FILE}.{n}"))
+    }
+    /// The rotated logs that exist, oldest first.
+    pub(crate) fn rotated_logs(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = (1..=crate::config::MAX_LOG_FILES)
+            .map(|n| self.rotated_log(n))
+            .take_while(|p| p.exists())
+            .collect();
+        found.reverse();
+        found
+    }
     pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.dir.join("supervisor.log")
     }
@@ -100,6 +114,38 @@ pub(crate) struct Launch {
     /// Log a stdio server's stdout also while a client is attached (protocol traffic).
     #[serde(default)]
     pub(crate) log_stdio_traffic: bool,
+    /// Size at which `logs.jsonl` is rotated.
+    #[serde(default = "default_log_max_bytes")]
+    pub(crate) log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[serde(default = "default_log_max_files")]
+    pub(crate) log_max_files: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    crate::ProcessConfig::default().log_max_bytes
+}
+
+fn default_log_max_files() -> u32 {
+    crate::ProcessConfig::default().log_max_files
+}
+
+/// How the supervisor bounds the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogLimits {
+    /// Rotate before the current file would grow past this.
+    pub(crate) max_bytes: u64,
+    /// Rotated files kept (at least 1).
+    pub(crate) max_files: u32,
+}
+
+impl Launch {
+    pub(crate) fn log_limits(&self) -> LogLimits {
+        LogLimits {
+            max_bytes: self.log_max_bytes,
+            max_files: self.log_max_files.max(1),
+        }
+    }
 }
 
 /// Everything known about an instance at start (`meta.json`). Environment values are never

@@ -85,7 +85,10 @@ mod status;
 mod stdio;
 pub mod supervisor;
 
-pub use config::{DEFAULT_INHERITED_ENV, ProcessConfig, SUPERVISOR_BINARY, default_state_dir};
+pub use config::{
+    DEFAULT_INHERITED_ENV, MAX_LOG_FILES, MIN_BACKOFF_INITIAL_MS, MIN_BACKOFF_MAX_MS,
+    MIN_LOG_MAX_BYTES, ProcessConfig, SUPERVISOR_BINARY, default_state_dir,
+};
 pub use orchestrator::ProcessOrchestrator;
 pub use procfs::ProcIdentity;
-pub use status::InstanceProcesses;
+pub use status::{InstanceProcesses, STATE_UNREADABLE};

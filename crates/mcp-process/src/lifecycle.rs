@@ -1,8 +1,9 @@
 //! Starting and stopping an instance: the spec checked and turned into what the supervisor
 //! runs, a fresh instance directory, the supervisor spawned and awaited until it reports the
 //! first launch; and the stop: the per-instance stop lock (`flock`), SIGTERM then SIGKILL to
-//! the supervisor and then to any process group it left behind (each verified by pid and start
-//! time), and the directory deleted through the trash.
+//! the supervisor (with every process below it, when it has to be killed) and then to any
+//! process group it left behind (each verified by pid and start time), and the directory
+//! deleted through the trash.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,7 +25,8 @@ use crate::layout::{
     Handoff, INSTANCES, InstancePaths, Launch, Meta, State, StopRequest, TRASH, create_private_dir,
     create_private_dir_all, read_json, write_json,
 };
-use crate::procfs::ProcIdentity;
+use crate::procfs::{ProcIdentity, descendants};
+use crate::status::read_supervisor;
 use crate::supervisor::READY;
 
 /// How often stop waits look again.
@@ -195,6 +197,8 @@ impl Lifecycle<'_> {
             backoff_initial_ms: config.restart_backoff_initial_ms,
             backoff_max_ms: config.restart_backoff_max_ms,
             log_stdio_traffic: config.log_stdio_traffic,
+            log_max_bytes: config.log_max_bytes,
+            log_max_files: config.log_max_files,
         })
     }
 
@@ -305,18 +309,42 @@ impl Lifecycle<'_> {
         paths: &InstancePaths,
         grace: Duration,
     ) -> Result<(), ProcessError> {
-        let supervisor: Option<ProcIdentity> = read_json(&paths.supervisor())
-            .map_err(ProcessError::io("reading", &paths.supervisor()))?;
+        let supervisor = read_supervisor(paths)?;
         if let Some(sup) = supervisor.filter(ProcIdentity::is_alive) {
             signal(&sup, Signal::TERM, "the supervisor")?;
             if !wait_until(|| !sup.is_alive(), grace + SUPERVISOR_MARGIN).await {
                 tracing::warn!(pid = sup.pid, "supervisor ignored the stop; killing it");
+                // Its descendants (a subreaper's: daemons included) would escape to init once
+                // it is gone, so they are taken down with it.
+                let tree: Vec<ProcIdentity> = descendants(sup.pid)
+                    .into_iter()
+                    .filter(|d| !d.dead)
+                    .map(|d| d.identity)
+                    .collect();
                 signal(&sup, Signal::KILL, "the supervisor")?;
-                wait_until(|| !sup.is_alive(), KILL_WAIT).await;
+                for p in &tree {
+                    signal(p, Signal::KILL, "a process of the server")?;
+                }
+                wait_until(
+                    || !sup.is_alive() && tree.iter().all(|p| !p.is_alive()),
+                    KILL_WAIT,
+                )
+                .await;
             }
         }
-        let state: Option<State> =
-            read_json(&paths.state()).map_err(ProcessError::io("reading", &paths.state()))?;
+        let state: Option<State> = match read_json(&paths.state()) {
+            Ok(state) => state,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // The supervisor (ended above) took its server down with it; with no
+                // supervisor the server cannot be identified.
+                tracing::warn!(
+                    "{} is unreadable ({e}); only the supervisor's processes were ended",
+                    paths.state().display()
+                );
+                None
+            }
+            Err(e) => return Err(ProcessError::io("reading", &paths.state())(e)),
+        };
         if let Some(server) = state
             .and_then(|s| s.server)
             .filter(ProcIdentity::group_alive)

@@ -1,11 +1,15 @@
 //! Reading an instance's log (`logs.jsonl`, one JSON record per line: ts, stream, run,
-//! text): the records of the wanted run through the shared [`LogFilter`] (stream, exact
-//! `since`, timestamps, tail after both), and following: polling the file for appended
-//! records until the instance finishes, loses its supervisor or is removed.
+//! text, plus the rotated `logs.jsonl.N` ... `logs.jsonl.1` before it): the records of the
+//! wanted run, oldest file first, through the shared [`LogFilter`] (stream, exact `since`,
+//! timestamps, tail after both), and following: polling the file for appended records until
+//! the instance finishes, loses its supervisor or is removed. A follower notices a rotation
+//! (`logs.jsonl` is another file than the one it holds), reads its file to the end, then the
+//! rotated files newer than it, then the new current file, so nothing kept is skipped.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -47,9 +51,9 @@ pub(crate) async fn read_logs(
         lines: options.filter(),
     };
     let log_path = paths.logs();
-    let (lines, offset) = {
-        let path = log_path.clone();
-        tokio::task::spawn_blocking(move || read_existing(&path, &filter))
+    let (lines, current) = {
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || read_existing(&paths, &filter))
             .await
             .map_err(|e| OrchestratorError::backend(BACKEND, e))?
             .map_err(ProcessError::io("reading", &log_path))?
@@ -58,20 +62,21 @@ pub(crate) async fn read_logs(
     if !options.follow || options.previous {
         return Ok(head.boxed());
     }
-    let file = match tokio::fs::File::open(&log_path).await {
-        Ok(mut f) => {
-            f.seek(std::io::SeekFrom::Start(offset))
+    let (file, ino) = match current {
+        Some(current) => {
+            let mut f = tokio::fs::File::from_std(current.file);
+            f.seek(std::io::SeekFrom::Start(current.offset))
                 .await
                 .map_err(ProcessError::io("reading", &log_path))?;
-            Some(f)
+            (Some(f), Some(current.ino))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(ProcessError::io("opening", &log_path)(e).into()),
+        None => (None, None),
     };
     let follow = Follow {
         config: config.clone(),
         paths,
         file,
+        ino,
         pending: Vec::new(),
         queue: VecDeque::new(),
         filter: RunFilter {
@@ -127,16 +132,63 @@ impl RunFilter {
     }
 }
 
-/// Reads the existing log: the wanted lines (the last `tail` of them) and the offset after
-/// the last complete line.
-fn read_existing(path: &Path, filter: &RunFilter) -> std::io::Result<(Vec<LogLine>, u64)> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+/// The current log file as the first read left it.
+struct CurrentLog {
+    /// The open file (it stays the same file if the log is rotated meanwhile).
+    file: std::fs::File,
+    /// Its inode, to notice a rotation.
+    ino: u64,
+    /// The offset after its last complete line.
+    offset: u64,
+}
+
+/// Reads the existing log: the wanted lines (the last `tail` of them) from the rotated files
+/// (oldest first) and the current one, and the current file with the offset after its last
+/// complete line. The current file is opened first, so a rotation during the read shows up as
+/// a rotated file with its inode, which is then not read twice.
+fn read_existing(
+    paths: &InstancePaths,
+    filter: &RunFilter,
+) -> std::io::Result<(Vec<LogLine>, Option<CurrentLog>)> {
+    let mut out: TailBuffer<LogLine> = filter.lines.tail_buffer();
+    let current = match std::fs::File::open(paths.logs()) {
+        Ok(f) => {
+            let ino = f.metadata()?.ino();
+            Some((f, ino))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
+    for rotated in paths.rotated_logs() {
+        let file = match std::fs::File::open(&rotated) {
+            Ok(f) => f,
+            // Rotated away meanwhile: the oldest kept file was deleted.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if current
+            .as_ref()
+            .is_some_and(|(_, ino)| file.metadata().is_ok_and(|m| m.ino() == *ino))
+        {
+            continue;
+        }
+        read_lines(file, filter, &mut out)?;
+    }
+    let Some((file, ino)) = current else {
+        return Ok((out.into_vec(), None));
+    };
+    let (file, offset) = read_lines(file, filter, &mut out)?;
+    Ok((out.into_vec(), Some(CurrentLog { file, ino, offset })))
+}
+
+/// Parses the complete lines of `file` into `out`; returns the file and the offset after the
+/// last complete line.
+fn read_lines(
+    file: std::fs::File,
+    filter: &RunFilter,
+    out: &mut TailBuffer<LogLine>,
+) -> std::io::Result<(std::fs::File, u64)> {
     let mut reader = BufReader::new(file);
-    let mut out: TailBuffer<LogLine> = filter.lines.tail_buffer();
     let mut offset = 0u64;
     let mut buf = Vec::new();
     loop {
@@ -145,9 +197,27 @@ fn read_existing(path: &Path, filter: &RunFilter) -> std::io::Result<(Vec<LogLin
         if n == 0 || !buf.ends_with(b"\n") {
             break;
         }
-        offset += filter.parse(&buf, &mut out) as u64;
+        offset += filter.parse(&buf, out) as u64;
     }
-    Ok((out.into_vec(), offset))
+    Ok((reader.into_inner(), offset))
+}
+
+/// The inode of the file at `path`, if it exists.
+fn ino_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// The whole content of `path` (empty when it is gone).
+fn read_all(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(bytes)
 }
 
 /// A follower: reads what is appended to the log until the instance ends.
@@ -155,6 +225,8 @@ struct Follow {
     config: ProcessConfig,
     paths: InstancePaths,
     file: Option<tokio::fs::File>,
+    /// The inode of `file`.
+    ino: Option<u64>,
     pending: Vec<u8>,
     queue: VecDeque<LogLine>,
     filter: RunFilter,
@@ -174,7 +246,52 @@ impl Follow {
         }
     }
 
+    /// Reads what was appended to the file held, then, when the log was rotated, the rest of
+    /// the held file, the rotated files newer than it and the new current file.
     async fn read_more(&mut self) -> std::io::Result<()> {
+        self.read_held().await?;
+        let current = ino_of(&self.paths.logs());
+        if current.is_none() || current == self.ino {
+            return Ok(());
+        }
+        // Rotated: the supervisor wrote the held file's last line before renaming it.
+        self.read_held().await?;
+        self.pending.clear();
+        let rotated = self.paths.rotated_logs();
+        let newer: Vec<PathBuf> = match self.ino {
+            // The held file is among the rotated ones: the files after it are newer.
+            Some(ino) => match rotated.iter().position(|p| ino_of(p) == Some(ino)) {
+                Some(i) => rotated[i + 1..].to_vec(),
+                // The held file was deleted already: every kept rotated file is newer.
+                None => rotated,
+            },
+            None => Vec::new(),
+        };
+        for path in newer {
+            let bytes = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_all(&path))
+                    .await
+                    .map_err(std::io::Error::other)??
+            };
+            self.filter.parse(&bytes, &mut self.queue);
+        }
+        match tokio::fs::File::open(self.paths.logs()).await {
+            Ok(f) => {
+                self.ino = Some(f.metadata().await?.ino());
+                self.file = Some(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.file = None;
+                self.ino = None;
+            }
+            Err(e) => return Err(e),
+        }
+        self.read_held().await
+    }
+
+    /// Reads what was appended to the file held.
+    async fn read_held(&mut self) -> std::io::Result<()> {
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
@@ -290,14 +407,42 @@ mod tests {
     fn a_tail_counts_the_wanted_run_only() {
         use mcp_types::LogStream::Stdout;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("logs.jsonl");
+        let paths = InstancePaths::new(dir.path());
         let mut text = record(1, Stdout, "a");
         text += &record(1, Stdout, "b");
         text += &record(2, Stdout, "later run");
-        std::fs::write(&path, &text).unwrap();
-        let (lines, offset) = read_existing(&path, &with_tail(2)).unwrap();
+        std::fs::write(paths.logs(), &text).unwrap();
+        let (lines, current) = read_existing(&paths, &with_tail(2)).unwrap();
         let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["a", "b"]);
-        assert_eq!(offset, text.len() as u64);
+        assert_eq!(current.unwrap().offset, text.len() as u64);
+    }
+
+    #[test]
+    fn rotated_files_are_read_oldest_first_before_the_current_one() {
+        use mcp_types::LogStream::Stdout;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = InstancePaths::new(dir.path());
+        std::fs::write(
+            paths.rotated_log(2),
+            record(0, Stdout, "r0") + &record(1, Stdout, "a"),
+        )
+        .unwrap();
+        std::fs::write(paths.rotated_log(1), record(1, Stdout, "b")).unwrap();
+        std::fs::write(
+            paths.logs(),
+            record(1, Stdout, "c") + &record(2, Stdout, "x"),
+        )
+        .unwrap();
+        let (lines, _) = read_existing(&paths, &filter(1)).unwrap();
+        let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+        let (lines, _) = read_existing(&paths, &with_tail(2)).unwrap();
+        let texts: Vec<_> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["b", "c"]);
+        // A gap in the numbering ends the rotated files (.4 without .3 is not read).
+        std::fs::write(paths.rotated_log(4), record(1, Stdout, "stray")).unwrap();
+        let (lines, _) = read_existing(&paths, &filter(1)).unwrap();
+        assert_eq!(lines.len(), 3);
     }
 }

@@ -45,17 +45,19 @@ impl ProcessOrchestrator {
     /// start, and the supervisor program is looked up at each start.
     ///
     /// # Errors
-    /// [`Unavailable`](OrchestratorError::Unavailable) when no state directory is configured
-    /// and none can be derived from `XDG_STATE_HOME` or `HOME`.
+    /// - [`InvalidArgument`](OrchestratorError::InvalidArgument) when
+    ///   [`ProcessConfig::validate`] refuses the configuration (the message names the field).
+    /// - [`Unavailable`](OrchestratorError::Unavailable) when no state directory is configured
+    ///   and none can be derived from `XDG_STATE_HOME` or `HOME`.
     pub fn new(config: ProcessConfig) -> Result<Self> {
-        let dir = config.state_dir().map_err(ProcessError::Setup)?;
-        let state_dir = if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir()
-                .map_err(ProcessError::io("resolving the current directory", &dir))?
-                .join(dir)
-        };
+        config.validate().map_err(|message| {
+            mcp_orchestrator_api::OrchestratorError::InvalidArgument {
+                what: "process backend configuration",
+                message,
+            }
+        })?;
+        // Absolute: `validate` refuses a relative stateDir and the default is absolute.
+        let state_dir = config.state_dir().map_err(ProcessError::Setup)?;
         let secrets: Box<dyn SecretResolver> = match &config.secrets_dir {
             Some(d) => Box::new(DirSecretResolver::new(d)),
             None => Box::new(NoSecrets),

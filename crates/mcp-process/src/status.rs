@@ -1,7 +1,15 @@
 //! What an instance's state directory says about it: the documents read in an order that
 //! cannot mistake a supervisor that recorded its final state and exited for a dead one, the
-//! status reported (the supervisor's record, or `Orphaned` when it is gone), the processes
-//! recorded, and the listing of every instance.
+//! status reported (the supervisor's record, or `Orphaned` when it is gone, or
+//! `StateUnreadable` when `state.json` is damaged), the processes recorded, and the listing of
+//! every instance.
+//!
+//! A damaged document never hides an instance: an unreadable `state.json` is reported as such
+//! (the supervisor rewrites it at its next change), and an unreadable `supervisor.json` is
+//! replaced by the process whose working directory is the instance directory (the supervisor).
+
+/// Reason of an instance whose `state.json` cannot be read.
+pub const STATE_UNREADABLE: &str = "StateUnreadable";
 
 use mcp_orchestrator_api::Result;
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
@@ -63,11 +71,20 @@ pub(crate) fn observe(
                     .unwrap_or_default(),
             )
         })?;
-    let supervisor: Option<ProcIdentity> =
-        read_json(&paths.supervisor()).map_err(ProcessError::io("reading", &paths.supervisor()))?;
+    let supervisor = read_supervisor(paths)?;
     let supervisor_alive = supervisor.is_some_and(|s| s.is_alive());
-    let state: Option<State> =
-        read_json(&paths.state()).map_err(ProcessError::io("reading", &paths.state()))?;
+    let state = match read_json::<State>(&paths.state()) {
+        Ok(state) => state,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Ok(Observed {
+                status: unreadable_state(paths, supervisor, supervisor_alive, &e),
+                meta,
+                supervisor,
+                server: None,
+            });
+        }
+        Err(e) => return Err(ProcessError::io("reading", &paths.state())(e)),
+    };
     let server = state.as_ref().and_then(|s| s.server);
     let young = Timestamp::now().duration_since(meta.created_at) < startup_window(config);
     let status = match state {
@@ -113,6 +130,49 @@ pub(crate) fn observe(
         supervisor,
         server,
     })
+}
+
+/// The supervisor recorded in `supervisor.json`; when that file is damaged, the live process
+/// whose working directory is the instance directory (the supervisor changes into it).
+pub(crate) fn read_supervisor(paths: &InstancePaths) -> Result<Option<ProcIdentity>, ProcessError> {
+    match read_json::<ProcIdentity>(&paths.supervisor()) {
+        Ok(found) => Ok(found),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tracing::warn!(
+                "{} is unreadable ({e}); looking for the supervisor by its working directory",
+                paths.supervisor().display()
+            );
+            Ok(crate::procfs::with_cwd(&paths.dir).into_iter().next())
+        }
+        Err(e) => Err(ProcessError::io("reading", &paths.supervisor())(e)),
+    }
+}
+
+/// The status of an instance whose `state.json` cannot be parsed.
+fn unreadable_state(
+    paths: &InstancePaths,
+    supervisor: Option<ProcIdentity>,
+    supervisor_alive: bool,
+    error: &std::io::Error,
+) -> InstanceStatus {
+    let file = paths.state();
+    match supervisor.filter(|_| supervisor_alive) {
+        Some(sup) => InstanceStatus::phase(Phase::Unknown)
+            .with_reason(STATE_UNREADABLE)
+            .with_message(format!(
+                "{} cannot be read ({error}); the supervisor (pid {}) still runs and rewrites \
+                 it at its next change; stop the instance to end it",
+                file.display(),
+                sup.pid
+            )),
+        None => InstanceStatus::phase(Phase::Unknown)
+            .with_reason(STATE_UNREADABLE)
+            .with_message(format!(
+                "{} cannot be read ({error}) and the supervisor is gone; stop the instance to \
+                 remove it",
+                file.display()
+            )),
+    }
 }
 
 fn instance_of(obs: Observed) -> Instance {
@@ -199,6 +259,8 @@ mod tests {
                 backoff_initial_ms: 1,
                 backoff_max_ms: 1,
                 log_stdio_traffic: false,
+                log_max_bytes: 4096,
+                log_max_files: 1,
             },
         }
     }
@@ -255,5 +317,16 @@ mod tests {
             observe(&paths, &config).unwrap().status.phase,
             Phase::Succeeded
         );
+        // A damaged state file is reported, naming the file, not an error.
+        std::fs::write(paths.state(), b"{\"status\": {").unwrap();
+        let st = observe(&paths, &config).unwrap().status;
+        assert_eq!(
+            (st.phase, st.reason.as_deref()),
+            (Phase::Unknown, Some(STATE_UNREADABLE))
+        );
+        assert!(st.message.unwrap().contains("state.json"));
+        // A damaged supervisor.json with no process in the directory: no supervisor.
+        std::fs::write(paths.supervisor(), b"[").unwrap();
+        assert_eq!(read_supervisor(&paths).unwrap(), None);
     }
 }

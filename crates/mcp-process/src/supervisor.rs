@@ -9,17 +9,19 @@
 //! attempted). The supervisor then:
 //!
 //! 1. calls `setsid` so it belongs to no terminal or caller's process group and outlives the
-//!    program that started it;
+//!    program that started it, and makes itself a child subreaper, so every process the server
+//!    starts stays below it in the process tree even after a double fork or `setsid`;
 //! 2. applies the memory limit as `RLIMIT_DATA` to itself, so the server inherits it;
 //! 3. launches the server in a process group of its own, stdout and stderr piped, stdin piped
 //!    for stdio servers;
 //! 4. appends every output line to `logs.jsonl` with its stream, run number and a timestamp;
-//! 5. on exit, records the exit code, sweeps what is left of the server's process group, and
+//! 5. on exit, records the exit code, sweeps what is left of the server's process group and of
+//!    its descendants (SIGTERM, a short grace, SIGKILL; orphans are reaped as they exit), and
 //!    restarts it with exponential backoff (reason `CrashLoopBackOff` while waiting) when the
 //!    policy says so, or records `Succeeded`/`Failed` and exits;
-//! 6. on SIGTERM or SIGINT (a stop), sends SIGTERM to the server's group, closes its stdin,
-//!    waits the grace period from `stop.json`, sends SIGKILL to the group, records `Stopped`
-//!    and exits. SIGHUP is ignored.
+//! 6. on SIGTERM or SIGINT (a stop), sends SIGTERM to the server's group and to every
+//!    descendant, closes its stdin, waits the grace period from `stop.json`, sends SIGKILL to
+//!    what is left, records `Stopped` and exits. SIGHUP is ignored.
 //!
 //! Every state change is written to `state.json` atomically.
 
@@ -40,10 +42,10 @@ use tokio::sync::watch;
 
 use crate::bridge::{Attach, accept_loop};
 use crate::layout::{
-    Handoff, InstancePaths, Launch, LogRecord, Meta, SOCKET_FILE, State, StopRequest, read_json,
-    write_json,
+    Handoff, InstancePaths, Launch, LogLimits, LogRecord, Meta, SOCKET_FILE, State, StopRequest,
+    read_json, write_json,
 };
-use crate::procfs::ProcIdentity;
+use crate::procfs::{ProcIdentity, descendants};
 
 /// The line the supervisor prints on stdout once it has attempted the first launch.
 pub(crate) const READY: &str = "ready";
@@ -108,6 +110,13 @@ fn main_inner(dir: &Path) -> Result<(), String> {
     if let Err(e) = rustix::process::setsid() {
         diag(&format!("setsid: {e} (continuing)"));
     }
+    // Orphans of the server (double forks, `setsid` daemons) are reparented to us instead of
+    // init, so a stop can find and end them.
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        diag(&format!(
+            "PR_SET_CHILD_SUBREAPER: {e} (continuing; daemonized descendants may escape a stop)"
+        ));
+    }
     std::env::set_current_dir(dir).map_err(|e| format!("cd {}: {e}", dir.display()))?;
     let paths = InstancePaths::new(std::env::current_dir().map_err(|e| e.to_string())?);
     let meta: Meta = read_json(&paths.meta())
@@ -123,8 +132,10 @@ fn main_inner(dir: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async move {
-        let log = LogSink::open(&paths)?;
+        let log = LogSink::open(&paths, meta.launch.log_limits())?;
         let stop = stop_signals()?;
+        let reaper = Reaper::default();
+        reaper.spawn()?;
         let mut supervisor = Supervisor {
             paths,
             launch: meta.launch,
@@ -134,6 +145,7 @@ fn main_inner(dir: &Path) -> Result<(), String> {
             attach: Attach::default(),
             stop,
             ready_sent: false,
+            reaper,
         };
         supervisor.supervise().await
     })
@@ -209,6 +221,7 @@ struct Supervisor {
     attach: Attach,
     stop: watch::Receiver<bool>,
     ready_sent: bool,
+    reaper: Reaper,
 }
 
 impl Supervisor {
@@ -317,7 +330,8 @@ impl Supervisor {
             .stdin(if stdio { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = match cmd.spawn() {
+        let spawned = self.reaper.spawn_server(&mut cmd);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -373,11 +387,9 @@ impl Supervisor {
             () = stop_requested(&mut stop) => (self.terminate(&mut child, leader).await, true),
         };
         self.attach.end_run();
-        if let Some(leader) = leader {
-            // What the server left behind in its group goes with it.
-            let deadline = Instant::now() + SWEEP_GRACE;
-            kill_group(leader, deadline).await;
-        }
+        // What the server left behind, in its group or daemonized below us, goes with it.
+        kill_tree(leader, Instant::now() + SWEEP_GRACE, &self.reaper).await;
+        self.reaper.server_gone();
         for task in [out, err].into_iter().flatten() {
             let abort = task.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
@@ -423,6 +435,8 @@ impl Supervisor {
                 let _ = child.start_kill();
             }
         }
+        // Descendants that left the group (setsid) get the same grace period.
+        signal_descendants(Signal::TERM);
         let status =
             if let Ok(status) = tokio::time::timeout_at(deadline.into(), child.wait()).await {
                 status
@@ -433,25 +447,117 @@ impl Supervisor {
                 let _ = child.start_kill();
                 child.wait().await
             };
-        if let Some(l) = leader {
-            kill_group(l, deadline).await;
-        }
+        kill_tree(leader, deadline, &self.reaper).await;
         status
     }
 }
 
-/// Waits until `leader`'s group is gone or `deadline` passes (sending SIGTERM first when the
-/// group still has members), then SIGKILLs what remains.
-async fn kill_group(leader: ProcIdentity, deadline: Instant) {
-    if !leader.group_alive() {
+/// This process's pid.
+fn own_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// Live processes below the supervisor (the server and everything it started).
+fn live_descendants() -> Vec<ProcIdentity> {
+    descendants(own_pid())
+        .into_iter()
+        .filter(|d| !d.dead)
+        .map(|d| d.identity)
+        .collect()
+}
+
+/// Sends `signal` to every live process below the supervisor.
+fn signal_descendants(signal: Signal) {
+    for p in live_descendants() {
+        if let Err(e) = p.signal(signal) {
+            diag(&format!("{signal:?} to descendant {}: {e}", p.pid));
+        }
+    }
+}
+
+/// Ends everything the server left behind: its process group and every process below the
+/// supervisor (daemons that called `setsid` were reparented to it, the subreaper). SIGTERM
+/// first, then SIGKILL once `deadline` passes; orphans are reaped, and the wait for them to
+/// disappear after SIGKILL is bounded.
+async fn kill_tree(leader: Option<ProcIdentity>, deadline: Instant, reaper: &Reaper) {
+    let remaining = || leader.is_some_and(|l| l.group_alive()) || !live_descendants().is_empty();
+    reaper.reap();
+    if !remaining() {
         return;
     }
-    let _ = leader.signal_group(Signal::TERM);
-    while leader.group_alive() && Instant::now() < deadline {
-        tokio::time::sleep(POLL).await;
+    if let Some(l) = leader {
+        let _ = l.signal_group(Signal::TERM);
     }
-    if leader.group_alive() {
-        let _ = leader.signal_group(Signal::KILL);
+    signal_descendants(Signal::TERM);
+    while remaining() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+        reaper.reap();
+    }
+    let killed_at = Instant::now();
+    while remaining() && killed_at.elapsed() < SWEEP_GRACE {
+        if let Some(l) = leader {
+            let _ = l.signal_group(Signal::KILL);
+        }
+        signal_descendants(Signal::KILL);
+        tokio::time::sleep(POLL).await;
+        reaper.reap();
+    }
+    if remaining() {
+        diag("processes of the server survived SIGKILL");
+    }
+}
+
+/// Reaps the orphans reparented to the supervisor (it is a child subreaper) as they exit, so
+/// they do not linger as zombies; never the current server, whose exit status tokio collects.
+#[derive(Clone, Default)]
+struct Reaper {
+    /// The pid of the running server; spawning and reaping are serialized by this lock, so a
+    /// server that exits at once cannot be reaped before its pid is known.
+    server: Arc<Mutex<Option<i32>>>,
+}
+
+impl Reaper {
+    /// Reaps on every SIGCHLD, in the background.
+    fn spawn(&self) -> Result<(), String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut chld = signal(SignalKind::child())
+            .map_err(|e| format!("installing the SIGCHLD handler: {e}"))?;
+        let reaper = self.clone();
+        tokio::spawn(async move {
+            while chld.recv().await.is_some() {
+                reaper.reap();
+            }
+        });
+        Ok(())
+    }
+
+    /// Spawns the server, recording its pid under the lock.
+    fn spawn_server(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        let mut server = lock(&self.server);
+        let child = cmd.spawn()?;
+        *server = child.id().and_then(|p| i32::try_from(p).ok());
+        Ok(child)
+    }
+
+    /// The server's exit status has been collected.
+    fn server_gone(&self) {
+        *lock(&self.server) = None;
+    }
+
+    /// Reaps every zombie child of the supervisor except the server.
+    fn reap(&self) {
+        use rustix::process::{Pid, WaitOptions, waitpid};
+        let server = lock(&self.server);
+        let me = own_pid();
+        for d in descendants(me) {
+            if d.dead
+                && d.ppid == me
+                && Some(d.identity.pid) != *server
+                && let Some(pid) = Pid::from_raw(d.identity.pid)
+            {
+                let _ = waitpid(Some(pid), WaitOptions::NOHANG);
+            }
+        }
     }
 }
 
@@ -494,42 +600,100 @@ async fn pump(
 }
 
 /// The append-only log, shared by the stdout and stderr readers. Lines are stamped under the
-/// lock, so the file is in timestamp order.
+/// lock, so the files are in timestamp order. Before a line would take the current file past
+/// `logMaxBytes` the file is rotated: `logs.jsonl.N-1` becomes `logs.jsonl.N` (the oldest kept
+/// is dropped), ..., `logs.jsonl` becomes `logs.jsonl.1`, and a new `logs.jsonl` is started.
+/// Renames keep each file's inode, so a follower holding the old file reads it to its end.
 #[derive(Clone)]
 struct LogSink {
-    inner: Arc<Mutex<(std::fs::File, u32)>>,
+    inner: Arc<Mutex<LogFile>>,
 }
 
-impl LogSink {
-    fn open(paths: &InstancePaths) -> Result<Self, String> {
+struct LogFile {
+    file: std::fs::File,
+    run: u32,
+    /// Bytes in the current file.
+    size: u64,
+    paths: InstancePaths,
+    limits: LogLimits,
+}
+
+impl LogFile {
+    fn open_current(paths: &InstancePaths) -> Result<(std::fs::File, u64), String> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(paths.logs())
             .map_err(|e| format!("opening {}: {e}", paths.logs().display()))?;
+        let size = file
+            .metadata()
+            .map_err(|e| format!("reading {}: {e}", paths.logs().display()))?
+            .len();
+        Ok((file, size))
+    }
+
+    fn rotate(&mut self) -> Result<(), String> {
+        let rename = |from: &Path, to: &Path| match std::fs::rename(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("rotating {}: {e}", from.display())),
+        };
+        let oldest = self.paths.rotated_log(self.limits.max_files);
+        match std::fs::remove_file(&oldest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("deleting {}: {e}", oldest.display())),
+        }
+        for n in (1..self.limits.max_files).rev() {
+            rename(&self.paths.rotated_log(n), &self.paths.rotated_log(n + 1))?;
+        }
+        rename(&self.paths.logs(), &self.paths.rotated_log(1))?;
+        let (file, size) = Self::open_current(&self.paths)?;
+        self.file = file;
+        self.size = size;
+        Ok(())
+    }
+}
+
+impl LogSink {
+    fn open(paths: &InstancePaths, limits: LogLimits) -> Result<Self, String> {
+        let (file, size) = LogFile::open_current(paths)?;
         Ok(Self {
-            inner: Arc::new(Mutex::new((file, 0))),
+            inner: Arc::new(Mutex::new(LogFile {
+                file,
+                run: 0,
+                size,
+                paths: paths.clone(),
+                limits,
+            })),
         })
     }
 
     fn set_run(&self, run: u32) {
-        lock(&self.inner).1 = run;
+        lock(&self.inner).run = run;
     }
 
     fn write(&self, stream: LogStream, text: &str) {
-        let mut guard = lock(&self.inner);
-        let (file, run) = &mut *guard;
+        let mut log = lock(&self.inner);
         let record = LogRecord {
             ts: Timestamp::now(),
             stream,
-            run: *run,
+            run: log.run,
             text: text.to_owned(),
         };
         match serde_json::to_vec(&record) {
             Ok(mut line) => {
                 line.push(b'\n');
-                if let Err(e) = file.write_all(&line) {
-                    diag(&format!("writing the log: {e}"));
+                let len = line.len() as u64;
+                if log.size > 0
+                    && log.size.saturating_add(len) > log.limits.max_bytes
+                    && let Err(e) = log.rotate()
+                {
+                    diag(&e);
+                }
+                match log.file.write_all(&line) {
+                    Ok(()) => log.size += len,
+                    Err(e) => diag(&format!("writing the log: {e}")),
                 }
             }
             Err(e) => diag(&format!("encoding a log line: {e}")),
