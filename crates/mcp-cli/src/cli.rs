@@ -111,9 +111,13 @@ pub(crate) struct RunArgs {
     /// within it is reported as failed). Not used with --attach.
     #[arg(long, default_value = "1s", value_parser = crate::time::parse_duration)]
     pub(crate) settle: std::time::Duration,
-    /// Grace period when stopping after --attach.
+    /// Grace period when stopping: after --attach, or after a failed or interrupted run.
     #[arg(long, default_value = "10s", value_parser = crate::time::parse_duration)]
     pub(crate) grace: std::time::Duration,
+    /// When the server does not come up (or Ctrl-C interrupts the wait), keep the instance for
+    /// debugging instead of stopping and removing it; `run` prints how to stop it.
+    #[arg(long)]
+    pub(crate) keep_on_failure: bool,
 }
 
 /// `ps` arguments.
