@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run and manage MCP servers on local processes, Docker or Kubernetes.
 #[derive(Debug, Parser)]
-#[command(name = "mcp-orch", version, about, propagate_version = true)]
+#[command(
+    name = "mcp-orch",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong."
+)]
 pub(crate) struct Cli {
     /// Configuration file (YAML or JSON). Default: $MCPCTL_CONFIG, else
     /// $XDG_CONFIG_HOME/mcpctl/config.yaml when it exists, else built-in defaults.
@@ -38,7 +44,8 @@ pub(crate) enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Print an instance's logs.
+    /// Print an instance's logs: the current run on the process and Kubernetes backends (see
+    /// --previous), every run on Docker (the engine keeps one log across restarts).
     Logs(LogsArgs),
     /// Connect this program's stdin/stdout to a stdio server's MCP channel, byte for byte, so an
     /// MCP client can launch `mcp-orch attach <id>` as its server command. For an HTTP server it
@@ -157,7 +164,8 @@ pub(crate) struct LogsArgs {
     /// Which stream.
     #[arg(long, value_enum, default_value_t = StreamArg::All)]
     pub(crate) stream: StreamArg,
-    /// The previous run's logs, after a restart.
+    /// The run before the last restart (process, Kubernetes). Refused before any restart, and
+    /// on Docker, whose plain `logs` already shows every run.
     #[arg(short, long)]
     pub(crate) previous: bool,
 }

@@ -488,3 +488,80 @@ fn exit_codes_are_stable() {
     env.cmd(&["ps"]).assert().code(0);
     assert_eq!(listed(&env), Vec::<String>::new());
 }
+
+/// The help and the README say the same about exit codes and about which runs `logs` shows.
+#[test]
+fn help_and_readme_agree_on_exit_codes_and_logs() {
+    let env = Env::process();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let help = stdout_of(env.cmd(&["--help"]));
+    assert!(
+        help.contains("Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong."),
+        "{help}"
+    );
+    for row in [
+        "| 0 | the command did what was asked |",
+        "| 1 | the operation failed",
+        "| 2 | the command line is wrong",
+    ] {
+        assert!(readme.contains(row), "README lacks {row:?}");
+    }
+    let logs = stdout_of(env.cmd(&["logs", "--help"]));
+    let logs = logs.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        logs.contains("the current run on the process and Kubernetes backends")
+            && logs.contains("every run on Docker")
+            && logs.contains("The run before the last restart (process, Kubernetes)"),
+        "{logs}"
+    );
+    for row in [
+        "| process | the current run | the run before the last restart |",
+        "| kubernetes | the current run (container) | the run before the last restart",
+        "| docker | every run, in order",
+    ] {
+        assert!(readme.contains(row), "README lacks {row:?}");
+    }
+    let run = stdout_of(env.cmd(&["run", "--help"]));
+    assert!(run.contains("--keep-on-failure"), "{run}");
+    assert!(readme.contains("--keep-on-failure"));
+}
+
+/// Issue #14, item 3: a YAML syntax error in a spec never prints the source line holding an
+/// environment value, at any log level and with `-v`.
+#[test]
+fn yaml_errors_never_print_env_values() {
+    const SECRET: &str = "ghp_cli5ecretvalue";
+    let env = Env::process();
+    let specs = [
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: {SECRET}\n  B: [unclosed\n"),
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: {SECRET}\n  TOKEN: again\n"),
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: \"{SECRET}\n"),
+    ];
+    for (i, yaml) in specs.iter().enumerate() {
+        let spec = env.spec(&format!("s{i}.yaml"), yaml);
+        for verbose in [false, true] {
+            let mut cmd = env.cmd(&["run", spec.to_str().unwrap()]);
+            if verbose {
+                cmd.arg("-v");
+            }
+            let out = cmd
+                .env("RUST_LOG", "trace")
+                .assert()
+                .code(1)
+                .get_output()
+                .clone();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains(SECRET), "{yaml}: the value leaked:\n{all}");
+            assert!(
+                all.contains(&format!("s{i}.yaml: not valid YAML: ")),
+                "{all}"
+            );
+        }
+    }
+    assert_eq!(listed(&env), Vec::<String>::new());
+}
