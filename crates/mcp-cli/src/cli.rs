@@ -6,7 +6,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run and manage MCP servers on local processes, Docker or Kubernetes.
 #[derive(Debug, Parser)]
-#[command(name = "mcp-orch", version, about, propagate_version = true)]
+#[command(
+    name = "mcp-orch",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong."
+)]
 pub(crate) struct Cli {
     /// Configuration file (YAML or JSON). Default: $MCPCTL_CONFIG, else
     /// $XDG_CONFIG_HOME/mcpctl/config.yaml when it exists, else built-in defaults.
@@ -38,7 +44,8 @@ pub(crate) enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Print an instance's logs.
+    /// Print an instance's logs: the current run on the process and Kubernetes backends (see
+    /// --previous), every run on Docker (the engine keeps one log across restarts).
     Logs(LogsArgs),
     /// Connect this program's stdin/stdout to a stdio server's MCP channel, byte for byte, so an
     /// MCP client can launch `mcp-orch attach <id>` as its server command. For an HTTP server it
@@ -111,9 +118,13 @@ pub(crate) struct RunArgs {
     /// within it is reported as failed). Not used with --attach.
     #[arg(long, default_value = "1s", value_parser = crate::time::parse_duration)]
     pub(crate) settle: std::time::Duration,
-    /// Grace period when stopping after --attach.
+    /// Grace period when stopping: after --attach, or after a failed or interrupted run.
     #[arg(long, default_value = "10s", value_parser = crate::time::parse_duration)]
     pub(crate) grace: std::time::Duration,
+    /// When the server does not come up (or Ctrl-C interrupts the wait), keep the instance for
+    /// debugging instead of stopping and removing it; `run` prints how to stop it.
+    #[arg(long)]
+    pub(crate) keep_on_failure: bool,
 }
 
 /// `ps` arguments.
@@ -153,7 +164,8 @@ pub(crate) struct LogsArgs {
     /// Which stream.
     #[arg(long, value_enum, default_value_t = StreamArg::All)]
     pub(crate) stream: StreamArg,
-    /// The previous run's logs, after a restart.
+    /// The run before the last restart (process, Kubernetes). Refused before any restart, and
+    /// on Docker, whose plain `logs` already shows every run.
     #[arg(short, long)]
     pub(crate) previous: bool,
 }

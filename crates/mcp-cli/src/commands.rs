@@ -17,6 +17,8 @@ use mcp_factory::{BackendKind, OrchestratorConfig};
 
 use crate::cli::{Cli, Command, ConfigAction, LogsArgs, Output, PsArgs, RunArgs, StreamArg};
 use crate::output;
+use crate::signals::Interrupts;
+use crate::usage::usage;
 
 /// Runs the parsed command.
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
@@ -87,7 +89,7 @@ fn resolve_config(
     if let Some(b) = backend {
         config.orchestrator.backend = b
             .parse::<BackendKind>()
-            .map_err(|e| anyhow!("--backend: {e}"))?;
+            .map_err(|e| usage(format!("--backend: {e}")))?;
     }
     Ok((config, from))
 }
@@ -136,7 +138,7 @@ fn key_values(items: &[String], what: &str) -> Result<BTreeMap<String, String>> 
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow!("{what} {kv:?}: expected KEY=VALUE"))
+                .ok_or_else(|| usage(format!("{what} {kv:?}: expected KEY=VALUE")))
         })
         .collect()
 }
@@ -151,20 +153,25 @@ async fn run_server(args: RunArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> 
         labels: key_values(&args.labels, "--label")?,
         ..StartOptions::default()
     };
+    // From here on Ctrl-C no longer kills mcp-orch: an instance being created gets an id first,
+    // and is then stopped (or named), so no unnamed instance is left running.
+    let mut interrupts = Interrupts::listen()?;
     eprintln!("starting {} on {}", spec.name, o.backend_name());
-    let id = o.start_server(&spec, &options).await?;
+    let id = start_interruptibly(o, &spec, &options, &mut interrupts, &args).await?;
     // Attached, the logs show a quick exit and the exit code reports it: no settle period.
     let settle = if args.attach {
         Duration::ZERO
     } else {
         args.settle
     };
-    match wait_running(o, &id, args.timeout, settle).await {
-        Ok(()) => {}
-        Err(e) => {
-            print_recent_logs(o, &id).await;
-            return Err(e);
-        }
+    let waited = tokio::select! {
+        r = wait_running(o, &id, args.timeout, settle) => r,
+        () = interrupts.recv() => Err(anyhow!("interrupted before {id} was running")),
+    };
+    if let Err(e) = waited {
+        print_recent_logs(o, &id).await;
+        clean_up_failed_run(o, &id, &args, &mut interrupts).await;
+        return Err(e);
     }
     println!("{id}");
     if !args.attach {
@@ -179,7 +186,7 @@ async fn run_server(args: RunArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> 
             },
         )
         .await?;
-    let interrupted = print_stream(stream, false).await?;
+    let interrupted = print_stream(stream, false, &mut interrupts).await?;
     if interrupted {
         eprintln!("stopping {id} (grace {:?})", args.grace);
         o.stop_server(&id, args.grace).await?;
@@ -193,6 +200,66 @@ async fn run_server(args: RunArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Starts the server. An interrupt during the start lets the start finish (so the instance has
+/// an id) and then stops it; a second interrupt leaves at once, saying how to find the instance.
+async fn start_interruptibly(
+    o: &dyn McpOrchestrator,
+    spec: &mcp_factory::mcp_types::McpServer,
+    options: &StartOptions,
+    interrupts: &mut Interrupts,
+    args: &RunArgs,
+) -> Result<InstanceId> {
+    let start = o.start_server(spec, options);
+    tokio::pin!(start);
+    tokio::select! {
+        r = &mut start => return Ok(r?),
+        () = interrupts.recv() => {}
+    }
+    eprintln!(
+        "interrupted: waiting for the start of {} to finish, to stop it (Ctrl-C again to leave now)",
+        spec.name
+    );
+    tokio::select! {
+        r = &mut start => {
+            let id = r?;
+            clean_up_failed_run(o, &id, args, interrupts).await;
+            bail!("interrupted while starting {id}")
+        }
+        () = interrupts.recv() => bail!(
+            "interrupted twice while starting {name}: an instance may have been created; \
+             find it with `mcp-orch ps --server {name}` and stop it with `mcp-orch stop <ID>`",
+            name = spec.name
+        ),
+    }
+}
+
+/// After a failed or interrupted `run`: stops and removes the instance, unless
+/// `--keep-on-failure` asks to keep it, and says on stderr which happened and how to stop it.
+async fn clean_up_failed_run(
+    o: &dyn McpOrchestrator,
+    id: &InstanceId,
+    args: &RunArgs,
+    interrupts: &mut Interrupts,
+) {
+    if args.keep_on_failure {
+        eprintln!("kept {id} for debugging (--keep-on-failure); stop it with `mcp-orch stop {id}`");
+        return;
+    }
+    eprintln!(
+        "stopping and removing {id} (grace {:?}; --keep-on-failure keeps a failed instance)",
+        args.grace
+    );
+    tokio::select! {
+        r = o.stop_server(id, args.grace) => match r {
+            Ok(()) | Err(OrchestratorError::NotFound { .. }) => eprintln!("removed {id}"),
+            Err(e) => eprintln!("could not stop {id} ({e}); stop it with `mcp-orch stop {id}`"),
+        },
+        () = interrupts.recv() => {
+            eprintln!("interrupted: {id} may still be running; stop it with `mcp-orch stop {id}`");
+        }
+    }
 }
 
 /// Waits for Running and then for `settle` more, printing each phase change on stderr.
@@ -228,9 +295,7 @@ async fn wait_running(
             _ => running_since = None,
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "{id} was not running after {timeout:?} (last: {last}); it keeps starting: stop it with `mcp-orch stop {id}`"
-            );
+            bail!("{id} was not running after {timeout:?} (last: {last})");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -271,12 +336,11 @@ async fn print_recent_logs(o: &dyn McpOrchestrator, id: &InstanceId) {
 async fn print_stream(
     mut stream: mcp_factory::mcp_orchestrator_api::LogLines,
     timestamps: bool,
+    interrupts: &mut Interrupts,
 ) -> Result<bool> {
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => return Ok(true),
+            () = interrupts.recv() => return Ok(true),
             next = stream.next() => match next {
                 None => return Ok(false),
                 Some(line) => print_line(&line?, timestamps)?,
@@ -306,13 +370,14 @@ async fn ps(args: PsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
         .selector
         .as_deref()
         .map(LabelSelector::parse)
-        .transpose()?;
+        .transpose()
+        .map_err(|e| usage(format!("--selector: {e}")))?;
     let phase = args
         .phase
         .as_deref()
         .map(str::parse::<Phase>)
         .transpose()
-        .map_err(|e| anyhow!("--phase: {e}"))?;
+        .map_err(|e| usage(format!("--phase: {e}")))?;
     let mut filters = InstanceFilters {
         server: args.server,
         phase,
@@ -409,7 +474,7 @@ async fn logs(args: LogsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
         .as_deref()
         .map(|s| crate::time::parse_since(s, Timestamp::now()))
         .transpose()
-        .map_err(|e| anyhow!(e))?;
+        .map_err(usage)?;
     let options = LogOptions {
         tail: args.tail,
         since,
@@ -422,8 +487,9 @@ async fn logs(args: LogsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
         },
         previous: args.previous,
     };
+    let mut interrupts = Interrupts::listen()?;
     let stream = o.get_logs(&InstanceId::new(&args.id), &options).await?;
-    print_stream(stream, args.timestamps).await?;
+    print_stream(stream, args.timestamps, &mut interrupts).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,9 @@
 mod cli;
 mod commands;
 mod output;
+mod signals;
 mod time;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
+            let code = usage::exit_code_of(&e);
             if verbose {
                 eprintln!("error: {e}");
                 for cause in e.chain().skip(1) {
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e}");
             }
-            ExitCode::FAILURE
+            code
         }
     }
 }

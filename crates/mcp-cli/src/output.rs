@@ -63,6 +63,16 @@ pub(crate) fn status_lines(id: &str, s: &InstanceStatus, endpoint: Option<&str>)
     let mut out = String::new();
     for [k, v] in rows {
         let _ = writeln!(out, "{k:<10} {v}");
+        // After a restart the current run has no exit code yet; the previous run's follows it.
+        if k == "EXIT CODE"
+            && let Some(code) = s.last_exit_code
+        {
+            let _ = writeln!(
+                out,
+                "{:<10} {code} (the run before the last restart)",
+                "LAST EXIT"
+            );
+        }
     }
     out
 }
@@ -91,4 +101,31 @@ fn table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
         line(&mut out, row.iter().map(String::as_str).collect());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_factory::mcp_types::{InstanceStatus, Phase};
+
+    use super::status_lines;
+
+    #[test]
+    fn status_shows_the_last_exit_code_after_a_restart() {
+        let mut s = InstanceStatus::phase(Phase::Running);
+        s.restart_count = 1;
+        s.last_exit_code = Some(4);
+        let text = status_lines("mcp-x-1", &s, Some("http://127.0.0.1:1/mcp"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"EXIT CODE  -"), "{text}");
+        assert!(
+            lines.contains(&"LAST EXIT  4 (the run before the last restart)"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"ENDPOINT   http://127.0.0.1:1/mcp"),
+            "{text}"
+        );
+        let first = status_lines("mcp-x-1", &InstanceStatus::phase(Phase::Running), None);
+        assert!(!first.contains("LAST EXIT"), "{first}");
+    }
 }

@@ -55,9 +55,15 @@ pub(crate) fn parse_since(s: &str, now: Timestamp) -> Result<Timestamp, String> 
             "--since {s:?}: expected a duration (10m) or an RFC 3339 time (2026-01-02T15:04:05Z)"
         )
     })?;
-    let d = jiff::SignedDuration::try_from(d).map_err(|e| e.to_string())?;
-    now.checked_sub(d)
-        .map_err(|e| format!("--since {s:?}: {e}"))
+    let too_far = || {
+        format!(
+            "--since {s:?}: reaches before the earliest supported time ({}); give a shorter \
+             duration or an RFC 3339 time",
+            Timestamp::MIN
+        )
+    };
+    let d = jiff::SignedDuration::try_from(d).map_err(|_| too_far())?;
+    now.checked_sub(d).map_err(|_| too_far())
 }
 
 /// `3s`, `5m`, `2h`, `4d`: a compact age for tables.
@@ -100,6 +106,19 @@ mod tests {
             "2025-12-31T00:00:00Z"
         );
         assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn since_too_far_back_names_the_flag_and_the_rule() {
+        let now: Timestamp = "2026-01-01T12:00:00Z".parse().unwrap();
+        for far in ["999999999999h", "9999999999999999h"] {
+            let err = parse_since(far, now).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--since {far:?}: reaches before the earliest supported time (-009999-01-02T01:59:59Z)")),
+                "{err}"
+            );
+            assert!(!err.contains("parameter") && !err.contains("Unix"), "{err}");
+        }
     }
 
     #[test]

@@ -89,3 +89,102 @@ async fn every_subcommand_on_docker() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Containers (running or not) on `network`, by name.
+async fn containers_on(docker: &Docker, network: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([("network", vec![network.to_owned()])]);
+    docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("listing containers")
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .collect()
+}
+
+/// Issue #14, item 1 on Docker: a server that exits at once with code 3 and one whose argument
+/// list is too long (the engine starts it and it fails) restart forever under the default
+/// policy; a failed `run` removes the container, and neither the engine nor `ps` lists it.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_runs_leave_no_container() {
+    let Some(docker) = engine().await else { return };
+    let image = mcp_test_server::ensure_docker_image(&docker, mcp_test_server::DEFAULT_IMAGE_TAG)
+        .await
+        .expect("test image");
+    let network = format!("mcpctl-cli-fail-{}", std::process::id());
+    let env = Env::docker(&network);
+    let spec_for = |name: &str, script: &FixtureScript| {
+        let args: Vec<String> = script.to_args().iter().map(|a| format!("{a:?}")).collect();
+        env.spec(
+            &format!("{name}.yaml"),
+            &format!(
+                "name: {name}\nimage: {image}\nargs: [{}]\n",
+                args.join(", ")
+            ),
+        )
+    };
+    let cases = [
+        (
+            spec_for("dexits", &FixtureScript::new().stderr("boom").exit(3)),
+            "exit code 3",
+        ),
+        (
+            spec_for("dlong", &FixtureScript::new().stdout("x".repeat(200_000))),
+            "argument list too long",
+        ),
+    ];
+    let result = std::panic::AssertUnwindSafe(async {
+        for (spec, why) in &cases {
+            let cmd = env.cmd(&[
+                "run",
+                spec.to_str().unwrap(),
+                "--timeout",
+                "60s",
+                "--grace",
+                "1s",
+            ]);
+            let out = tokio::task::spawn_blocking(move || {
+                let mut c = cmd;
+                c.assert().code(1).get_output().clone()
+            })
+            .await
+            .unwrap();
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert!(stderr.contains(why), "{stderr}");
+            assert!(stderr.contains("removed mcp-d"), "{stderr}");
+            assert_eq!(
+                containers_on(&docker, &network).await,
+                Vec::<String>::new(),
+                "{stderr}"
+            );
+        }
+        let json = stdout_of(&mut env.cmd(&["ps", "-o", "json", "--server", "dexits"]));
+        assert_eq!(json, "[]");
+        let json = stdout_of(&mut env.cmd(&["ps", "-o", "json", "--server", "dlong"]));
+        assert_eq!(json, "[]");
+    });
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    for server in ["dexits", "dlong"] {
+        if let Ok(out) = env.cmd(&["ps", "-o", "json", "--server", server]).output()
+            && let Ok(items) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        {
+            for id in items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["id"].as_str())
+            {
+                let _ = env.cmd(&["stop", id, "--grace", "1s"]).output();
+            }
+        }
+    }
+    let _ = docker.remove_network(&network).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Env, fixture_spec, one_line_error, stdout_of};
 use mcp_factory::mcp_orchestrator_api::FixtureScript;
+use mcp_factory::mcp_orchestrator_api::fixture::ServeMode;
 
 #[test]
 fn run_ps_status_logs_stop() {
@@ -270,4 +271,297 @@ fn usage_errors_exit_2() {
         stderr.starts_with("error: ") && stderr.contains("soon") && stderr.contains("10s"),
         "{stderr}"
     );
+}
+
+/// The ids of every instance the backend lists.
+fn listed(env: &Env) -> Vec<String> {
+    let json = stdout_of(env.cmd(&["ps", "-o", "json"]));
+    let items: serde_json::Value = serde_json::from_str(&json).unwrap();
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A fixture spec under the default restart policy (`Always`): a failing server restarts forever.
+fn restarting_spec(name: &str, script: &FixtureScript) -> String {
+    fixture_spec(name, script).replace("restartPolicy: Never\n", "")
+}
+
+/// Issue #14, item 1: each way `run` fails stops and removes what it started, says so, and
+/// leaves nothing listed.
+#[test]
+fn failed_runs_stop_and_remove_what_they_started() {
+    let env = Env::process();
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let cases = [
+        (
+            "exits",
+            restarting_spec("exits", &FixtureScript::new().stderr("boom").exit(3)),
+            "exit code 3",
+        ),
+        (
+            "busy",
+            format!(
+                "{}transport: streamable-http\nport: {port}\n",
+                restarting_spec(
+                    "busy",
+                    &FixtureScript::new().serve(ServeMode::Http { port })
+                )
+            ),
+            "Address already in use",
+        ),
+        (
+            "long",
+            restarting_spec("long", &FixtureScript::new().stdout("x".repeat(200_000))),
+            "Argument list too long",
+        ),
+    ];
+    for (name, yaml, why) in cases {
+        let spec = env.spec(&format!("{name}.yaml"), &yaml);
+        let out = env
+            .cmd(&[
+                "run",
+                spec.to_str().unwrap(),
+                "--timeout",
+                "30s",
+                "--grace",
+                "2s",
+            ])
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(why), "{name}: {stderr}");
+        let id = stderr
+            .split_whitespace()
+            .find(|w| w.starts_with(&format!("mcp-{name}-")))
+            .map_or_else(
+                || panic!("{name}: no id in {stderr}"),
+                |w| w.trim_end_matches(':').to_owned(),
+            );
+        assert!(
+            stderr.contains(&format!("stopping and removing {id}"))
+                && stderr.contains(&format!("removed {id}")),
+            "{name}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "no id on stdout for a failed run");
+        assert_eq!(listed(&env), Vec::<String>::new(), "{name}: left behind");
+    }
+    // A memory limit no engine can start is refused before anything starts, naming the minimum.
+    let spec = env.spec(
+        "tiny.yaml",
+        &format!(
+            "{}resources: {{ limits: {{ memory: 1Ki }} }}\n",
+            restarting_spec("tiny", &FixtureScript::new())
+        ),
+    );
+    let line = one_line_error(&mut env.cmd(&["run", spec.to_str().unwrap()]));
+    assert!(
+        line.contains("tiny.yaml")
+            && line.contains("resources.limits.memory")
+            && line.contains("6Mi"),
+        "{line}"
+    );
+    assert_eq!(listed(&env), Vec::<String>::new());
+    drop(busy);
+}
+
+#[test]
+fn keep_on_failure_keeps_the_instance_and_says_how_to_stop_it() {
+    let env = Env::process();
+    let spec = env.spec(
+        "srv.yaml",
+        &restarting_spec("kept", &FixtureScript::new().exit(3)),
+    );
+    let out = env
+        .cmd(&["run", spec.to_str().unwrap(), "--keep-on-failure"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let ids = listed(&env);
+    assert_eq!(ids.len(), 1, "{stderr}");
+    let id = &ids[0];
+    assert!(
+        stderr.contains(&format!(
+            "kept {id} for debugging (--keep-on-failure); stop it with `mcp-orch stop {id}`"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("removed"), "{stderr}");
+    assert_eq!(stdout_of(env.cmd(&["stop", id, "--grace", "2s"])), *id);
+    assert_eq!(listed(&env), Vec::<String>::new());
+}
+
+/// Ctrl-C while `run` waits for the server stops it and names it.
+#[test]
+fn ctrl_c_during_run_stops_the_instance() {
+    use std::io::{BufRead as _, BufReader};
+    let env = Env::process();
+    let spec = env.spec("srv.yaml", &restarting_spec("intr", &FixtureScript::new()));
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mcp-orch"))
+        .args(["--config", env.config.to_str().unwrap(), "run"])
+        .arg(&spec)
+        .args(["--settle", "10m", "--grace", "2s"])
+        .env("XDG_CONFIG_HOME", env.dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // Wait until the server runs (run then waits for the settle period), then interrupt.
+    while !seen.contains(": Running") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "run ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let ids = listed(&env);
+    assert_eq!(ids.len(), 1, "{seen}");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}{rest}");
+    let id = &ids[0];
+    assert!(
+        rest.contains(&format!("interrupted before {id} was running"))
+            && rest.contains(&format!("removed {id}")),
+        "{seen}{rest}"
+    );
+    assert_eq!(listed(&env), Vec::<String>::new());
+}
+
+/// Issue #14, exit codes: 0 ok, 1 the operation failed, 2 the command line is wrong.
+#[test]
+fn exit_codes_are_stable() {
+    let env = Env::process();
+    let spec = env.spec("srv.yaml", &fixture_spec("codes", &FixtureScript::new()));
+    let spec = spec.to_str().unwrap();
+    let usage: [&[&str]; 7] = [
+        &["run", spec, "--env", "NOVALUE"],
+        &["run", spec, "--label", "novalue"],
+        &["ps", "--phase", "Sleeping"],
+        &["ps", "-l", "team in"],
+        &["logs", "x", "--since", "yesterday"],
+        &["logs", "x", "--since", "999999999999h"],
+        &["--backend", "podman", "ps"],
+    ];
+    for args in usage {
+        let out = env.cmd(args).assert().code(2).get_output().clone();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.starts_with("error: ") && stderr.trim().lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+    let line = one_line_error(&mut env.cmd(&["logs", "x", "--since", "999999999999h"]));
+    assert!(
+        line.contains("--since \"999999999999h\": reaches before the earliest supported time"),
+        "{line}"
+    );
+    // Failed operations: 1.
+    env.cmd(&["status", "mcp-nothing-0000000000"])
+        .assert()
+        .code(1);
+    env.cmd(&["stop", "mcp-nothing-0000000000"])
+        .assert()
+        .code(1);
+    env.cmd(&["run", "/nonexistent/spec.yaml"]).assert().code(1);
+    let line = one_line_error(&mut env.cmd(&["run", "/nonexistent/spec.yaml"]));
+    assert!(line.contains("cannot read spec file"), "{line}");
+    // Success: 0, nothing left over.
+    env.cmd(&["ps"]).assert().code(0);
+    assert_eq!(listed(&env), Vec::<String>::new());
+}
+
+/// The help and the README say the same about exit codes and about which runs `logs` shows.
+#[test]
+fn help_and_readme_agree_on_exit_codes_and_logs() {
+    let env = Env::process();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let help = stdout_of(env.cmd(&["--help"]));
+    assert!(
+        help.contains("Exit codes: 0 done, 1 the operation failed, 2 the command line is wrong."),
+        "{help}"
+    );
+    for row in [
+        "| 0 | the command did what was asked |",
+        "| 1 | the operation failed",
+        "| 2 | the command line is wrong",
+    ] {
+        assert!(readme.contains(row), "README lacks {row:?}");
+    }
+    let logs = stdout_of(env.cmd(&["logs", "--help"]));
+    let logs = logs.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        logs.contains("the current run on the process and Kubernetes backends")
+            && logs.contains("every run on Docker")
+            && logs.contains("The run before the last restart (process, Kubernetes)"),
+        "{logs}"
+    );
+    for row in [
+        "| process | the current run | the run before the last restart |",
+        "| kubernetes | the current run (container) | the run before the last restart",
+        "| docker | every run, in order",
+    ] {
+        assert!(readme.contains(row), "README lacks {row:?}");
+    }
+    let run = stdout_of(env.cmd(&["run", "--help"]));
+    assert!(run.contains("--keep-on-failure"), "{run}");
+    assert!(readme.contains("--keep-on-failure"));
+}
+
+/// Issue #14, item 3: a YAML syntax error in a spec never prints the source line holding an
+/// environment value, at any log level and with `-v`.
+#[test]
+fn yaml_errors_never_print_env_values() {
+    const SECRET: &str = "ghp_cli5ecretvalue";
+    let env = Env::process();
+    let specs = [
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: {SECRET}\n  B: [unclosed\n"),
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: {SECRET}\n  TOKEN: again\n"),
+        format!("name: a\ncommand: [x]\nenv:\n  TOKEN: \"{SECRET}\n"),
+    ];
+    for (i, yaml) in specs.iter().enumerate() {
+        let spec = env.spec(&format!("s{i}.yaml"), yaml);
+        for verbose in [false, true] {
+            let mut cmd = env.cmd(&["run", spec.to_str().unwrap()]);
+            if verbose {
+                cmd.arg("-v");
+            }
+            let out = cmd
+                .env("RUST_LOG", "trace")
+                .assert()
+                .code(1)
+                .get_output()
+                .clone();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains(SECRET), "{yaml}: the value leaked:\n{all}");
+            assert!(
+                all.contains(&format!("s{i}.yaml: not valid YAML: ")),
+                "{all}"
+            );
+        }
+    }
+    assert_eq!(listed(&env), Vec::<String>::new());
 }

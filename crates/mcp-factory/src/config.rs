@@ -145,6 +145,7 @@ impl OrchestratorConfig {
     /// [`ConfigError`] naming the file and the field.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            what: "config file",
             path: path.to_owned(),
             source,
         })?;
@@ -221,20 +222,5 @@ fn first_error(
 ) -> Result<(), ConfigError> {
     let Err(report) = r else { return Ok(()) };
     let errors = mcp_types::ValidationErrors::from(report).prefixed(prefix);
-    match errors.errors() {
-        [] => Ok(()),
-        [first, ..] => {
-            let rest = errors.errors().len() - 1;
-            let more = if rest > 0 {
-                format!(" (and {rest} more: {errors})")
-            } else {
-                String::new()
-            };
-            Err(ConfigError::Field {
-                origin: source.clone(),
-                path: first.path.clone(),
-                message: format!("{}{more}", first.message),
-            })
-        }
-    }
+    Err(crate::document::first_field_error(&errors, source.clone()))
 }

@@ -49,8 +49,10 @@ impl Format {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read {what} {path}: {source}")]
     Read {
+        /// The file's role: "config file" or "spec file".
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// The IO error.

@@ -266,7 +266,7 @@ fn file_errors_name_the_file() {
         "{msg}"
     );
     assert!(
-        matches!(&err, ConfigError::Read { path, source }
+        matches!(&err, ConfigError::Read { path, source, .. }
             if *path == missing && source.kind() == std::io::ErrorKind::NotFound),
         "{err:?}"
     );
@@ -317,4 +317,15 @@ async fn process_backend_is_created() {
         .await
         .unwrap();
     assert!(page.items.is_empty());
+}
+
+#[test]
+fn further_config_errors_are_listed_once_each() {
+    let err = parse("orchestrator: { docker: { network: \"bad name!\", port: 0 } }").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("orchestrator.docker."), "{msg}");
+    assert!(msg.contains("(and 1 more: orchestrator.docker."), "{msg}");
+    // Each error appears once: the first is not repeated in the list of the others.
+    assert_eq!(msg.matches("network name").count(), 1, "{msg}");
+    assert_eq!(msg.matches("lower than 1").count(), 1, "{msg}");
 }

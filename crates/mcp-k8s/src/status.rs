@@ -241,6 +241,7 @@ fn fill_times(out: &mut InstanceStatus, container: Option<&ContainerStatus>) {
     let state = c.state.clone().unwrap_or_default();
     if let Some(running) = &state.running {
         out.started_at = running.started_at.as_ref().map(|t| t.0);
+        out.last_exit_code = last_run(c).map(|t| t.exit_code);
     } else if let Some(t) = state.terminated.as_ref().or_else(|| last_run(c)) {
         out.started_at = t.started_at.as_ref().map(|t| t.0);
         out.finished_at = t.finished_at.as_ref().map(|t| t.0);
@@ -439,6 +440,20 @@ mod tests {
             container(waiting("CrashLoopBackOff", ""), terminated(1, "Error"), 1),
         ));
         assert_eq!(looping.finished_at, Some(t1));
+    }
+
+    #[test]
+    fn a_restarted_server_keeps_the_last_exit_code() {
+        let again = instance_status(&pod(
+            "Always",
+            container(running(), terminated(137, "OOMKilled"), 1),
+        ));
+        assert_eq!(
+            (again.phase, again.exit_code, again.last_exit_code),
+            (Phase::Running, None, Some(137))
+        );
+        let first = instance_status(&pod("Always", container(running(), Value::Null, 0)));
+        assert_eq!(first.last_exit_code, None);
     }
 
     #[test]

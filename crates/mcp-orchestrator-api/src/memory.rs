@@ -102,7 +102,8 @@ impl Entry {
                 s.status.message = None;
                 s.status.started_at = Some(Timestamp::now());
                 s.status.finished_at = None;
-                s.status.exit_code = None;
+                // The previous run's code (if any) stays visible while this run is running.
+                s.status.last_exit_code = s.status.exit_code.take().or(s.status.last_exit_code);
             });
             let code = if let Some(script) = &script {
                 self.run_once(script).await

@@ -945,3 +945,35 @@ async fn kit_holds_backends_to_their_http_connect_claim() {
         .unwrap_err();
     assert!(f.message.contains("expected its URL"), "{f}");
 }
+
+#[tokio::test]
+async fn a_restarted_server_shows_the_last_exit_code_while_it_runs_again() {
+    use mcp_orchestrator_api::conformance::ServerFactory as _;
+    use mcp_orchestrator_api::{FixtureScript, OrchestratorExt as _};
+    let o = InMemoryOrchestrator::new();
+    let script = FixtureScript::new()
+        .sleep(Duration::from_millis(400))
+        .exit(4);
+    let spec = McpServer {
+        restart_policy: RestartPolicy::OnFailure,
+        ..servers().server("last-exit", &script)
+    };
+    let id = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    let first = o.get_status(&id).await.unwrap();
+    assert_eq!(first.last_exit_code, None, "{first:?}");
+    let again = o
+        .wait_for(&id, Duration::from_secs(10), "running again", |s| {
+            s.phase == Phase::Running && s.restart_count >= 1
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.exit_code, again.last_exit_code),
+        (None, Some(4)),
+        "{again:?}"
+    );
+    o.stop_server(&id, Duration::from_secs(1)).await.unwrap();
+}

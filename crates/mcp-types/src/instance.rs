@@ -164,6 +164,11 @@ pub struct InstanceStatus {
     /// Exit code of the last run, once it has exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Exit code of the previous run while the server runs again after a restart (`status`
+    /// shows it as LAST EXIT); `None` before the first restart, or where the engine does not
+    /// keep it (Docker resets its exit code when it restarts a container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
     /// When the current (or last) run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,

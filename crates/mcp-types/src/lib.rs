@@ -25,8 +25,9 @@ pub use quantity::{Quantity, QuantityError};
 pub use secret::{EnvValue, SecretKeyRef, SecretString};
 pub use selector::{LabelSelector, Requirement};
 pub use spec::{
-    AccessMode, DEFAULT_HTTP_PATH, GpuSpec, K8sResourceRequirements, McpServer, ResourceList,
-    ResourceRequirements, RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec, http_url,
+    AccessMode, DEFAULT_HTTP_PATH, GpuSpec, K8sResourceRequirements, MAX_METADATA_TOTAL_BYTES,
+    MIN_MEMORY_LIMIT, MIN_MEMORY_LIMIT_BYTES, McpServer, ResourceList, ResourceRequirements,
+    RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec, http_url,
 };
 pub use validation::{FieldError, ValidationErrors};
 

@@ -50,6 +50,21 @@ pub fn check_dns1123_subdomain(s: &str) -> Result<(), String> {
     if s.len() > 253 {
         return Err(format!("must be at most 253 characters (got {})", s.len()));
     }
+    let rule = "lowercase letters, digits, '-' and '.' (DNS-1123 subdomain, e.g. github-token)";
+    if s.is_empty() {
+        return Err(format!("must not be empty: use {rule}"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')))
+    {
+        return Err(format!("{s:?} contains {c:?}: only {rule} are allowed"));
+    }
+    if s.starts_with('.') || s.ends_with('.') || s.contains("..") {
+        return Err(format!(
+            "{s:?} must not start or end with '.' or contain \"..\" (DNS-1123 subdomain)"
+        ));
+    }
     s.split('.')
         .try_for_each(check_dns1123_label)
         .map_err(|e| format!("{s:?} is not a DNS-1123 subdomain: {e}"))
@@ -233,6 +248,23 @@ mod tests {
     #[case("x/y", false)]
     fn label_values(#[case] v: &str, #[case] ok: bool) {
         assert_eq!(check_label_value(v).is_ok(), ok);
+    }
+
+    /// Each refusal names the rule the name breaks, never "empty" for a name that is not.
+    #[rstest]
+    #[case("../gh", "contains '/'")]
+    #[case(".gh", "must not start or end with '.'")]
+    #[case("a..b", "contain \"..\"")]
+    #[case("Gh", "contains 'G'")]
+    #[case("", "must not be empty")]
+    fn subdomain_refusals_name_the_rule(#[case] s: &str, #[case] why: &str) {
+        let err = check_dns1123_subdomain(s).unwrap_err();
+        assert!(err.contains(why), "{s:?}: {err}");
+        assert!(
+            s.is_empty() || !err.contains("empty"),
+            "{s:?} is not empty: {err}"
+        );
+        assert!(check_dns1123_subdomain("github-token.v1").is_ok());
     }
 
     #[test]

@@ -116,6 +116,17 @@ impl ResourceList {
     }
 }
 
+/// The smallest memory limit accepted, as written in messages: Docker refuses less, and a limit
+/// an engine refuses would leave the server restarting forever, so every backend applies it.
+pub const MIN_MEMORY_LIMIT: &str = "6Mi";
+/// [`MIN_MEMORY_LIMIT`] in bytes.
+pub const MIN_MEMORY_LIMIT_BYTES: u64 = 6 * 1024 * 1024;
+
+/// The largest total size (keys and values, in bytes) of a spec's annotations, and separately of
+/// its labels: Kubernetes' bound for annotations (`TotalAnnotationSizeLimitB`, 256 KiB), applied
+/// on every backend because the others store them too (Docker labels, the process state file).
+pub const MAX_METADATA_TOTAL_BYTES: usize = 256 * 1024;
+
 /// Named sizes (the deployment guide's sizing table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,6 +217,17 @@ impl ResourceRequirements {
     }
 
     fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
+        if let Some(l) = &self.limits.memory
+            && l.to_bytes() < MIN_MEMORY_LIMIT_BYTES
+        {
+            errors.push(FieldError {
+                path: format!("{prefix}limits.memory"),
+                message: format!(
+                    "{l} is below the smallest memory limit a server can start with \
+                     ({MIN_MEMORY_LIMIT}, Docker's minimum, applied on every backend)"
+                ),
+            });
+        }
         let pairs = [
             ("cpu", &self.requests.cpu, &self.limits.cpu),
             ("memory", &self.requests.memory, &self.limits.memory),
@@ -613,7 +635,20 @@ fn env_rule(env: &BTreeMap<String, EnvValue>, (): &()) -> garde::Result {
     Ok(())
 }
 
+/// Refuses a map whose keys and values together exceed [`MAX_METADATA_TOTAL_BYTES`].
+fn total_size_rule(map: &BTreeMap<String, String>, what: &str) -> garde::Result {
+    let total: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_METADATA_TOTAL_BYTES {
+        return Err(garde::Error::new(format!(
+            "{what} total {total} bytes (keys and values); at most {MAX_METADATA_TOTAL_BYTES} \
+             (256 KiB, the Kubernetes limit) are allowed"
+        )));
+    }
+    Ok(())
+}
+
 fn user_labels_rule(labels: &BTreeMap<String, String>, (): &()) -> garde::Result {
+    total_size_rule(labels, "labels")?;
     check_labels(labels).map_err(garde::Error::new)?;
     if let Some(k) = labels
         .keys()
@@ -628,6 +663,7 @@ fn user_labels_rule(labels: &BTreeMap<String, String>, (): &()) -> garde::Result
 }
 
 fn annotations_rule(annotations: &BTreeMap<String, String>, (): &()) -> garde::Result {
+    total_size_rule(annotations, "annotations")?;
     annotations
         .keys()
         .try_for_each(|k| check_label_key(k))
@@ -705,6 +741,10 @@ mod tests {
     #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress", "prefix length 33 is above 32")]
     #[case(&spec_yaml("securityContext: { runAsUser: 0 }\n"), "securityContext.runAsUser", "0 (root) is not allowed")]
     #[case("name: x\n", "image", "either image or command must be given")]
+    #[case(&spec_yaml("resources: { limits: { memory: 1Ki } }\n"), "resources.limits.memory", "1Ki is below the smallest memory limit a server can start with (6Mi")]
+    #[case(&spec_yaml("resources: { limits: { memory: 6291455 } }\n"), "resources.limits.memory", "(6Mi, Docker's minimum")]
+    #[case(&spec_yaml(&format!("annotations: {{ a: {} }}\n", "x".repeat(256 * 1024))), "annotations", "annotations total 262145 bytes (keys and values); at most 262144")]
+    #[case(&spec_yaml(&format!("annotations: {{ {} }}\n", (0..5000).map(|i| format!("k{i}: {}", "v".repeat(60))).collect::<Vec<_>>().join(", "))), "annotations", "at most 262144")]
     fn invalid_specs_name_the_field(#[case] yaml: &str, #[case] path: &str, #[case] message: &str) {
         let errs = errors(yaml);
         assert!(
@@ -723,6 +763,52 @@ mod tests {
             }
             all => panic!("expected only the error at {path}, got: {all:?}"),
         }
+    }
+
+    #[test]
+    fn limits_at_the_bounds_are_accepted() {
+        let at_min =
+            spec_yaml("resources: { limits: { memory: 6Mi }, requests: { memory: 1Mi } }\n");
+        serde_saphyr::from_str::<McpServer>(&at_min)
+            .unwrap()
+            .validate_spec()
+            .unwrap();
+        let at_max = spec_yaml(&format!(
+            "annotations: {{ a: {} }}\n",
+            "x".repeat(256 * 1024 - 1)
+        ));
+        serde_saphyr::from_str::<McpServer>(&at_max)
+            .unwrap()
+            .validate_spec()
+            .unwrap();
+        // Labels: many valid entries, together over the bound, refused as a whole; the same
+        // bound applies to labels given at start, checked on the merged spec.
+        let labels: BTreeMap<String, String> = (0..4000)
+            .map(|i| (format!("key-{i:05}"), "v".repeat(63)))
+            .collect();
+        let spec = McpServer {
+            labels: labels.clone(),
+            ..McpServer::new("time", "img")
+        };
+        let errs = spec.validate_spec().unwrap_err();
+        assert!(
+            errs.has_path("labels") && errs.to_string().contains("at most 262144"),
+            "{errs}"
+        );
+        let half: BTreeMap<String, String> = labels.clone().into_iter().take(2000).collect();
+        let rest: BTreeMap<String, String> = labels.into_iter().skip(2000).collect();
+        let spec = McpServer {
+            labels: half,
+            ..McpServer::new("time", "img")
+        };
+        spec.validate_spec().unwrap();
+        let err = StartOptions {
+            labels: rest,
+            ..StartOptions::default()
+        }
+        .apply(&spec)
+        .unwrap_err();
+        assert!(err.has_path("labels"), "{err}");
     }
 
     #[test]
