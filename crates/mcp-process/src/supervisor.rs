@@ -357,7 +357,8 @@ impl Supervisor {
             status.phase = Phase::Running;
             status.reason = None;
             status.message = None;
-            status.exit_code = None;
+            // The run that ended stays visible as the last exit while this one runs.
+            status.last_exit_code = status.exit_code.take().or(status.last_exit_code);
             status.finished_at = None;
             status.started_at = Some(Timestamp::now());
         }

@@ -520,3 +520,31 @@ async fn supervisor_args_come_before_the_instance_directory() {
     common::assert_gone(&procs).await;
     env.assert_clean().await;
 }
+
+#[tokio::test]
+async fn a_restarted_server_shows_the_last_exit_code_while_it_runs_again() {
+    let env = TestEnv::new();
+    let o = &env.orchestrator;
+    let script = FixtureScript::new()
+        .sleep(Duration::from_millis(300))
+        .exit(4);
+    let spec = fixture("last-exit", &script, RestartPolicy::OnFailure).await;
+    let id = start(o, &spec).await;
+    let first = o.get_status(&id).await.unwrap();
+    assert_eq!(first.last_exit_code, None, "{first:?}");
+    let again = o
+        .wait_for(
+            &id,
+            Duration::from_secs(30),
+            "running again after a restart",
+            |s| s.restart_count >= 1 && s.phase == Phase::Running,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.exit_code, again.last_exit_code),
+        (None, Some(4)),
+        "{again:?}"
+    );
+    o.stop_server(&id, Duration::from_secs(2)).await.unwrap();
+}
