@@ -51,7 +51,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
 enum Upstream {
-    Stdio(Mux),
+    Stdio(Box<Mux>),
     Http(String),
 }
 
@@ -274,13 +274,13 @@ impl Gateway {
         let channel = self.inner.orch.connect(id).await?;
         let cfg = &self.inner.config;
         let upstream = match channel {
-            McpChannel::Stdio(channel) => Upstream::Stdio(Mux::new(
+            McpChannel::Stdio(channel) => Upstream::Stdio(Box::new(Mux::new(
                 id.clone(),
                 Arc::clone(&self.inner.orch),
                 cfg.max_message_bytes,
                 cfg.ping_timeout,
                 channel,
-            )),
+            ))),
             McpChannel::Http(endpoint) => Upstream::Http(endpoint.url),
             other => {
                 return Err(GatewayError::Upstream(format!(
@@ -718,7 +718,7 @@ async fn stdio_post(
                     instance: instance.to_string(),
                 })
                 .inc();
-            let mut response = json_ok(jsonrpc::result_response(&id, result));
+            let mut response = json_ok(jsonrpc::result_response(&id, &result));
             if let Ok(value) = HeaderValue::from_str(&session) {
                 response.headers_mut().insert(SESSION_HEADER, value);
             }
@@ -752,7 +752,7 @@ async fn stdio_post(
             if let Some(instructions) = init.get("instructions") {
                 result["instructions"] = instructions.clone();
             }
-            json_ok(jsonrpc::result_response(&id, result))
+            json_ok(jsonrpc::result_response(&id, &result))
         }
         message => {
             // Everything else belongs to a session (2025 revisions) or carries its version (2026).
@@ -798,7 +798,7 @@ async fn stdio_post(
             };
             match message {
                 Message::Request { id, method, .. } if method == "ping" => {
-                    json_ok(jsonrpc::result_response(&id, json!({})))
+                    json_ok(jsonrpc::result_response(&id, &json!({})))
                 }
                 Message::Request { body, .. } => match mux.call(&session, body).await {
                     Ok(call) => respond(gateway, instance, call, headers, started).await,
@@ -865,9 +865,9 @@ async fn respond(
                     .latency
                     .get_or_create(&method_labels(&instance, method))
                     .observe(started.elapsed().as_secs_f64());
-                return Some((event(&message), None));
+                return Some((Ok::<_, Infallible>(event(&message)), None));
             }
-            Some((event(&message), Some(call)))
+            Some((Ok(event(&message)), Some(call)))
         }
     });
     sse(stream)
@@ -878,8 +878,8 @@ fn is_response(message: &Value) -> bool {
         && (message.get("result").is_some() || message.get("error").is_some())
 }
 
-fn event(message: &Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event("message").data(message.to_string()))
+fn event(message: &Value) -> Event {
+    Event::default().event("message").data(message.to_string())
 }
 
 fn sse<S>(stream: S) -> Response
@@ -929,7 +929,7 @@ async fn mcp_get(
                 return StatusCode::METHOD_NOT_ALLOWED.into_response();
             }
             let events = tokio_stream::wrappers::BroadcastStream::new(mux.events.subscribe())
-                .filter_map(|m| async move { m.ok().map(|m| event(&m)) });
+                .filter_map(|m| async move { m.ok().map(|m| Ok::<_, Infallible>(event(&m))) });
             sse(events)
         }
     }

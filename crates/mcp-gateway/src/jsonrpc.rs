@@ -125,7 +125,7 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
 }
 
 /// A success response with `id`.
-pub fn result_response(id: &Value, result: Value) -> Value {
+pub fn result_response(id: &Value, result: &Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
@@ -171,7 +171,7 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
             br#"{"jsonrpc":"2.0","id":1,"method":3}"#,
             br#"{"jsonrpc":"2.0","id":1}"#,
-            br#"42"#,
+            b"42",
         ] {
             assert_eq!(
                 parse(bad).unwrap_err().code,

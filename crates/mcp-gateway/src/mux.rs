@@ -191,13 +191,11 @@ impl Link {
             }
         })
         .await;
-        let msg = match answer {
-            Ok(msg) => msg?,
-            Err(_) => {
-                self.forget(upstream_id);
-                return Err(format!("{method} got no answer within {timeout:?}"));
-            }
+        let Ok(msg) = answer else {
+            self.forget(upstream_id);
+            return Err(format!("{method} got no answer within {timeout:?}"));
         };
+        let msg = msg?;
         match (msg.get("result"), msg.get("error")) {
             (Some(result), _) => Ok(result.clone()),
             (_, Some(error)) => Err(format!("{method} failed: {error}")),
@@ -245,7 +243,7 @@ impl Link {
                 mut body,
             } => {
                 if method == "ping" {
-                    let _ = self.send(&jsonrpc::result_response(&id, json!({}))).await;
+                    let _ = self.send(&jsonrpc::result_response(&id, &json!({}))).await;
                     return;
                 }
                 let target = {
@@ -400,10 +398,10 @@ impl Mux {
             loop {
                 tokio::select! {
                     () = writer_closed.cancelled() => break,
-                    line = out_rx.recv() => {
-                        let Some(mut line) = line else { break };
-                        line.push('\n');
-                        if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+                    next = out_rx.recv() => {
+                        let Some(mut message) = next else { break };
+                        message.push('\n');
+                        if writer.write_all(message.as_bytes()).await.is_err() || writer.flush().await.is_err() {
                             writer_closed.cancel();
                             break;
                         }
@@ -421,9 +419,9 @@ impl Mux {
             let reason = loop {
                 tokio::select! {
                     () = reader_link.closed.cancelled() => break format!("the connection to {id} was closed"),
-                    line = lines.next() => match line {
-                        Some(Ok(line)) if line.trim().is_empty() => {}
-                        Some(Ok(line)) => match serde_json::from_str::<Value>(&line) {
+                    next = lines.next() => match next {
+                        Some(Ok(text)) if text.trim().is_empty() => {}
+                        Some(Ok(text)) => match serde_json::from_str::<Value>(&text) {
                             Ok(value) => reader_link.dispatch(value, &events).await,
                             Err(e) => tracing::warn!(instance = %id, "the server wrote a line that is not JSON: {e}"),
                         },
