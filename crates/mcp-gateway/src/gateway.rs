@@ -800,8 +800,11 @@ async fn stdio_post(
                 Message::Request { id, method, .. } if method == "ping" => {
                     json_ok(jsonrpc::result_response(&id, &json!({})))
                 }
-                Message::Request { body, .. } => match mux.call(&session, body).await {
-                    Ok(call) => respond(gateway, instance, call, headers, started).await,
+                Message::Request { method, body, .. } => match mux.call(&session, body).await {
+                    Ok(call) => {
+                        let modern = session.starts_with("stateless-").then_some(method);
+                        respond(gateway, instance, call, headers, started, modern).await
+                    }
                     Err(error) => json_ok(error),
                 },
                 other => {
@@ -821,14 +824,18 @@ async fn respond(
     mut call: Call,
     headers: &HeaderMap,
     started: Instant,
+    modern: Option<String>,
 ) -> Response {
     let accepts_sse =
         header_str(headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
     if !accepts_sse {
         loop {
             match call.rx.recv().await {
-                Some(message) if is_response(&message) => {
+                Some(mut message) if is_response(&message) => {
                     call.finish();
+                    if let Some(method) = &modern {
+                        modernize(&mut message, method);
+                    }
                     return (
                         StatusCode::OK,
                         [(header::CONTENT_TYPE, "application/json")],
@@ -853,11 +860,15 @@ async fn respond(
     let stream = futures::stream::unfold(Some(call), move |state| {
         let metrics = metrics.clone();
         let instance = instance.clone();
+        let modern = modern.clone();
         async move {
             let mut call = state?;
-            let message = call.rx.recv().await?;
+            let mut message = call.rx.recv().await?;
             if is_response(&message) {
                 call.finish();
+                if let Some(method) = &modern {
+                    modernize(&mut message, method);
+                }
                 let method = "call";
                 metrics
                     .inner
@@ -871,6 +882,33 @@ async fn respond(
         }
     });
     sse(stream)
+}
+
+/// Methods whose 2026-07-28 results carry `ttlMs` and `cacheScope`.
+const CACHEABLE: [&str; 5] = [
+    "prompts/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "tools/list",
+];
+
+/// Gives a result from the 2025 session the members the 2026-07-28 schema requires: a
+/// `resultType`, and for cacheable methods a zero `ttlMs` (the gateway cannot vouch for the
+/// server's lists staying fresh) with a private `cacheScope`.
+fn modernize(message: &mut Value, method: &str) {
+    let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    result
+        .entry("resultType")
+        .or_insert_with(|| json!("complete"));
+    if CACHEABLE.contains(&method) {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result
+            .entry("cacheScope")
+            .or_insert_with(|| json!("private"));
+    }
 }
 
 fn is_response(message: &Value) -> bool {

@@ -1,0 +1,240 @@
+//! The official MCP Python SDK (`mcp` 2.x from PyPI) through the gateway, on the process
+//! backend: a stdio test server (one shared upstream session; the 2025 handshake and the
+//! stateless 2026-07-28 revision; 16 concurrent clients each checking its own answers while
+//! others abandon calls mid-request) and an HTTP test server (forwarded).
+//!
+//! Its own `main` (no libtest harness): the program is also the backend's supervisor. Skips
+//! without the SDK venv (`target/python-tools`) unless `MCPCTL_REQUIRE_PYTHON_MCP=1`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_gateway::{CancellationToken, Gateway, GatewayConfig};
+use mcp_orchestrator_api::fixture::{FixtureScript, ServeMode};
+use mcp_orchestrator_api::{DynOrchestrator, McpOrchestrator};
+use mcp_process::{ProcessConfig, ProcessOrchestrator};
+use mcp_types::{InstanceId, McpServer, Phase, RestartPolicy, StartOptions, Transport};
+use serde_json::Value;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "__supervise") {
+        return mcp_process::supervisor::run(args);
+    }
+    // libtest-style filters and flags (`--nocapture`, a name) are accepted and ignored.
+    let Some(python) = python() else {
+        return ExitCode::SUCCESS;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(run(python));
+    println!("test result: ok. python_sdk passed");
+    ExitCode::SUCCESS
+}
+
+fn python() -> Option<PathBuf> {
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python-tools/bin/python");
+    let has_sdk = std::process::Command::new(&venv)
+        .args([
+            "-c",
+            "import mcp.client.streamable_http; from mcp import Client",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_sdk {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var("MCPCTL_REQUIRE_PYTHON_MCP").as_deref() != Ok("1"),
+        "MCPCTL_REQUIRE_PYTHON_MCP=1 but {} cannot import the MCP SDK",
+        venv.display()
+    );
+    println!(
+        "skipping: no MCP Python SDK at {} (`cargo xtask ci` installs it)",
+        venv.display()
+    );
+    None
+}
+
+fn clients(python: &PathBuf, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/gateway_clients.py");
+    let mut c = std::process::Command::new(python);
+    c.arg(script).args(args);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        c.env_remove(var);
+    }
+    let out = c.output().expect("running the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn run(python: PathBuf) {
+    let server = tokio::task::spawn_blocking(mcp_test_server::static_binary)
+        .await
+        .expect("build task")
+        .expect("building mcp-test-server");
+    let state = tempfile::tempdir().expect("state dir");
+    let config = ProcessConfig {
+        supervisor_args: vec!["__supervise".into()],
+        start_timeout_ms: 30_000,
+        ..ProcessConfig::new(state.path()).with_supervisor(std::env::current_exe().expect("exe"))
+    };
+    let orch = Arc::new(ProcessOrchestrator::new(config).expect("orchestrator"));
+    let program = server.display().to_string();
+    let stdio_spec = McpServer {
+        restart_policy: RestartPolicy::Never,
+        ..McpServer::command(
+            "gw-py-stdio",
+            &program,
+            FixtureScript::new().serve(ServeMode::Stdio).to_args(),
+        )
+    };
+    let port = free_port();
+    let mut http_spec = McpServer {
+        restart_policy: RestartPolicy::Never,
+        ..McpServer::command(
+            "gw-py-http",
+            &program,
+            FixtureScript::new()
+                .serve(ServeMode::Http { port })
+                .to_args(),
+        )
+    };
+    http_spec.transport = Transport::StreamableHttp;
+    http_spec.port = Some(port);
+    let stdio = orch
+        .start_server(&stdio_spec, &StartOptions::default())
+        .await
+        .expect("start stdio");
+    let http = orch
+        .start_server(&http_spec, &StartOptions::default())
+        .await
+        .expect("start http");
+    let outcome = tokio::spawn(exercise(
+        python,
+        Arc::clone(&orch),
+        stdio.clone(),
+        http.clone(),
+    ))
+    .await;
+    for id in [&stdio, &http] {
+        orch.stop_server(id, Duration::from_secs(5))
+            .await
+            .expect("stop");
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn exercise(
+    python: PathBuf,
+    orch: Arc<ProcessOrchestrator>,
+    stdio: InstanceId,
+    http: InstanceId,
+) {
+    for id in [&stdio, &http] {
+        for _ in 0..300 {
+            if orch.get_status(id).await.expect("status").phase == Phase::Running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let dyn_orch: Arc<DynOrchestrator> = orch;
+    let gateway = Gateway::new(dyn_orch, GatewayConfig::default()).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let serving = gateway.clone();
+    let token = stop.clone();
+    tokio::spawn(async move { serving.serve_on(listener, token).await });
+    for id in [&stdio, &http] {
+        let info = gateway
+            .wait_ready(id, Duration::from_secs(30))
+            .await
+            .expect("ready");
+        assert!(info.tool_count >= 3, "{info:?}");
+    }
+    let stdio_url = format!("{base}/servers/{stdio}/mcp");
+    let http_url = format!("{base}/servers/{http}/mcp");
+    let python2 = python.clone();
+    let (s, h) = (stdio_url.clone(), http_url.clone());
+    let checks = tokio::task::spawn_blocking(move || {
+        for (url, mode, want_protocol) in [
+            (&s, "legacy", "2025-11-25"),
+            (&s, "auto", "2026-07-28"),
+            (&s, "2026-07-28", "2026-07-28"),
+            (&h, "legacy", "2025-11-25"),
+            (&h, "auto", ""),
+        ] {
+            let text = format!("through the gateway ({mode})");
+            let out = clients(&python2, &["one", url, &text, mode]);
+            assert_eq!(out["text"], text, "{url} {mode}: {out}");
+            assert!(
+                out["tools"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&Value::from("echo"))),
+                "{out}"
+            );
+            if !want_protocol.is_empty() {
+                assert_eq!(out["protocol"], want_protocol, "{url} {mode}: {out}");
+            }
+        }
+        clients(&python2, &["many", &s, "16", "20"])
+    })
+    .await
+    .expect("python clients");
+    assert_eq!(checks["clients"], 16, "{checks}");
+    assert_eq!(checks["wrong"], Value::Array(Vec::new()), "{checks}");
+    // After all that, the shared session still answers a fresh client.
+    let out = tokio::task::spawn_blocking(move || {
+        clients(&python, &["one", &stdio_url, "still fine", "legacy"])
+    })
+    .await
+    .expect("python");
+    assert_eq!(out["text"], "still fine");
+    let listing: Value = reqwest::get(format!("{base}/servers"))
+        .await
+        .expect("listing")
+        .json()
+        .await
+        .expect("json");
+    let rows = listing["instances"].as_array().expect("rows");
+    for id in [&stdio, &http] {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == id.to_string())
+            .expect("listed");
+        assert_eq!(row["readiness"]["state"], "ready", "{row}");
+    }
+    println!(
+        "python_sdk: 16 clients, abandoned calls: {}",
+        checks["abandoned"]
+    );
+    stop.cancel();
+}
