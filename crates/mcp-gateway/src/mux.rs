@@ -597,3 +597,237 @@ impl Mux {
             .ok_or_else(|| "the handshake has not finished".to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_orchestrator_api::memory::InMemoryOrchestrator;
+    use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+
+    /// A scripted server on the other end of the stdio channel.
+    struct FakeServer {
+        lines: tokio::io::Lines<BufReader<tokio::io::ReadHalf<DuplexStream>>>,
+        writer: tokio::io::WriteHalf<DuplexStream>,
+    }
+
+    impl FakeServer {
+        async fn recv(&mut self) -> Value {
+            let line = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+                .await
+                .expect("a message within 5 s")
+                .unwrap()
+                .expect("the gateway kept the channel open");
+            serde_json::from_str(&line).unwrap()
+        }
+
+        async fn send(&mut self, message: Value) {
+            let mut line = message.to_string();
+            line.push('\n');
+            self.writer.write_all(line.as_bytes()).await.unwrap();
+        }
+
+        /// Answers the handshake (initialize, initialized, tools/list).
+        async fn handshake(&mut self) {
+            let init = self.recv().await;
+            assert_eq!(init["method"], "initialize");
+            self.send(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "fake", "version": "9"},
+            }}))
+            .await;
+            assert_eq!(self.recv().await["method"], "notifications/initialized");
+            let list = self.recv().await;
+            assert_eq!(list["method"], "tools/list");
+            self.send(
+                json!({"jsonrpc": "2.0", "id": list["id"], "result": {"tools": [{"name": "t"}]}}),
+            )
+            .await;
+        }
+    }
+
+    fn mux() -> (Mux, FakeServer) {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(theirs);
+        let orch: Arc<DynOrchestrator> = Arc::new(InMemoryOrchestrator::new());
+        let mux = Mux::new(
+            InstanceId::new("mcp-fake-0123456789"),
+            orch,
+            1 << 20,
+            Duration::from_secs(5),
+            StdioChannel::from_stream(ours),
+        );
+        (
+            mux,
+            FakeServer {
+                lines: BufReader::new(r).lines(),
+                writer: w,
+            },
+        )
+    }
+
+    fn request(id: Value, method: &str, params: Value) -> Map<String, Value> {
+        let Value::Object(body) =
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+        else {
+            unreachable!()
+        };
+        body
+    }
+
+    #[tokio::test]
+    async fn ids_progress_server_requests_and_cancellation_are_routed_per_client() {
+        let (mux, mut server) = mux();
+        let (link, ()) = tokio::join!(mux.link(), server.handshake());
+        let link = link.unwrap();
+        assert_eq!(link.info().unwrap().server_name, "fake");
+        assert_eq!(link.info().unwrap().tool_count, 1);
+
+        // Two clients use the same id; each gets its own answer back under that id.
+        let mut a = mux
+            .call(
+                "A",
+                request(
+                    json!(1),
+                    "tools/call",
+                    json!({"name": "t", "_meta": {"progressToken": "pa"}}),
+                ),
+            )
+            .await
+            .unwrap();
+        let mut b = mux
+            .call("B", request(json!(1), "tools/call", json!({"name": "t"})))
+            .await
+            .unwrap();
+        let up_a = server.recv().await;
+        let up_b = server.recv().await;
+        assert_ne!(up_a["id"], up_b["id"]);
+        let token = up_a["params"]["_meta"]["progressToken"].clone();
+        assert_ne!(token, "pa", "progress tokens are rewritten");
+
+        // Progress reaches A with A's token; a server request reaches the newest call (B).
+        server
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": 1}}))
+            .await;
+        assert_eq!(a.rx.recv().await.unwrap()["params"]["progressToken"], "pa");
+        server
+            .send(json!({"jsonrpc": "2.0", "id": 77, "method": "sampling/createMessage", "params": {}}))
+            .await;
+        let asked = b.rx.recv().await.unwrap();
+        assert_eq!(asked["method"], "sampling/createMessage");
+        let ours = asked["id"].clone();
+        assert!(
+            ours.as_str().is_some_and(|s| s.starts_with("gw-s-")),
+            "{asked}"
+        );
+        let Ok(answer) =
+            jsonrpc::classify(json!({"jsonrpc": "2.0", "id": ours, "result": {"ok": true}}))
+        else {
+            unreachable!()
+        };
+        mux.forward("B", answer).await;
+        let back = server.recv().await;
+        assert_eq!(
+            (back["id"].clone(), back["result"]["ok"].clone()),
+            (json!(77), json!(true))
+        );
+
+        // Answers in reverse order still reach the right caller, with its own id.
+        server
+            .send(json!({"jsonrpc": "2.0", "id": up_b["id"], "result": {"who": "b"}}))
+            .await;
+        server
+            .send(json!({"jsonrpc": "2.0", "id": up_a["id"], "result": {"who": "a"}}))
+            .await;
+        let got_b = b.rx.recv().await.unwrap();
+        let got_a = a.rx.recv().await.unwrap();
+        assert_eq!(
+            (got_a["id"].clone(), got_a["result"]["who"].clone()),
+            (json!(1), json!("a"))
+        );
+        assert_eq!(
+            (got_b["id"].clone(), got_b["result"]["who"].clone()),
+            (json!(1), json!("b"))
+        );
+        a.finish();
+        b.finish();
+
+        // A client's cancellation names its own id; the server sees its upstream id.
+        let _c = mux
+            .call(
+                "C",
+                request(json!("c1"), "tools/call", json!({"name": "t"})),
+            )
+            .await
+            .unwrap();
+        let up_c = server.recv().await;
+        let Ok(cancel) = jsonrpc::classify(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": "c1"}}),
+        ) else {
+            unreachable!()
+        };
+        mux.forward("C", cancel).await;
+        let forwarded = server.recv().await;
+        assert_eq!(forwarded["method"], "notifications/cancelled");
+        assert_eq!(forwarded["params"]["requestId"], up_c["id"]);
+
+        // A caller that goes away (dropped HTTP request) cancels upstream too.
+        let d = mux
+            .call("D", request(json!(5), "tools/call", json!({"name": "t"})))
+            .await
+            .unwrap();
+        let up_d = server.recv().await;
+        drop(d);
+        let forwarded = server.recv().await;
+        assert_eq!(forwarded["method"], "notifications/cancelled");
+        assert_eq!(forwarded["params"]["requestId"], up_d["id"]);
+        // Its late answer goes nowhere, and the session keeps serving.
+        server
+            .send(json!({"jsonrpc": "2.0", "id": up_d["id"], "result": {}}))
+            .await;
+        let mut e = mux
+            .call("E", request(json!(6), "ping2", json!({})))
+            .await
+            .unwrap();
+        let up_e = server.recv().await;
+        server
+            .send(json!({"jsonrpc": "2.0", "id": up_e["id"], "result": {"e": 1}}))
+            .await;
+        assert_eq!(e.rx.recv().await.unwrap()["result"]["e"], 1);
+        e.finish();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_goes_away_fails_every_pending_call_with_a_json_rpc_error() {
+        let (mux, mut server) = mux();
+        let (link, ()) = tokio::join!(mux.link(), server.handshake());
+        link.unwrap();
+        let mut a = mux
+            .call("A", request(json!(1), "tools/call", json!({})))
+            .await
+            .unwrap();
+        let mut b = mux
+            .call("B", request(json!("x"), "tools/call", json!({})))
+            .await
+            .unwrap();
+        let _ = server.recv().await;
+        let _ = server.recv().await;
+        drop(server);
+        for (call, id) in [(&mut a, json!(1)), (&mut b, json!("x"))] {
+            let answer = tokio::time::timeout(Duration::from_secs(5), call.rx.recv())
+                .await
+                .expect("no hang")
+                .unwrap();
+            assert_eq!(answer["id"], id);
+            assert_eq!(answer["error"]["code"], jsonrpc::UPSTREAM_GONE, "{answer}");
+            assert!(answer.get("result").is_none());
+            call.finish();
+        }
+        assert!(
+            mux.current().await.is_none(),
+            "the link is gone; the next call reconnects"
+        );
+    }
+}
