@@ -666,7 +666,7 @@ mod tests {
         )
     }
 
-    fn request(id: Value, method: &str, params: Value) -> Map<String, Value> {
+    fn request(id: &Value, method: &str, params: &Value) -> Map<String, Value> {
         let Value::Object(body) =
             json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
         else {
@@ -675,6 +675,8 @@ mod tests {
         body
     }
 
+    // One story through one shared session: each step builds on the ids the previous ones used.
+    #[allow(clippy::too_many_lines)]
     #[tokio::test]
     async fn ids_progress_server_requests_and_cancellation_are_routed_per_client() {
         let (mux, mut server) = mux();
@@ -688,15 +690,15 @@ mod tests {
             .call(
                 "A",
                 request(
-                    json!(1),
+                    &json!(1),
                     "tools/call",
-                    json!({"name": "t", "_meta": {"progressToken": "pa"}}),
+                    &json!({"name": "t", "_meta": {"progressToken": "pa"}}),
                 ),
             )
             .await
             .unwrap();
         let mut b = mux
-            .call("B", request(json!(1), "tools/call", json!({"name": "t"})))
+            .call("B", request(&json!(1), "tools/call", &json!({"name": "t"})))
             .await
             .unwrap();
         let up_a = server.recv().await;
@@ -757,7 +759,7 @@ mod tests {
         let _c = mux
             .call(
                 "C",
-                request(json!("c1"), "tools/call", json!({"name": "t"})),
+                request(&json!("c1"), "tools/call", &json!({"name": "t"})),
             )
             .await
             .unwrap();
@@ -775,7 +777,7 @@ mod tests {
 
         // A caller that goes away (dropped HTTP request) cancels upstream too.
         let d = mux
-            .call("D", request(json!(5), "tools/call", json!({"name": "t"})))
+            .call("D", request(&json!(5), "tools/call", &json!({"name": "t"})))
             .await
             .unwrap();
         let up_d = server.recv().await;
@@ -788,7 +790,7 @@ mod tests {
             .send(json!({"jsonrpc": "2.0", "id": up_d["id"], "result": {}}))
             .await;
         let mut e = mux
-            .call("E", request(json!(6), "ping2", json!({})))
+            .call("E", request(&json!(6), "ping2", &json!({})))
             .await
             .unwrap();
         let up_e = server.recv().await;
@@ -805,11 +807,11 @@ mod tests {
         let (link, ()) = tokio::join!(mux.link(), server.handshake());
         link.unwrap();
         let mut a = mux
-            .call("A", request(json!(1), "tools/call", json!({})))
+            .call("A", request(&json!(1), "tools/call", &json!({})))
             .await
             .unwrap();
         let mut b = mux
-            .call("B", request(json!("x"), "tools/call", json!({})))
+            .call("B", request(&json!("x"), "tools/call", &json!({})))
             .await
             .unwrap();
         let _ = server.recv().await;
