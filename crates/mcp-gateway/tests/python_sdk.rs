@@ -1,7 +1,8 @@
 //! The official MCP Python SDK (`mcp` 2.x from PyPI) through the gateway, on the process
 //! backend: a stdio test server (one shared upstream session; the 2025 handshake and the
 //! stateless 2026-07-28 revision; 16 concurrent clients each checking its own answers while
-//! others abandon calls mid-request) and an HTTP test server (forwarded).
+//! others abandon calls mid-request) and an HTTP test server (forwarded). Before it, without
+//! Python: a stdio server killed under a client session is handshaken again after its restart.
 //!
 //! Its own `main` (no libtest harness): the program is also the backend's supervisor. Skips
 //! without the SDK venv (`target/python-tools`) unless `MCPCTL_REQUIRE_PYTHON_MCP=1`.
@@ -24,12 +25,14 @@ fn main() -> ExitCode {
         return mcp_process::supervisor::run(args);
     }
     // libtest-style filters and flags (`--nocapture`, a name) are accepted and ignored.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(restart());
+    println!("test restart_rehandshakes_and_never_gives_a_wrong_answer ... ok");
     let Some(python) = python() else {
         return ExitCode::SUCCESS;
     };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(run(python));
-    println!("test result: ok. python_sdk passed");
+    println!("test python_sdk_clients_through_the_gateway ... ok");
     ExitCode::SUCCESS
 }
 
@@ -90,7 +93,9 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-async fn run(python: PathBuf) {
+/// The process backend over a fresh state directory, this program as its supervisor, and the
+/// test server's path.
+async fn backend() -> (tempfile::TempDir, Arc<ProcessOrchestrator>, String) {
     let server = tokio::task::spawn_blocking(mcp_test_server::static_binary)
         .await
         .expect("build task")
@@ -99,10 +104,140 @@ async fn run(python: PathBuf) {
     let config = ProcessConfig {
         supervisor_args: vec!["__supervise".into()],
         start_timeout_ms: 30_000,
+        restart_backoff_initial_ms: 50,
+        restart_backoff_max_ms: 400,
         ..ProcessConfig::new(state.path()).with_supervisor(std::env::current_exe().expect("exe"))
     };
     let orch = Arc::new(ProcessOrchestrator::new(config).expect("orchestrator"));
-    let program = server.display().to_string();
+    (state, orch, server.display().to_string())
+}
+
+async fn start_gateway(orch: Arc<DynOrchestrator>) -> (Gateway, String, CancellationToken) {
+    let gateway = Gateway::new(orch, GatewayConfig::default()).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = CancellationToken::new();
+    let serving = gateway.clone();
+    let token = stop.clone();
+    tokio::spawn(async move { serving.serve_on(listener, token).await });
+    (gateway, base, stop)
+}
+
+async fn post(url: &str, session: Option<&str>, body: &Value) -> (u16, Value, Option<String>) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let resp = req.send().await.expect("gateway answers");
+    let status = resp.status().as_u16();
+    let session = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        session,
+    )
+}
+
+/// A stdio server killed under a client: calls give an error or the right answer (never
+/// another's), the gateway handshakes with the restarted server and the client's session goes
+/// on.
+async fn restart() {
+    let (_state, orch, program) = backend().await;
+    let spec = McpServer {
+        restart_policy: RestartPolicy::Always,
+        ..McpServer::command(
+            "gw-restart",
+            &program,
+            FixtureScript::new().serve(ServeMode::Stdio).to_args(),
+        )
+    };
+    let id = orch
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .expect("start");
+    let outcome = tokio::spawn(restart_inner(Arc::clone(&orch), id.clone())).await;
+    orch.stop_server(&id, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn restart_inner(orch: Arc<ProcessOrchestrator>, id: InstanceId) {
+    let dyn_orch: Arc<DynOrchestrator> = orch.clone();
+    let (gateway, base, stop) = start_gateway(dyn_orch).await;
+    gateway
+        .wait_ready(&id, Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let url = format!("{base}/servers/{id}/mcp");
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (status, _, session) = post(&url, None, &init).await;
+    assert_eq!(status, 200);
+    let session = session.expect("session id");
+    let call = |n: u32| {
+        serde_json::json!({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": format!("call {n}")}}})
+    };
+    let (_, body, _) = post(&url, Some(&session), &call(1)).await;
+    assert_eq!(body["result"]["content"][0]["text"], "call 1", "{body}");
+    let before = orch
+        .processes(&id)
+        .expect("processes")
+        .server
+        .expect("server pid");
+    std::process::Command::new("kill")
+        .args(["-9", &before.pid.to_string()])
+        .status()
+        .expect("kill");
+    let mut errors = 0;
+    let mut answered = false;
+    for n in 2..400 {
+        let (_, body, _) = post(&url, Some(&session), &call(n)).await;
+        assert_eq!(body["id"], n, "{body}");
+        if body.get("error").is_some() {
+            errors += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(
+            body["result"]["content"][0]["text"],
+            format!("call {n}"),
+            "{body}"
+        );
+        answered = true;
+        break;
+    }
+    assert!(answered, "no answer after the restart ({errors} errors)");
+    let after = orch
+        .processes(&id)
+        .expect("processes")
+        .server
+        .expect("server pid");
+    assert_ne!(before.pid, after.pid, "the server was restarted");
+    gateway
+        .wait_ready(&id, Duration::from_secs(30))
+        .await
+        .expect("ready again");
+    stop.cancel();
+}
+
+async fn run(python: PathBuf) {
+    let (_state, orch, program) = backend().await;
     let stdio_spec = McpServer {
         restart_policy: RestartPolicy::Never,
         ..McpServer::command(
