@@ -64,7 +64,13 @@ struct Served {
 struct Session {
     instance: InstanceId,
     protocol_version: String,
+    created: Instant,
 }
+
+/// Sessions kept at most; beyond it the oldest is forgotten (its client gets 404 and
+/// initializes again, as the transport specifies), so clients that never send DELETE cannot
+/// grow the gateway's memory without bound.
+const MAX_SESSIONS: usize = 10_000;
 
 struct Inner {
     orch: Arc<DynOrchestrator>,
@@ -305,7 +311,11 @@ impl Gateway {
             }
             map.insert(id.clone(), Arc::clone(&served));
         }
-        tokio::spawn(health_loop(self.clone(), id.clone(), Arc::clone(&served)));
+        tokio::spawn(health_loop(
+            Arc::downgrade(&self.inner),
+            id.clone(),
+            Arc::clone(&served),
+        ));
         Ok(served)
     }
 }
@@ -323,27 +333,31 @@ fn describe(state: &Readiness) -> String {
 }
 
 /// Pings `served` every interval and keeps its readiness current.
-async fn health_loop(gateway: Gateway, id: InstanceId, served: Arc<Served>) {
-    let cfg = gateway.inner.config.clone();
+///
+/// It holds the gateway weakly: dropping the last [`Gateway`] ends every loop.
+async fn health_loop(gateway: std::sync::Weak<Inner>, id: InstanceId, served: Arc<Served>) {
+    let Some(cfg) = gateway.upgrade().map(|g| g.config.clone()) else {
+        return;
+    };
     let mut probe = HttpProbe::default();
     let mut failures = 0u32;
     let mut last_handshake: Option<ReadyInfo> = None;
     loop {
+        let Some(http) = gateway.upgrade().map(|g| g.http.clone()) else {
+            break;
+        };
         let result = match &served.upstream {
             Upstream::Stdio(mux) => mux.ping().await,
-            Upstream::Http(url) => {
-                probe
-                    .check(&gateway.inner.http, url, cfg.ping_timeout)
-                    .await
-            }
+            Upstream::Http(url) => probe.check(&http, url, cfg.ping_timeout).await,
         };
         let next = match result {
             Ok(info) => {
                 failures = 0;
-                if last_handshake.as_ref() != Some(&info) {
+                if last_handshake.as_ref() != Some(&info)
+                    && let Some(gateway) = gateway.upgrade()
+                {
                     #[allow(clippy::cast_precision_loss)]
                     gateway
-                        .inner
                         .metrics
                         .handshake
                         .get_or_create(&InstanceLabels {
@@ -698,18 +712,37 @@ async fn stdio_post(
                 result["instructions"] = instructions.clone();
             }
             let session = uuid::Uuid::new_v4().simple().to_string();
-            gateway
-                .inner
-                .sessions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
+            {
+                let mut sessions = gateway
+                    .inner
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if sessions.len() >= MAX_SESSIONS
+                    && let Some(oldest) = sessions
+                        .iter()
+                        .min_by_key(|(_, s)| s.created)
+                        .map(|(k, _)| k.clone())
+                    && let Some(evicted) = sessions.remove(&oldest)
+                {
+                    gateway
+                        .inner
+                        .metrics
+                        .active_clients
+                        .get_or_create(&InstanceLabels {
+                            instance: evicted.instance.to_string(),
+                        })
+                        .dec();
+                }
+                sessions.insert(
                     session.clone(),
                     Session {
                         instance: instance.clone(),
                         protocol_version: version.to_owned(),
+                        created: Instant::now(),
                     },
                 );
+            }
             gateway
                 .inner
                 .metrics
@@ -802,8 +835,8 @@ async fn stdio_post(
                 }
                 Message::Request { method, body, .. } => match mux.call(&session, body).await {
                     Ok(call) => {
-                        let modern = session.starts_with("stateless-").then_some(method);
-                        respond(gateway, instance, call, headers, started, modern).await
+                        let modern = session.starts_with("stateless-");
+                        respond(gateway, instance, call, headers, started, &method, modern).await
                     }
                     Err(error) => json_ok(error),
                 },
@@ -824,8 +857,11 @@ async fn respond(
     mut call: Call,
     headers: &HeaderMap,
     started: Instant,
-    modern: Option<String>,
+    method: &str,
+    modern: bool,
 ) -> Response {
+    let modern = modern.then(|| method.to_owned());
+    let method = method.to_owned();
     let accepts_sse =
         header_str(headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
     if !accepts_sse {
@@ -861,6 +897,7 @@ async fn respond(
         let metrics = metrics.clone();
         let instance = instance.clone();
         let modern = modern.clone();
+        let method = method.clone();
         async move {
             let mut call = state?;
             let mut message = call.rx.recv().await?;
@@ -869,12 +906,11 @@ async fn respond(
                 if let Some(method) = &modern {
                     modernize(&mut message, method);
                 }
-                let method = "call";
                 metrics
                     .inner
                     .metrics
                     .latency
-                    .get_or_create(&method_labels(&instance, method))
+                    .get_or_create(&method_labels(&instance, &method))
                     .observe(started.elapsed().as_secs_f64());
                 return Some((Ok::<_, Infallible>(event(&message)), None));
             }

@@ -101,6 +101,14 @@ impl Link {
             .map_err(|_| "the connection to the server is closed".to_owned())
     }
 
+    /// Queues a message without waiting: the reader task uses it, and must never wait on the
+    /// writer (the server may be blocked writing the stdout the reader drains).
+    fn send_now(&self, message: &Value) {
+        if self.out.try_send(message.to_string()).is_err() {
+            tracing::warn!("the queue to the server is full or closed; a reply was dropped");
+        }
+    }
+
     /// Sends a request under a fresh id; returns the upstream id and the caller's receiver.
     async fn start(
         &self,
@@ -223,7 +231,7 @@ impl Link {
     }
 
     /// Routes one message from the server.
-    async fn dispatch(&self, value: Value, events: &broadcast::Sender<Value>) {
+    fn dispatch(&self, value: Value, events: &broadcast::Sender<Value>) {
         let Ok(message) = jsonrpc::classify(value) else {
             tracing::warn!("the server sent a message that is not JSON-RPC; ignored");
             return;
@@ -243,7 +251,7 @@ impl Link {
                 mut body,
             } => {
                 if method == "ping" {
-                    let _ = self.send(&jsonrpc::result_response(&id, &json!({}))).await;
+                    self.send_now(&jsonrpc::result_response(&id, &json!({})));
                     return;
                 }
                 let target = {
@@ -267,13 +275,11 @@ impl Link {
                         let _ = tx.send(Value::Object(body));
                     }
                     None => {
-                        let _ = self
-                            .send(&jsonrpc::error_response(
-                                Some(&id),
-                                jsonrpc::INTERNAL_ERROR,
-                                "no client request is in flight to carry this request",
-                            ))
-                            .await;
+                        self.send_now(&jsonrpc::error_response(
+                            Some(&id),
+                            jsonrpc::INTERNAL_ERROR,
+                            "no client request is in flight to carry this request",
+                        ));
                     }
                 }
             }
@@ -422,7 +428,7 @@ impl Mux {
                     next = lines.next() => match next {
                         Some(Ok(text)) if text.trim().is_empty() => {}
                         Some(Ok(text)) => match serde_json::from_str::<Value>(&text) {
-                            Ok(value) => reader_link.dispatch(value, &events).await,
+                            Ok(value) => reader_link.dispatch(value, &events),
                             Err(e) => tracing::warn!(instance = %id, "the server wrote a line that is not JSON: {e}"),
                         },
                         Some(Err(e)) => break format!("{id} sent an unreadable message ({e}); the connection was closed"),
