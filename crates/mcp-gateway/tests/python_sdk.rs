@@ -259,10 +259,23 @@ async fn run(python: PathBuf) {
     };
     http_spec.transport = Transport::StreamableHttp;
     http_spec.port = Some(port);
+    // A third-party stdio server: `mcp-server-time` from PyPI (the Python SDK's server side).
+    let time_program = python
+        .with_file_name("mcp-server-time")
+        .display()
+        .to_string();
+    let time_spec = McpServer {
+        restart_policy: RestartPolicy::Never,
+        ..McpServer::command("gw-py-time", &time_program, ["--local-timezone", "UTC"])
+    };
     let stdio = orch
         .start_server(&stdio_spec, &StartOptions::default())
         .await
         .expect("start stdio");
+    let time = orch
+        .start_server(&time_spec, &StartOptions::default())
+        .await
+        .expect("start time");
     let http = orch
         .start_server(&http_spec, &StartOptions::default())
         .await
@@ -270,11 +283,10 @@ async fn run(python: PathBuf) {
     let outcome = tokio::spawn(exercise(
         python,
         Arc::clone(&orch),
-        stdio.clone(),
-        http.clone(),
+        [stdio.clone(), http.clone(), time.clone()],
     ))
     .await;
-    for id in [&stdio, &http] {
+    for id in [&stdio, &http, &time] {
         orch.stop_server(id, Duration::from_secs(5))
             .await
             .expect("stop");
@@ -284,13 +296,9 @@ async fn run(python: PathBuf) {
     }
 }
 
-async fn exercise(
-    python: PathBuf,
-    orch: Arc<ProcessOrchestrator>,
-    stdio: InstanceId,
-    http: InstanceId,
-) {
-    for id in [&stdio, &http] {
+async fn exercise(python: PathBuf, orch: Arc<ProcessOrchestrator>, ids: [InstanceId; 3]) {
+    let [stdio, http, time] = ids;
+    for id in [&stdio, &http, &time] {
         for _ in 0..300 {
             if orch.get_status(id).await.expect("status").phase == Phase::Running {
                 break;
@@ -299,15 +307,7 @@ async fn exercise(
         }
     }
     let dyn_orch: Arc<DynOrchestrator> = orch;
-    let gateway = Gateway::new(dyn_orch, GatewayConfig::default()).expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = CancellationToken::new();
-    let serving = gateway.clone();
-    let token = stop.clone();
-    tokio::spawn(async move { serving.serve_on(listener, token).await });
+    let (gateway, base, stop) = start_gateway(dyn_orch).await;
     for id in [&stdio, &http] {
         let info = gateway
             .wait_ready(id, Duration::from_secs(30))
@@ -315,6 +315,12 @@ async fn exercise(
             .expect("ready");
         assert!(info.tool_count >= 3, "{info:?}");
     }
+    let info = gateway
+        .wait_ready(&time, Duration::from_secs(60))
+        .await
+        .expect("time server ready");
+    assert_eq!(info.server_name, "mcp-time", "{info:?}");
+    let time_url = format!("{base}/servers/{time}/mcp");
     let stdio_url = format!("{base}/servers/{stdio}/mcp");
     let http_url = format!("{base}/servers/{http}/mcp");
     let python2 = python.clone();
@@ -339,6 +345,26 @@ async fn exercise(
             if !want_protocol.is_empty() {
                 assert_eq!(out["protocol"], want_protocol, "{url} {mode}: {out}");
             }
+        }
+        for mode in ["legacy", "auto"] {
+            let out = clients(
+                &python2,
+                &[
+                    "call",
+                    &time_url,
+                    "get_current_time",
+                    r#"{"timezone": "UTC"}"#,
+                    mode,
+                ],
+            );
+            assert_eq!(out["is_error"], false, "{out}");
+            assert!(
+                out["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("\"timezone\": \"UTC\"")
+                        || t.contains("\"timezone\":\"UTC\"")),
+                "{out}"
+            );
         }
         clients(&python2, &["many", &s, "16", "20"])
     })

@@ -1,6 +1,7 @@
 """Real MCP clients (the official Python SDK, `mcp` 2.x) through the gateway.
 
 usage: gateway_clients.py one  URL TEXT MODE     one client (MODE: legacy | auto | 2026-07-28)
+       gateway_clients.py call URL TOOL ARGS_JSON MODE  one client calling any tool
        gateway_clients.py many URL N ROUNDS      N concurrent clients, each checking its own answers,
                                                  while other clients abandon calls mid-request
 
@@ -29,6 +30,20 @@ async def one(url, text, mode):
             "server": info.name if info is not None else None,
             "tools": sorted(t.name for t in tools.tools),
             "text": text_of(result),
+        }
+
+
+async def call(url, tool, arguments, mode):
+    async with Client(url, mode=mode) as client:
+        tools = await client.list_tools()
+        result = await client.call_tool(tool, arguments)
+        info = client.server_info
+        return {
+            "protocol": str(client.protocol_version),
+            "server": info.name if info is not None else None,
+            "tools": sorted(t.name for t in tools.tools),
+            "text": text_of(result),
+            "is_error": bool(getattr(result, "is_error", False)),
         }
 
 
@@ -72,6 +87,8 @@ async def main():
     cmd = sys.argv[1]
     if cmd == "one":
         out = await one(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "call":
+        out = await call(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5])
     elif cmd == "many":
         out = await many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
