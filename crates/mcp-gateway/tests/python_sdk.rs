@@ -296,15 +296,19 @@ async fn run(python: PathBuf) {
     }
 }
 
+async fn running(orch: &ProcessOrchestrator, id: &InstanceId) {
+    for _ in 0..300 {
+        if orch.get_status(id).await.expect("status").phase == Phase::Running {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn exercise(python: PathBuf, orch: Arc<ProcessOrchestrator>, ids: [InstanceId; 3]) {
     let [stdio, http, time] = ids;
     for id in [&stdio, &http, &time] {
-        for _ in 0..300 {
-            if orch.get_status(id).await.expect("status").phase == Phase::Running {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        running(&orch, id).await;
     }
     let dyn_orch: Arc<DynOrchestrator> = orch;
     let (gateway, base, stop) = start_gateway(dyn_orch).await;
