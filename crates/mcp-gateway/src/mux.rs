@@ -498,6 +498,16 @@ impl Mux {
     }
 }
 
+impl Drop for Mux {
+    fn drop(&mut self) {
+        // The reader and writer tasks hold the channel; closing the link ends both, which drops
+        // the channel and so detaches from the server (another client may then attach).
+        if let Some(link) = self.link.get_mut().as_ref() {
+            link.closed.cancel();
+        }
+    }
+}
+
 /// A client request in flight: its messages arrive on `rx`, the response last.
 pub(crate) struct Call {
     /// Related messages, then the response.

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use mcp_gateway::{CancellationToken, Gateway, GatewayConfig};
 use mcp_orchestrator_api::fixture::{FixtureScript, ServeMode};
-use mcp_orchestrator_api::{DynOrchestrator, McpOrchestrator};
+use mcp_orchestrator_api::{DynOrchestrator, McpChannel, McpOrchestrator, OrchestratorError};
 use mcp_process::{ProcessConfig, ProcessOrchestrator};
 use mcp_types::{InstanceId, McpServer, Phase, RestartPolicy, StartOptions, Transport};
+use rmcp::ServiceExt;
 use serde_json::Value;
 
 fn main() -> ExitCode {
@@ -234,6 +235,42 @@ async fn restart_inner(orch: Arc<ProcessOrchestrator>, id: InstanceId) {
         .await
         .expect("ready again");
     stop.cancel();
+    drop(gateway);
+    // The gateway's handshake (its readiness probe) leaves the server usable by a client doing
+    // its own handshake on the same stdio once the gateway has let go.
+    let mut attempts = 0;
+    let channel = loop {
+        match orch.connect(&id).await {
+            Ok(McpChannel::Stdio(channel)) => break channel,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert!(matches!(e, OrchestratorError::Unavailable { .. }), "{e}");
+                attempts += 1;
+                assert!(
+                    attempts < 100,
+                    "the dropped gateway still holds the stdio: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let client = tokio::time::timeout(Duration::from_secs(10), ().serve(channel))
+        .await
+        .expect("handshake in time")
+        .expect("a client's own handshake after the gateway's");
+    let mut args = serde_json::Map::new();
+    args.insert("text".into(), "direct".into());
+    let result = client
+        .call_tool(rmcp::model::CallToolRequestParams::new("echo").with_arguments(args))
+        .await
+        .expect("echo");
+    let text: String = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    assert_eq!(text, "direct");
+    client.cancel().await.expect("close");
 }
 
 async fn run(python: PathBuf) {
