@@ -372,22 +372,7 @@ async fn health_loop(gateway: std::sync::Weak<Inner>, id: InstanceId, served: Ar
                 failures += 1;
                 tracing::debug!(instance = %id, failures, "health check failed: {error}");
                 let current = served.readiness.borrow().clone();
-                match current {
-                    Readiness::Pending { .. } => Readiness::Pending { reason: error },
-                    Readiness::Ready { info } if failures < cfg.failure_threshold => {
-                        Readiness::Ready { info }
-                    }
-                    Readiness::Ready { info } => Readiness::Unhealthy {
-                        info: Some(info),
-                        consecutive_failures: failures,
-                        error,
-                    },
-                    Readiness::Unhealthy { info, .. } => Readiness::Unhealthy {
-                        info,
-                        consecutive_failures: failures,
-                        error,
-                    },
-                }
+                current.after_failure(failures, cfg.failure_threshold, error)
             }
         };
         served.readiness.send_replace(next);

@@ -74,6 +74,26 @@ impl Readiness {
         }
     }
 
+    /// The state after the `failures`-th failed check in a row: a `Ready` instance stays
+    /// `Ready` below `threshold` and becomes `Unhealthy` (keeping its info) at it; one never
+    /// ready stays `Pending` with the latest reason. A success is simply `Ready` again.
+    pub fn after_failure(self, failures: u32, threshold: u32, error: String) -> Self {
+        match self {
+            Self::Pending { .. } => Self::Pending { reason: error },
+            Self::Ready { info } if failures < threshold => Self::Ready { info },
+            Self::Ready { info } => Self::Unhealthy {
+                info: Some(info),
+                consecutive_failures: failures,
+                error,
+            },
+            Self::Unhealthy { info, .. } => Self::Unhealthy {
+                info,
+                consecutive_failures: failures,
+                error,
+            },
+        }
+    }
+
     /// A one-word label (`pending`, `ready`, `unhealthy`).
     pub fn label(&self) -> &'static str {
         match self {
@@ -165,6 +185,44 @@ mod tests {
         assert_eq!(tools_hash(&a), tools_hash(&b));
         assert_ne!(tools_hash(&a), tools_hash(&c));
         assert_eq!(tools_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn a_failure_threshold_marks_unhealthy_and_a_success_ready_again() {
+        let info = ready_info(
+            &json!({"serverInfo": {"name": "s", "version": "1"}}),
+            "2025-11-25",
+            &[],
+            1,
+        );
+        let mut state = Readiness::Ready { info: info.clone() };
+        for n in 1..3 {
+            state = state.after_failure(n, 3, format!("timeout {n}"));
+            assert!(state.is_ready(), "below the threshold: {state:?}");
+        }
+        state = state.after_failure(3, 3, "timeout 3".into());
+        assert_eq!(
+            state,
+            Readiness::Unhealthy {
+                info: Some(info.clone()),
+                consecutive_failures: 3,
+                error: "timeout 3".into()
+            }
+        );
+        state = state.after_failure(4, 3, "refused".into());
+        assert!(
+            matches!(&state, Readiness::Unhealthy { consecutive_failures: 4, error, .. } if error == "refused")
+        );
+        let pending = Readiness::Pending {
+            reason: "starting".into(),
+        }
+        .after_failure(9, 3, "no answer".into());
+        assert_eq!(
+            pending,
+            Readiness::Pending {
+                reason: "no answer".into()
+            }
+        );
     }
 
     #[test]

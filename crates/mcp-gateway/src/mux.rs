@@ -751,6 +751,17 @@ mod tests {
             (json!(77), json!(true))
         );
 
+        // Other notifications go to every client's standalone stream.
+        let mut events = mux.events.subscribe();
+        server
+            .send(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
+            .await;
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event["method"], "notifications/tools/list_changed");
+
         // Answers in reverse order still reach the right caller, with its own id.
         server
             .send(json!({"jsonrpc": "2.0", "id": up_b["id"], "result": {"who": "b"}}))

@@ -340,6 +340,7 @@ async fn origin_host_and_token_are_enforced() {
 async fn an_instance_that_stops_mid_call_fails_pending_calls_and_goes_unhealthy() {
     let r = start(GatewayConfig {
         failure_threshold: 1,
+        refresh_interval: Duration::from_secs(600),
         ..GatewayConfig::default()
     })
     .await;
@@ -368,4 +369,17 @@ async fn an_instance_that_stops_mid_call_fails_pending_calls_and_goes_unhealthy(
         "{status} {body}"
     );
     assert!(body.get("result").is_none(), "{body}");
+    let mut state = r.gateway.readiness(&r.id).unwrap();
+    for _ in 0..50 {
+        if state.label() == "unhealthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = r.gateway.readiness(&r.id).unwrap();
+    }
+    assert_eq!(state.label(), "unhealthy", "{state:?}");
+    assert!(
+        state.info().is_some(),
+        "the last handshake is kept: {state:?}"
+    );
 }
