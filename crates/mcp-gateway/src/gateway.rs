@@ -823,7 +823,15 @@ async fn stdio_post(
                         let modern = session.starts_with("stateless-");
                         respond(gateway, instance, call, headers, started, &method, modern).await
                     }
-                    Err(error) => json_ok(error),
+                    Err(error) => {
+                        gateway
+                            .inner
+                            .metrics
+                            .errors
+                            .get_or_create(&method_labels(instance.as_ref(), &method))
+                            .inc();
+                        json_ok(error)
+                    }
                 },
                 other => {
                     mux.forward(&session, other).await;
@@ -854,6 +862,14 @@ async fn respond(
             match call.rx.recv().await {
                 Some(mut message) if is_response(&message) => {
                     call.finish();
+                    if message.get("error").is_some() {
+                        gateway
+                            .inner
+                            .metrics
+                            .errors
+                            .get_or_create(&method_labels(instance.as_ref(), &method))
+                            .inc();
+                    }
                     if let Some(method) = &modern {
                         modernize(&mut message, method);
                     }
@@ -891,11 +907,15 @@ async fn respond(
                 if let Some(method) = &modern {
                     modernize(&mut message, method);
                 }
+                let labels = method_labels(&instance, &method);
+                if message.get("error").is_some() {
+                    metrics.inner.metrics.errors.get_or_create(&labels).inc();
+                }
                 metrics
                     .inner
                     .metrics
                     .latency
-                    .get_or_create(&method_labels(&instance, &method))
+                    .get_or_create(&labels)
                     .observe(started.elapsed().as_secs_f64());
                 return Some((Ok::<_, Infallible>(event(&message)), None));
             }

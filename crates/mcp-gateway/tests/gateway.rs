@@ -369,6 +369,20 @@ async fn an_instance_that_stops_mid_call_fails_pending_calls_and_goes_unhealthy(
         "{status} {body}"
     );
     assert!(body.get("result").is_none(), "{body}");
+    let metrics = reqwest::get(format!("{}/metrics", r.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcp_gateway_errors_total{")
+                && l.contains("tools/call")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     let mut state = r.gateway.readiness(&r.id).unwrap();
     for _ in 0..50 {
         if state.label() == "unhealthy" {
