@@ -1005,7 +1005,18 @@ async fn mcp_get(
                     .is_some_and(|s| s.instance == instance && s.protocol_version != STATELESS)
             });
             if !known {
-                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+                // No session: the stateless revision has no standalone stream (405); an unknown
+                // session has ended and its client must initialize again (404).
+                return if headers.contains_key(SESSION_HEADER) {
+                    rpc_error(
+                        StatusCode::NOT_FOUND,
+                        None,
+                        jsonrpc::INVALID_REQUEST,
+                        "session not found (it ended, or the gateway restarted): initialize again",
+                    )
+                } else {
+                    StatusCode::METHOD_NOT_ALLOWED.into_response()
+                };
             }
             let events = tokio_stream::wrappers::BroadcastStream::new(mux.events.subscribe())
                 .filter_map(|m| async move { m.ok().map(|m| Ok::<_, Infallible>(event(&m))) });

@@ -279,6 +279,17 @@ async fn bad_input_gets_clear_json_rpc_errors() {
     )
     .await;
     assert_eq!(status, 400);
+    // The standalone stream: none without a session (stateless), 404 for an ended session.
+    let client = reqwest::Client::new();
+    let get = client.get(url(&r)).send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    let get = client
+        .get(url(&r))
+        .header("mcp-session-id", "made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status().as_u16(), 404);
 }
 
 #[tokio::test]
