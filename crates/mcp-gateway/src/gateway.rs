@@ -320,6 +320,28 @@ impl Gateway {
     }
 }
 
+/// Waits until `id` answers MCP (handshake and a ping) without serving anything: what
+/// `mcp-orch run` needs. Checks every 200 ms; when it returns, the gateway it used is dropped
+/// and its tasks end right after, freeing the instance's stdio for the client that follows
+/// (whose own handshake works after this one).
+///
+/// # Errors
+/// As [`Gateway::wait_ready`].
+pub async fn wait_ready(
+    orch: Arc<DynOrchestrator>,
+    id: &InstanceId,
+    timeout: Duration,
+) -> Result<ReadyInfo, GatewayError> {
+    let gateway = Gateway::new(
+        orch,
+        GatewayConfig {
+            ping_interval: Duration::from_millis(200),
+            ..GatewayConfig::default()
+        },
+    )?;
+    gateway.wait_ready(id, timeout).await
+}
+
 fn describe(state: &Readiness) -> String {
     match state {
         Readiness::Pending { reason } => format!("pending: {reason}"),

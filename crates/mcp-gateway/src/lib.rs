@@ -26,6 +26,6 @@ pub use config::{
     BearerToken, DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, GatewayConfig, TokenSource,
 };
 pub use error::GatewayError;
-pub use gateway::{Gateway, SUPPORTED_VERSIONS};
+pub use gateway::{Gateway, SUPPORTED_VERSIONS, wait_ready};
 pub use health::{Readiness, ReadyInfo, tools_hash};
 pub use tokio_util::sync::CancellationToken;

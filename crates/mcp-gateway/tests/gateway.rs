@@ -408,3 +408,50 @@ async fn an_instance_that_stops_mid_call_fails_pending_calls_and_goes_unhealthy(
         "the last handshake is kept: {state:?}"
     );
 }
+
+#[tokio::test]
+async fn wait_ready_alone_reports_the_handshake_and_times_out_with_the_reason() {
+    let orch = Arc::new(InMemoryOrchestrator::new());
+    let serving = FixtureScript::new().serve(ServeMode::Stdio);
+    let spec = McpServer::command("ready-srv", "mcp-test-server", serving.to_args());
+    let id = orch
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    let dyn_orch: Arc<DynOrchestrator> = orch.clone();
+    let info = mcp_gateway::wait_ready(Arc::clone(&dyn_orch), &id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(info.server_name, "ready-srv");
+    assert_eq!(info.protocol_version, "2025-11-25");
+    assert_eq!(info.tools_hash.len(), 64);
+    // Released: the stdio can be claimed again (the gateway's tasks end right after).
+    let mut claimed = false;
+    for _ in 0..50 {
+        if orch.connect(&id).await.is_ok() {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(claimed, "wait_ready still holds the stdio");
+    // A server that never speaks MCP is never Ready.
+    let silent = FixtureScript::new()
+        .stdout("not mcp")
+        .sleep(Duration::from_secs(60));
+    let spec = McpServer::command("silent-srv", "mcp-test-server", silent.to_args());
+    let id = orch
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    let err = mcp_gateway::wait_ready(dyn_orch, &id, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    println!("not ready: {err}");
+    assert!(
+        matches!(err, mcp_gateway::GatewayError::NotReady { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(id.as_ref()), "{err}");
+    orch.stop_server(&id, Duration::from_secs(1)).await.unwrap();
+}
