@@ -222,6 +222,10 @@ fn forbidden_deps(m: &Manifest) -> Vec<(Vec<String>, &'static str)> {
             ),
         ],
         "mcp-factory" => vec![(owned(&["mcp-cli"]), "the CLI sits on top of the factory")],
+        "mcp-gateway" => vec![(
+            [owned(BACKENDS), owned(&["mcp-factory", "mcp-cli"])].concat(),
+            "the gateway reaches instances through the McpOrchestrator trait only",
+        )],
         "mcp-cli" => vec![(
             owned(BACKENDS),
             "the CLI reaches backends through mcp-factory only",
@@ -368,6 +372,17 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("never depend on each other"))
         );
+    }
+
+    #[test]
+    fn gateway_on_a_backend_is_refused() {
+        let m = manifest(
+            "mcp-gateway",
+            "mcp-orchestrator-api = { workspace = true }\nmcp-process = { workspace = true }",
+        );
+        let v = check_layering(&[m]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("McpOrchestrator trait only"), "{v:?}");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(crate) enum Command {
         /// Instance id.
         id: String,
     },
+    /// Serve every instance as MCP streamable HTTP (`/servers/<id>/mcp`), with a listing of
+    /// instances and their readiness (`/servers`) and Prometheus metrics (`/metrics`).
+    Serve(crate::serve::ServeArgs),
     /// Stop instances gracefully and remove them.
     Stop {
         /// Instance ids.

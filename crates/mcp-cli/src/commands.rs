@@ -34,6 +34,14 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Supervise { .. } => Err(anyhow!(
             "internal error: supervisor mode is handled before the runtime starts"
         )),
+        Command::Serve(args) => {
+            let config = load_config(cli.config.as_deref(), cli.backend.as_deref())?;
+            crate::serve::serve(
+                args,
+                mcp_factory::create_orchestrator(&config).await?.into(),
+            )
+            .await
+        }
         command => {
             let config = load_config(cli.config.as_deref(), cli.backend.as_deref())?;
             let orchestrator = mcp_factory::create_orchestrator(&config).await?;
