@@ -128,6 +128,11 @@ pub(crate) struct RunArgs {
     /// debugging instead of stopping and removing it; `run` prints how to stop it.
     #[arg(long)]
     pub(crate) keep_on_failure: bool,
+    /// Report success once the server runs, without waiting for it to answer MCP (for servers
+    /// that do not speak MCP, or that a client cannot reach from here, such as a Kubernetes
+    /// Service address).
+    #[arg(long)]
+    pub(crate) skip_ready: bool,
 }
 
 /// `ps` arguments.

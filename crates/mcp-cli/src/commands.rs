@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use mcp_factory::mcp_orchestrator_api::{McpChannel, McpOrchestrator, OrchestratorError};
+use mcp_factory::mcp_orchestrator_api::{
+    DynOrchestrator, McpChannel, McpOrchestrator, OrchestratorError,
+};
 use mcp_factory::mcp_types::{
     EnvValue, InstanceFilters, InstanceId, InstanceStatus, LabelSelector, LogLine, LogOptions,
     LogStream, Phase, StartOptions, StreamSelector, Timestamp,
@@ -44,15 +47,17 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         }
         command => {
             let config = load_config(cli.config.as_deref(), cli.backend.as_deref())?;
-            let orchestrator = mcp_factory::create_orchestrator(&config).await?;
-            dispatch(command, orchestrator.as_ref()).await
+            let orchestrator: Arc<DynOrchestrator> =
+                mcp_factory::create_orchestrator(&config).await?.into();
+            dispatch(command, &orchestrator).await
         }
     }
 }
 
-async fn dispatch(command: Command, o: &dyn McpOrchestrator) -> Result<ExitCode> {
+async fn dispatch(command: Command, shared: &Arc<DynOrchestrator>) -> Result<ExitCode> {
+    let o = shared.as_ref();
     match command {
-        Command::Run(args) => run_server(args, o).await,
+        Command::Run(args) => run_server(args, shared).await,
         Command::Ps(args) => ps(args, o).await,
         Command::Status { id, output } => status(&id, output, o).await,
         Command::Logs(args) => logs(args, o).await,
@@ -151,7 +156,8 @@ fn key_values(items: &[String], what: &str) -> Result<BTreeMap<String, String>> 
         .collect()
 }
 
-async fn run_server(args: RunArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
+async fn run_server(args: RunArgs, shared: &Arc<DynOrchestrator>) -> Result<ExitCode> {
+    let o = shared.as_ref();
     let spec = mcp_factory::load_server_spec(&args.file)?;
     let options = StartOptions {
         env: key_values(&args.env, "--env")?
@@ -180,6 +186,27 @@ async fn run_server(args: RunArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> 
         print_recent_logs(o, &id).await;
         clean_up_failed_run(o, &id, &args, &mut interrupts).await;
         return Err(e);
+    }
+    if !args.skip_ready {
+        // Running only says a process or container exists: Ready is a completed MCP handshake
+        // and ping through `connect`, the way a client will reach it.
+        let ready = tokio::select! {
+            r = mcp_gateway::wait_ready(Arc::clone(shared), &id, args.timeout) => {
+                r.map_err(|e| anyhow!("{id} does not answer MCP: {e}"))
+            }
+            () = interrupts.recv() => Err(anyhow!("interrupted before {id} answered MCP")),
+        };
+        match ready {
+            Ok(info) => eprintln!(
+                "ready: {} {} (MCP {}, {} tools)",
+                info.server_name, info.server_version, info.protocol_version, info.tool_count
+            ),
+            Err(e) => {
+                print_recent_logs(o, &id).await;
+                clean_up_failed_run(o, &id, &args, &mut interrupts).await;
+                return Err(e);
+            }
+        }
     }
     println!("{id}");
     if !args.attach {

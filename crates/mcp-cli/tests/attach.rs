@@ -85,3 +85,26 @@ fn killing_the_attached_cli_leaves_the_server_running_and_re_attachable() {
     );
     stdout_of(env.cmd(&["stop", &id, "--grace", "2s"]));
 }
+
+/// `run` waits for Ready by default: a server that runs but never answers MCP fails the run
+/// with the reason and its recent logs, and nothing is left.
+#[test]
+fn run_fails_for_a_server_that_never_answers_mcp_and_leaves_nothing() {
+    let env = Env::process();
+    let script = mcp_factory::mcp_orchestrator_api::FixtureScript::new()
+        .stderr("I only pretend to be an MCP server");
+    let spec = env.spec("mute.yaml", &common::fixture_spec("mute", &script));
+    let out = env
+        .cmd(&["run", spec.to_str().unwrap(), "--timeout", "4s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not answer MCP"), "{err}");
+    assert!(
+        err.contains("I only pretend to be an MCP server"),
+        "recent logs: {err}"
+    );
+    let ps = stdout_of(env.cmd(&["ps", "-o", "json"]));
+    assert_eq!(ps.trim(), "[]", "run left an instance: {ps}");
+}

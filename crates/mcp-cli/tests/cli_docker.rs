@@ -54,7 +54,7 @@ async fn every_subcommand_on_docker() {
     );
 
     let run = {
-        let env_cmd = env.cmd(&["run", spec.to_str().unwrap()]);
+        let env_cmd = env.cmd(&["run", "--skip-ready", spec.to_str().unwrap()]);
         tokio::task::spawn_blocking(move || {
             let mut c = env_cmd;
             stdout_of(&mut c)
@@ -142,6 +142,7 @@ async fn failed_runs_leave_no_container() {
         for (spec, why) in &cases {
             let cmd = env.cmd(&[
                 "run",
+                "--skip-ready",
                 spec.to_str().unwrap(),
                 "--timeout",
                 "60s",

@@ -15,7 +15,13 @@ fn run_ps_status_logs_stop() {
         .stderr("warned")
         .stdout_lines("n", 3);
     let spec = env.spec("srv.yaml", &fixture_spec("hello", &script));
-    let id = stdout_of(env.cmd(&["run", spec.to_str().unwrap(), "--label", "team=cli"]));
+    let id = stdout_of(env.cmd(&[
+        "run",
+        "--skip-ready",
+        spec.to_str().unwrap(),
+        "--label",
+        "team=cli",
+    ]));
     assert!(id.starts_with("mcp-hello-"), "{id}");
 
     let table = stdout_of(env.cmd(&["ps"]));
@@ -95,7 +101,7 @@ fn run_attach_streams_until_the_server_exits() {
         .exit(3);
     let spec = env.spec("srv.yaml", &fixture_spec("attach", &script));
     let out = env
-        .cmd(&["run", "--attach", spec.to_str().unwrap()])
+        .cmd(&["run", "--skip-ready", "--attach", spec.to_str().unwrap()])
         .assert()
         .failure()
         .get_output()
@@ -120,7 +126,7 @@ fn run_reports_a_server_that_exits_at_once() {
         &fixture_spec("crash", &FixtureScript::new().stderr("boom").exit(7)),
     );
     let out = env
-        .cmd(&["run", spec.to_str().unwrap()])
+        .cmd(&["run", "--skip-ready", spec.to_str().unwrap()])
         .assert()
         .failure()
         .get_output()
@@ -156,13 +162,13 @@ fn invalid_specs_are_one_line_errors_with_file_and_field() {
     ];
     for (yaml, field) in cases {
         let spec = env.spec("bad.yaml", yaml);
-        let line = one_line_error(&mut env.cmd(&["run", spec.to_str().unwrap()]));
+        let line = one_line_error(&mut env.cmd(&["run", "--skip-ready", spec.to_str().unwrap()]));
         assert!(
             line.contains("bad.yaml") && line.contains(field),
             "{yaml}: {line}"
         );
     }
-    let line = one_line_error(&mut env.cmd(&["run", "/nonexistent/spec.yaml"]));
+    let line = one_line_error(&mut env.cmd(&["run", "--skip-ready", "/nonexistent/spec.yaml"]));
     assert!(line.contains("/nonexistent/spec.yaml"), "{line}");
     // Nothing was started.
     assert_eq!(stdout_of(env.cmd(&["ps", "-o", "json"])), "[]");
@@ -325,6 +331,7 @@ fn failed_runs_stop_and_remove_what_they_started() {
         let out = env
             .cmd(&[
                 "run",
+                "--skip-ready",
                 spec.to_str().unwrap(),
                 "--timeout",
                 "30s",
@@ -360,7 +367,7 @@ fn failed_runs_stop_and_remove_what_they_started() {
             restarting_spec("tiny", &FixtureScript::new())
         ),
     );
-    let line = one_line_error(&mut env.cmd(&["run", spec.to_str().unwrap()]));
+    let line = one_line_error(&mut env.cmd(&["run", "--skip-ready", spec.to_str().unwrap()]));
     assert!(
         line.contains("tiny.yaml")
             && line.contains("resources.limits.memory")
@@ -379,7 +386,12 @@ fn keep_on_failure_keeps_the_instance_and_says_how_to_stop_it() {
         &restarting_spec("kept", &FixtureScript::new().exit(3)),
     );
     let out = env
-        .cmd(&["run", spec.to_str().unwrap(), "--keep-on-failure"])
+        .cmd(&[
+            "run",
+            "--skip-ready",
+            spec.to_str().unwrap(),
+            "--keep-on-failure",
+        ])
         .assert()
         .code(1)
         .get_output()
@@ -406,7 +418,12 @@ fn ctrl_c_during_run_stops_the_instance() {
     let env = Env::process();
     let spec = env.spec("srv.yaml", &restarting_spec("intr", &FixtureScript::new()));
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mcp-orch"))
-        .args(["--config", env.config.to_str().unwrap(), "run"])
+        .args([
+            "--config",
+            env.config.to_str().unwrap(),
+            "run",
+            "--skip-ready",
+        ])
         .arg(&spec)
         .args(["--settle", "10m", "--grace", "2s"])
         .env("XDG_CONFIG_HOME", env.dir.path())
@@ -453,8 +470,8 @@ fn exit_codes_are_stable() {
     let spec = env.spec("srv.yaml", &fixture_spec("codes", &FixtureScript::new()));
     let spec = spec.to_str().unwrap();
     let usage: [&[&str]; 7] = [
-        &["run", spec, "--env", "NOVALUE"],
-        &["run", spec, "--label", "novalue"],
+        &["run", "--skip-ready", spec, "--env", "NOVALUE"],
+        &["run", "--skip-ready", spec, "--label", "novalue"],
         &["ps", "--phase", "Sleeping"],
         &["ps", "-l", "team in"],
         &["logs", "x", "--since", "yesterday"],
@@ -481,8 +498,10 @@ fn exit_codes_are_stable() {
     env.cmd(&["stop", "mcp-nothing-0000000000"])
         .assert()
         .code(1);
-    env.cmd(&["run", "/nonexistent/spec.yaml"]).assert().code(1);
-    let line = one_line_error(&mut env.cmd(&["run", "/nonexistent/spec.yaml"]));
+    env.cmd(&["run", "--skip-ready", "/nonexistent/spec.yaml"])
+        .assert()
+        .code(1);
+    let line = one_line_error(&mut env.cmd(&["run", "--skip-ready", "/nonexistent/spec.yaml"]));
     assert!(line.contains("cannot read spec file"), "{line}");
     // Success: 0, nothing left over.
     env.cmd(&["ps"]).assert().code(0);
@@ -541,7 +560,7 @@ fn yaml_errors_never_print_env_values() {
     for (i, yaml) in specs.iter().enumerate() {
         let spec = env.spec(&format!("s{i}.yaml"), yaml);
         for verbose in [false, true] {
-            let mut cmd = env.cmd(&["run", spec.to_str().unwrap()]);
+            let mut cmd = env.cmd(&["run", "--skip-ready", spec.to_str().unwrap()]);
             if verbose {
                 cmd.arg("-v");
             }

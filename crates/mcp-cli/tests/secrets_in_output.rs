@@ -70,7 +70,7 @@ fn lifecycle(env: &Env, spec: &Path, after_run: &dyn Fn(&str)) -> String {
     let mut transcript = String::new();
     let id = traced(
         env,
-        &["run", spec.to_str().expect("utf-8")],
+        &["run", "--skip-ready", spec.to_str().expect("utf-8")],
         &mut transcript,
     );
     let id = id.lines().last().unwrap_or_default().to_owned();
@@ -113,7 +113,7 @@ fn the_process_backend_prints_no_secret_at_trace_level() {
     let mut transcript = String::new();
     let id = traced(
         &env,
-        &["run", spec.to_str().expect("utf-8")],
+        &["run", "--skip-ready", spec.to_str().expect("utf-8")],
         &mut transcript,
     );
     let mut logs = String::new();
