@@ -2,7 +2,8 @@
 //! reaches what `mcp-orch run` started, exactly as a user wires it: a stdio server through
 //! `mcp-orch attach <id>` as the client's server command, an HTTP server through the endpoint
 //! `mcp-orch ps` prints. On the process backend and on Docker, plus `mcp-server-time` from PyPI
-//! in a container built locally from Debian packages. Skips without the SDK unless
+//! in a container built locally from Debian packages, and through the gateway (`mcp-orch serve`)
+//! to servers in containers. Skips without the SDK unless
 //! `MCPCTL_REQUIRE_PYTHON_MCP=1` (CI), and without Docker unless `MCPCTL_REQUIRE_DOCKER=1`.
 
 mod common;
@@ -326,5 +327,46 @@ fn python_sdk_reaches_servers_in_containers_including_mcp_server_time() {
         "{url}"
     );
     assert_echo(&sdk_http(&python, &url), "over http");
+
+    // The gateway in front of the same containers: the SDK's streamable-HTTP client reaches the
+    // stdio server in a container and mcp-server-time through `mcp-orch serve`.
+    let port = free_port();
+    let serving = Serving(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("mcp-orch"))
+            .args([
+                "--config",
+                env.config.to_str().unwrap(),
+                "serve",
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("XDG_CONFIG_HOME", env.dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mcp-orch serve"),
+    );
+    let gateway = |id: &str| format!("http://127.0.0.1:{port}/servers/{id}/mcp");
+    assert_echo(&sdk_http(&python, &gateway(&id)), "over http");
+    let now = sdk(
+        &python,
+        "http",
+        "get_current_time",
+        &serde_json::json!({"timezone": "UTC"}),
+        &[&gateway(&time_id)],
+    );
+    assert_eq!(now["server"], "mcp-time", "{now}");
+    drop(serving);
     drop(cleanup);
+}
+
+/// Kills `mcp-orch serve` however the test ends.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
