@@ -603,6 +603,35 @@ async fn failed_start_removes_the_container_and_volumes() {
     let Some(env) = setup("gpu").await else {
         return;
     };
+    // On every host: 64 GPUs (the most a spec may ask) are created fine but cannot start,
+    // whether the host has no GPU runtime or a real one with fewer GPUs, so the failed-start
+    // clean-up is checked everywhere.
+    let name = unique("nostart");
+    let spec = McpServer {
+        gpu: Some(GpuSpec {
+            product: None,
+            count: 64,
+        }),
+        volumes: vec![VolumeSpec {
+            name: "cache".into(),
+            size: Quantity::parse("1Gi").unwrap(),
+            storage_class: None,
+            mount_path: "/cache".into(),
+            access_modes: vec![],
+            read_only: false,
+        }],
+        ..env.fixture(&name, &FixtureScript::new().stdout("never"))
+    };
+    let err = env
+        .o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .expect_err("64 GPUs cannot start here");
+    assert!(!matches!(err, OrchestratorError::InvalidSpec(_)), "{err}");
+    let label = format!("{}={name}", labels::SERVER);
+    assert!(containers_labelled(env.docker(), &label).await.is_empty());
+    assert!(volumes_labelled(env.docker(), &label).await.is_empty());
+
     // A GPU request: created fine, but starting needs the nvidia runtime.
     let name = unique("gpu");
     let spec = McpServer {
