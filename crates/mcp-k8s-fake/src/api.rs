@@ -1019,16 +1019,33 @@ fn log_container_id(pod: &Pod, container: &str, previous: bool) -> Result<String
             .and_then(|t| t.container_id.clone())
             .ok_or_else(not_found);
     }
-    if state.running.is_some() || state.terminated.is_some() {
-        if let Some(id) = &status.container_id {
+    // The kubelet's validateContainerLogStatus: a terminated container without an id (the
+    // runtime lost it, or the next run did not start) falls back to the last run's, else "is
+    // terminated".
+    let terminated = || {
+        ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{pod_name}\" is terminated"
+        ))
+    };
+    if state.running.is_some()
+        && let Some(id) = &status.container_id
+    {
+        return Ok(id.clone());
+    }
+    if let Some(current) = &state.terminated {
+        if let Some(id) = current
+            .container_id
+            .as_ref()
+            .or(status.container_id.as_ref())
+        {
             return Ok(id.clone());
         }
         return last
             .and_then(|t| t.container_id.clone())
-            .ok_or_else(not_found);
+            .ok_or_else(terminated);
     }
     if let Some(last) = last {
-        return last.container_id.clone().ok_or_else(not_found);
+        return last.container_id.clone().ok_or_else(terminated);
     }
     let reason = state
         .waiting

@@ -70,6 +70,9 @@ enum PodSignal {
     Live,
     /// Graceful deletion: stop the containers, at the latest by `deadline`.
     Terminate { deadline: Instant },
+    /// The kubelet's eviction manager ended the pod (node pressure): the containers are killed
+    /// at once, their runtime records are gone, and the pod stays `Failed`/`Evicted`.
+    Evicted,
     /// The object is gone from the API.
     Removed,
 }
@@ -84,6 +87,7 @@ pub(crate) struct Kubelet {
     cancel: CancellationToken,
     tracker: TaskTracker,
     pods: Mutex<HashMap<String, watch::Sender<PodSignal>>>,
+    runtimes: Mutex<HashMap<String, Arc<PodRuntime>>>,
     next_ip: AtomicU32,
     programs: Arc<Programs>,
     hubs: Arc<StdioHubs>,
@@ -107,6 +111,7 @@ impl Kubelet {
             cancel,
             tracker,
             pods: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(HashMap::new()),
             next_ip: AtomicU32::new(0),
             programs,
             hubs: Arc::new(StdioHubs::default()),
@@ -149,6 +154,7 @@ impl Kubelet {
             &pod,
             format!("10.244.{}.{}", (ip / 250) % 250, ip % 250 + 2),
         ));
+        self.runtimes().insert(uid.clone(), Arc::clone(&runtime));
         let kubelet = Arc::clone(self);
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
@@ -158,6 +164,7 @@ impl Kubelet {
             }
             kubelet.logs.remove(&runtime.instance_ids());
             kubelet.pods().remove(&uid);
+            kubelet.runtimes().remove(&uid);
         });
     }
 
@@ -175,6 +182,36 @@ impl Kubelet {
                 }
             });
         }
+    }
+
+    /// The eviction manager evicts the pod for node pressure on `resource` (`memory`,
+    /// `ephemeral-storage`): its containers are killed without a grace period and reported as
+    /// `ContainerStatusUnknown` (the runtime no longer knows them), the pod becomes `Failed` with
+    /// reason `Evicted`. `false` if the kubelet does not run that pod.
+    pub(crate) fn evict(&self, uid: &str, resource: &str) -> bool {
+        let Some(runtime) = self.runtimes().get(uid).cloned() else {
+            return false;
+        };
+        // The eviction manager's message (pkg/kubelet/eviction/helpers.go, evictionMessage).
+        let message = format!(
+            "The node was low on resource: {resource}. Threshold quantity: 100Mi, available: 42Mi. "
+        );
+        runtime.state().evicted = Some(message);
+        if let Some(tx) = self.pods().get(uid) {
+            tx.send_if_modified(|signal| {
+                if *signal == PodSignal::Live {
+                    *signal = PodSignal::Evicted;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        true
+    }
+
+    fn runtimes(&self) -> MutexGuard<'_, HashMap<String, Arc<PodRuntime>>> {
+        self.runtimes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The pod object was removed from the API.
@@ -207,6 +244,7 @@ enum RestartPolicy {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Terminated {
+    /// Empty when the runtime lost the container (`ContainerStatusUnknown`).
     container_id: String,
     exit_code: i32,
     reason: String,
@@ -251,6 +289,8 @@ struct PodState {
     started_at: Option<Timestamp>,
     containers: Vec<ContainerRuntime>,
     terminating: bool,
+    /// The eviction manager's message once the pod was evicted.
+    evicted: Option<String>,
     /// Last transition times by condition type and status.
     transitions: HashMap<&'static str, (bool, Timestamp)>,
 }
@@ -330,6 +370,7 @@ impl PodRuntime {
                 started_at: None,
                 containers,
                 terminating: false,
+                evicted: None,
                 transitions: HashMap::new(),
             }),
         }
@@ -469,7 +510,7 @@ impl PodRuntime {
                         });
                     return;
                 }
-                PodSignal::Live => {
+                PodSignal::Live | PodSignal::Evicted => {
                     if self.state().scheduling == Scheduling::Bound && !self.publish(false) {
                         return;
                     }
@@ -674,7 +715,7 @@ impl PodRuntime {
         };
         let deadline = match stop {
             PodSignal::Terminate { deadline } => deadline,
-            PodSignal::Removed | PodSignal::Live => return None,
+            PodSignal::Removed | PodSignal::Live | PodSignal::Evicted => return None,
         };
         // SIGTERM: a normal process exits after a moment; one that ignores it is SIGKILLed when
         // the grace period ends.
@@ -957,55 +998,38 @@ fn container_status(c: &ContainerRuntime) -> ContainerStatus {
     }
 }
 
-/// The pod status as the kubelet would report it.
-fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> PodStatus {
-    let transitions = &mut state.transitions;
-    match state.scheduling {
-        Scheduling::Pending => {
-            return PodStatus {
-                phase: Some("Pending".to_owned()),
-                ..PodStatus::default()
-            };
-        }
-        Scheduling::Unschedulable => {
-            return PodStatus {
-                phase: Some("Pending".to_owned()),
-                conditions: Some(vec![condition(
-                    transitions,
-                    "PodScheduled",
-                    false,
-                    Some("Unschedulable"),
-                    Some("0/1 nodes are available: 1 node(s) were unschedulable (injected by mcp-k8s-fake). preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_owned()),
-                )]),
-                ..PodStatus::default()
-            };
-        }
-        Scheduling::Bound => {}
+/// One container's status after an eviction: a container that had not ended is one the runtime
+/// no longer knows, which the kubelet's status manager reports as terminated with reason
+/// `ContainerStatusUnknown`, exit code 137 and no container id (`generateAPIPodStatus`).
+fn lost_container_status(c: &ContainerRuntime) -> ContainerStatus {
+    let mut status = container_status(c);
+    if matches!(c.state, RunState::Terminated(_)) {
+        return status;
     }
-    let Some(started_at) = state.started_at else {
-        // Bound by the scheduler, not yet seen by the kubelet.
-        return PodStatus {
-            phase: Some("Pending".to_owned()),
-            conditions: Some(vec![condition(
-                transitions,
-                "PodScheduled",
-                true,
-                None,
-                None,
-            )]),
-            ..PodStatus::default()
-        };
-    };
-    let phase = phase(&state.containers, policy, state.terminating);
-    let terminal = matches!(phase, "Succeeded" | "Failed");
-    let unready: Vec<&str> = state
-        .containers
-        .iter()
-        .filter(|c| !matches!(c.state, RunState::Running { .. }))
-        .map(|c| c.spec.name.as_str())
-        .collect();
-    let ready = unready.is_empty();
-    let (ready_reason, ready_message) = if ready {
+    status.container_id = None;
+    status.ready = false;
+    status.started = Some(false);
+    status.state = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 137,
+            reason: Some("ContainerStatusUnknown".to_owned()),
+            message: Some(
+                "The container could not be located when the pod was terminated".to_owned(),
+            ),
+            ..ContainerStateTerminated::default()
+        }),
+        ..ContainerState::default()
+    });
+    status
+}
+
+/// The reason and message of the `Ready` and `ContainersReady` conditions.
+fn readiness(
+    ready: bool,
+    terminal: bool,
+    unready: &[&str],
+) -> (Option<&'static str>, Option<String>) {
+    if ready {
         (None, None)
     } else if terminal {
         (Some("PodCompleted"), None)
@@ -1017,8 +1041,74 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
                 unready.join(" ")
             )),
         )
+    }
+}
+
+/// The pod status as the kubelet would report it.
+/// The status of a pod the kubelet has not started (`Err`), else when it started it (`Ok`).
+fn not_started_status(state: &mut PodState) -> Result<Timestamp, Box<PodStatus>> {
+    let transitions = &mut state.transitions;
+    match state.scheduling {
+        Scheduling::Pending => {
+            return Err(Box::new(PodStatus {
+                phase: Some("Pending".to_owned()),
+                ..PodStatus::default()
+            }));
+        }
+        Scheduling::Unschedulable => {
+            return Err(Box::new(PodStatus {
+                phase: Some("Pending".to_owned()),
+                conditions: Some(vec![condition(
+                    transitions,
+                    "PodScheduled",
+                    false,
+                    Some("Unschedulable"),
+                    Some("0/1 nodes are available: 1 node(s) were unschedulable (injected by mcp-k8s-fake). preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_owned()),
+                )]),
+                ..PodStatus::default()
+            }));
+        }
+        Scheduling::Bound => {}
+    }
+    let Some(started_at) = state.started_at else {
+        // Bound by the scheduler, not yet seen by the kubelet.
+        return Err(Box::new(PodStatus {
+            phase: Some("Pending".to_owned()),
+            conditions: Some(vec![condition(
+                transitions,
+                "PodScheduled",
+                true,
+                None,
+                None,
+            )]),
+            ..PodStatus::default()
+        }));
     };
-    let conditions = vec![
+    Ok(started_at)
+}
+
+fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> PodStatus {
+    let started_at = match not_started_status(state) {
+        Ok(started_at) => started_at,
+        Err(status) => return *status,
+    };
+    let transitions = &mut state.transitions;
+    let evicted = state.evicted.clone();
+    let phase = if evicted.is_some() {
+        "Failed"
+    } else {
+        phase(&state.containers, policy, state.terminating)
+    };
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let unready: Vec<&str> = state
+        .containers
+        .iter()
+        .filter(|c| !matches!(c.state, RunState::Running { .. }))
+        .map(|c| c.spec.name.as_str())
+        .collect();
+    let ready = unready.is_empty();
+    let (ready_reason, ready_message) = readiness(ready, terminal, &unready);
+    let mut conditions = vec![
         condition(
             transitions,
             "PodReadyToStartContainers",
@@ -1043,9 +1133,26 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
         ),
         condition(transitions, "PodScheduled", true, None, None),
     ];
-    let container_statuses = state.containers.iter().map(container_status).collect();
+    conditions.extend(evicted.as_ref().map(|message| {
+        let reason = Some("TerminationByKubelet");
+        condition(
+            transitions,
+            "DisruptionTarget",
+            true,
+            reason,
+            Some(message.clone()),
+        )
+    }));
+    let render = if evicted.is_some() {
+        lost_container_status
+    } else {
+        container_status
+    };
+    let container_statuses = state.containers.iter().map(render).collect();
     PodStatus {
         phase: Some(phase.to_owned()),
+        reason: evicted.as_ref().map(|_| "Evicted".to_owned()),
+        message: evicted,
         conditions: Some(conditions),
         container_statuses: Some(container_statuses),
         host_ip: Some(NODE_IP.to_owned()),

@@ -238,7 +238,7 @@ impl FakeKubeServer {
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             logs: Arc::clone(&logs),
-            kubelet,
+            kubelet: Arc::clone(&kubelet),
             requests: Arc::clone(&requests),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -263,6 +263,7 @@ impl FakeKubeServer {
                 failures,
                 programs,
                 requests,
+                kubelet,
             },
             cancel,
             tracker,
@@ -370,9 +371,39 @@ pub struct FakeKubeHandle {
     failures: Arc<failures::Failures>,
     programs: Arc<process::Programs>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    kubelet: Arc<Kubelet>,
 }
 
 impl FakeKubeHandle {
+    /// The kubelet's eviction manager evicts a pod for node pressure on `resource` (`memory`,
+    /// `ephemeral-storage`, ...), as a real node low on it does: every container still running or
+    /// waiting is killed at once and, the runtime no longer knowing it, reported as terminated
+    /// with reason `ContainerStatusUnknown`, exit code 137 and no container id (so its log can
+    /// no longer be read: 400 "is terminated"); the pod becomes `Failed` with reason `Evicted`,
+    /// the eviction manager's message and a `DisruptionTarget` condition. The pod object stays
+    /// until it is deleted.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::PodNotFound`] if the pod does not exist or is not on the node yet.
+    pub fn evict_for_node_pressure(
+        &self,
+        namespace: &str,
+        pod: &str,
+        resource: &str,
+    ) -> Result<(), FakeKubeError> {
+        let not_found = || FakeKubeError::PodNotFound {
+            namespace: namespace.to_owned(),
+            name: pod.to_owned(),
+        };
+        let object = self.pod(namespace, pod).ok_or_else(not_found)?;
+        let uid = object.metadata.uid.clone().ok_or_else(not_found)?;
+        if self.kubelet.evict(&uid, resource) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+
     /// Injects a failure for the containers or pods `target` designates; it applies to pods
     /// scheduled and containers started or pulled from now on.
     pub fn inject(&self, target: FailureTarget, failure: Failure) {

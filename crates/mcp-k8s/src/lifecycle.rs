@@ -28,7 +28,7 @@ use crate::KubernetesOrchestrator;
 use crate::error::{
     RETRY_ATTEMPTS, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Target, idempotent, map_error, once,
 };
-use crate::status::{has_run, is_managed};
+use crate::status::{has_run, is_finished, is_managed};
 
 /// How long after the grace period a stop waits for the pod to go before forcing it.
 pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(10);
@@ -336,8 +336,9 @@ async fn wait_gone(
         .map(|found| found.is_some())
 }
 
-/// Watches the pod until the container has started (`Ok(true)`) or the pod is gone or replaced
-/// (`Ok(false)`), however long that takes.
+/// Watches the pod until the container has started (`Ok(true)`) or the pod is gone, replaced or
+/// finished without a readable run (`Ok(false)`: evicted before its container started, say),
+/// however long that takes.
 pub(crate) async fn wait_until_started(
     api: &Api<Pod>,
     id: &str,
@@ -346,7 +347,7 @@ pub(crate) async fn wait_until_started(
     let same = move |p: &Pod| uid.is_none() || p.metadata.uid == uid;
     let cond = {
         let same = same.clone();
-        move |pod: Option<&Pod>| pod.is_none_or(|p| !same(p) || has_run(p))
+        move |pod: Option<&Pod>| pod.is_none_or(|p| !same(p) || has_run(p) || is_finished(p))
     };
     let found = watch_until(api, id, None, cond).await?;
     Ok(found.flatten().is_some_and(|p| same(&p) && has_run(&p)))

@@ -42,6 +42,30 @@ pub struct KubernetesOrchestrator {
     pub(crate) attached: AttachedSet,
 }
 
+/// A log read the kubelet refused (400) because the run is gone by now (the runtime lost the
+/// container, e.g. an eviction between looking at the pod and reading): no lines. Any other
+/// failure stays what it was.
+async fn lost_run(
+    pods: &Api<Pod>,
+    id: &str,
+    previous: bool,
+    error: OrchestratorError,
+) -> Result<Vec<mcp_types::LogLine>> {
+    if !matches!(error, OrchestratorError::InvalidArgument { .. }) {
+        return Err(error);
+    }
+    let target = Target::pod("get pod", id);
+    let Ok(pod) = idempotent(&target, || Box::pin(pods.get(id))).await else {
+        return Err(error);
+    };
+    let readable = if previous {
+        has_previous_run(&pod)
+    } else {
+        has_run(&pod)
+    };
+    if readable { Err(error) } else { Ok(Vec::new()) }
+}
+
 impl fmt::Debug for KubernetesOrchestrator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubernetesOrchestrator")
@@ -193,12 +217,16 @@ impl McpOrchestrator for KubernetesOrchestrator {
             if !started {
                 return Ok(stream::empty().boxed());
             }
-            let lines = logs::read_all(&self.pods, id.as_str(), &plan).await?;
+            let lines = match logs::read_all(&self.pods, id.as_str(), &plan).await {
+                Ok(lines) => lines,
+                Err(e) => lost_run(&self.pods, id.as_str(), options.previous, e).await?,
+            };
             return Ok(stream::iter(lines.into_iter().map(Ok)).boxed());
         }
         let pods = self.pods.clone();
         let id = id.as_str().to_owned();
         let uid = pod.metadata.uid.clone();
+        let previous = options.previous;
         let lines = async move {
             if !started {
                 match lifecycle::wait_until_started(&pods, &id, uid).await {
@@ -207,9 +235,12 @@ impl McpOrchestrator for KubernetesOrchestrator {
                     Err(e) => return stream::once(async { Err(e) }).boxed(),
                 }
             }
-            match logs::follow(pods, id, plan).await {
+            match logs::follow(pods.clone(), id.clone(), plan).await {
                 Ok(lines) => lines,
-                Err(e) => stream::once(async { Err(e) }).boxed(),
+                Err(e) => match lost_run(&pods, &id, previous, e).await {
+                    Ok(_) => stream::empty().boxed(),
+                    Err(e) => stream::once(async { Err(e) }).boxed(),
+                },
             }
         };
         Ok(stream::once(lines).flatten().boxed())

@@ -1078,3 +1078,111 @@ async fn the_default_chain_reads_kubeconfig_from_the_environment() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
     o.stop_server(&id, GRACE).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a real cluster does that a happy path never shows (issue #15)
+
+#[tokio::test]
+async fn an_evicted_pod_reports_the_eviction_and_its_lost_log_is_not_an_error() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&idle("evicted"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    assert_eq!(texts(&o, &id, &LogOptions::default()).await, ["ready"]);
+    // Following the log while the node evicts the pod: the stream ends, without an error.
+    let follow = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut follow = std::pin::pin!(follow);
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert_eq!(first.map(|l| l.unwrap().text).as_deref(), Some("ready"));
+    server
+        .handle()
+        .evict_for_node_pressure(NS, id.as_str(), "memory")
+        .unwrap();
+    let followed = tokio::time::timeout(WAIT, follow.collect::<Vec<_>>())
+        .await
+        .expect("the follow ends with the pod");
+    assert!(followed.iter().all(Result::is_ok), "{followed:?}");
+    // Following after the eviction: no lines, no error.
+    let late = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let late = tokio::time::timeout(WAIT, late.collect::<Vec<_>>())
+        .await
+        .expect("a late follow ends");
+    assert!(late.iter().all(Result::is_ok), "{late:?}");
+
+    let status = o
+        .wait_for(&id, WAIT, "evicted", |s| s.phase == Phase::Failed)
+        .await
+        .unwrap();
+    // The pod's reason and message, not the lost container's ContainerStatusUnknown.
+    assert_eq!(status.reason.as_deref(), Some("Evicted"), "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("The node was low on resource: memory"),
+        "{status:?}"
+    );
+    assert_eq!(status.exit_code, Some(137), "{status:?}");
+    // The kubelet cannot read a lost container's log (400): the instance has no lines, which is
+    // not an invalid argument of the caller's.
+    assert!(texts(&o, &id, &LogOptions::default()).await.is_empty());
+    let error = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                previous: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .err();
+    assert!(
+        matches!(
+            error,
+            Some(OrchestratorError::InvalidArgument {
+                what: "previous",
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    // Following a finished pod with no readable run ends at once.
+    let follow = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let lines = tokio::time::timeout(WAIT, follow.collect::<Vec<_>>())
+        .await
+        .expect("following an evicted pod ends");
+    assert!(lines.is_empty(), "{lines:?}");
+    o.stop_server(&id, GRACE).await.unwrap();
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
