@@ -16,15 +16,18 @@ pub enum ResourceKind {
     PersistentVolumeClaim,
     /// `networking.k8s.io/v1` `networkpolicies`.
     NetworkPolicy,
+    /// Core v1 `secrets` (what the kubelet resolves `secretKeyRef`s against).
+    Secret,
 }
 
 impl ResourceKind {
     /// Every served kind.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Pod,
         Self::Service,
         Self::PersistentVolumeClaim,
         Self::NetworkPolicy,
+        Self::Secret,
     ];
 
     /// The plural resource name used in URLs.
@@ -34,6 +37,7 @@ impl ResourceKind {
             Self::Service => "services",
             Self::PersistentVolumeClaim => "persistentvolumeclaims",
             Self::NetworkPolicy => "networkpolicies",
+            Self::Secret => "secrets",
         }
     }
 
@@ -44,6 +48,7 @@ impl ResourceKind {
             Self::Service => "Service",
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::Secret => "Secret",
         }
     }
 
@@ -137,6 +142,7 @@ impl ResourceKind {
                 "spec.clusterIP",
                 "spec.type",
             ],
+            Self::Secret => &["metadata.name", "metadata.namespace", "type"],
             Self::PersistentVolumeClaim | Self::NetworkPolicy => {
                 &["metadata.name", "metadata.namespace"]
             }

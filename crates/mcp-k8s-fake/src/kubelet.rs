@@ -229,10 +229,21 @@ struct ContainerSpec {
     image: String,
     command: Vec<String>,
     args: Vec<String>,
-    /// Literal `env` values (`valueFrom` is not resolved).
+    /// Literal `env` values.
     env: Vec<(String, String)>,
+    /// `env` values from `secretKeyRef`s, resolved before each start.
+    secret_env: Vec<SecretEnv>,
     stdin: bool,
     stdin_once: bool,
+}
+
+/// An environment variable taken from a key of a Secret.
+#[derive(Debug, Clone)]
+struct SecretEnv {
+    var: String,
+    secret: String,
+    key: String,
+    optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +355,20 @@ impl PodRuntime {
                         .iter()
                         .flatten()
                         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                        .collect(),
+                    secret_env: c
+                        .env
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| {
+                            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                            Some(SecretEnv {
+                                var: e.name.clone(),
+                                secret: r.name.clone(),
+                                key: r.key.clone(),
+                                optional: r.optional.unwrap_or(false),
+                            })
+                        })
                         .collect(),
                     stdin: c.stdin.unwrap_or(false),
                     stdin_once: c.stdin_once.unwrap_or(false),
@@ -580,10 +605,80 @@ impl PodRuntime {
         }
     }
 
+    /// The values of the container's `secretKeyRef` variables, or the kubelet's error
+    /// (`makeEnvironmentVariables`) when a Secret or key is missing.
+    fn resolve_secret_env(&self, spec: &ContainerSpec) -> Result<Vec<(String, String)>, String> {
+        let mut resolved = Vec::new();
+        for var in &spec.secret_env {
+            let key = ObjectKey::new(ResourceKind::Secret, &self.key.namespace, &var.secret);
+            let Some(secret) = self.kubelet.store.get(&key) else {
+                if var.optional {
+                    continue;
+                }
+                return Err(format!("secret \"{}\" not found", var.secret));
+            };
+            let value = secret["data"][var.key.as_str()]
+                .as_str()
+                .and_then(|b64| serde_json::from_value::<k8s_openapi::ByteString>(json!(b64)).ok());
+            match value {
+                Some(bytes) => resolved.push((
+                    var.var.clone(),
+                    String::from_utf8_lossy(&bytes.0).into_owned(),
+                )),
+                None if var.optional => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {}/{}",
+                        var.key, self.key.namespace, var.secret
+                    ));
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Waits in `CreateContainerConfigError` until every referenced Secret key exists; the
+    /// resolved values, or `None` if the pod stopped first.
+    async fn container_config(
+        &self,
+        index: usize,
+        spec: &ContainerSpec,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> Option<Vec<(String, String)>> {
+        loop {
+            match self.resolve_secret_env(spec) {
+                Ok(resolved) => return Some(resolved),
+                Err(message) => {
+                    let changed = {
+                        let state = self.state();
+                        state.containers.get(index).is_none_or(|c| {
+                            !matches!(&c.state, RunState::Waiting { reason, message: m }
+                                if reason == "CreateContainerConfigError" && m.as_ref() == Some(&message))
+                        })
+                    };
+                    if changed
+                        && !self.set_state(index, |c| {
+                            c.state = RunState::Waiting {
+                                reason: "CreateContainerConfigError".to_owned(),
+                                message: Some(message),
+                            };
+                        })
+                    {
+                        return None;
+                    }
+                }
+            }
+            if !self.sleep(self.timings().image_pull_backoff, signal).await {
+                return None;
+            }
+        }
+    }
+
     async fn run_container(&self, index: usize, mut signal: watch::Receiver<PodSignal>) {
-        let Some(spec) = self.state().containers.get(index).map(|c| c.spec.clone()) else {
+        let Some(mut spec) = self.state().containers.get(index).map(|c| c.spec.clone()) else {
             return;
         };
+        let literal_env = spec.env.clone();
         if !self.pull_image(index, &spec.image, &mut signal).await {
             return;
         }
@@ -594,6 +689,11 @@ impl PodRuntime {
         );
         let mut backoff = self.timings().restart_backoff;
         loop {
+            // The kubelet builds the container's config (its environment) before each start.
+            let Some(resolved) = self.container_config(index, &spec, &mut signal).await else {
+                return;
+            };
+            spec.env = literal_env.iter().cloned().chain(resolved).collect();
             let container_id = format!("containerd://{}", names::random_hex(64));
             self.kubelet.logs.start(&container_id);
             let started = time::now();
@@ -1181,6 +1281,7 @@ mod tests {
                 command: Vec::new(),
                 args: Vec::new(),
                 env: Vec::new(),
+                secret_env: Vec::new(),
                 stdin: false,
                 stdin_once: false,
             },

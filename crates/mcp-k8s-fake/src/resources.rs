@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus, Service,
+    Container, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus, Secret, Service,
     ServiceStatus,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -92,25 +92,7 @@ pub(crate) fn prepare_create(
         .to_owned();
     let mut errors = Vec::new();
     let prepared = match kind {
-        ResourceKind::Pod => {
-            if body["spec"]["containers"].is_null() {
-                return Err(ApiError::invalid(
-                    kind,
-                    &display_name,
-                    &[FieldError::required("spec.containers", "")],
-                ));
-            }
-            let mut pod: Pod = parse_typed(kind, body)?;
-            default_pod(&mut pod);
-            validate_meta(&pod.metadata, &mut errors);
-            validate_pod(&pod, &mut errors);
-            pod.status = Some(PodStatus {
-                phase: Some("Pending".to_owned()),
-                qos_class: Some(qos_class(&pod).to_owned()),
-                ..PodStatus::default()
-            });
-            to_value(&pod)?
-        }
+        ResourceKind::Pod => prepare_pod(body, &display_name, &mut errors)?,
         ResourceKind::Service => {
             let mut service: Service = parse_typed(kind, body)?;
             validate_meta(&service.metadata, &mut errors);
@@ -138,12 +120,55 @@ pub(crate) fn prepare_create(
             default_network_policy(&mut policy);
             to_value(&policy)?
         }
+        ResourceKind::Secret => {
+            let mut secret: Secret = parse_typed(kind, body)?;
+            validate_meta(&secret.metadata, &mut errors);
+            default_secret(&mut secret);
+            to_value(&secret)?
+        }
     };
     if errors.is_empty() {
         Ok(prepared)
     } else {
         Err(ApiError::invalid(kind, &display_name, &errors))
     }
+}
+
+fn prepare_pod(
+    body: &Value,
+    display_name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<Value, ApiError> {
+    let kind = ResourceKind::Pod;
+    if body["spec"]["containers"].is_null() {
+        return Err(ApiError::invalid(
+            kind,
+            display_name,
+            &[FieldError::required("spec.containers", "")],
+        ));
+    }
+    let mut pod: Pod = parse_typed(kind, body)?;
+    default_pod(&mut pod);
+    validate_meta(&pod.metadata, errors);
+    validate_pod(&pod, errors);
+    pod.status = Some(PodStatus {
+        phase: Some("Pending".to_owned()),
+        qos_class: Some(qos_class(&pod).to_owned()),
+        ..PodStatus::default()
+    });
+    to_value(&pod)
+}
+
+/// The registry's create strategy: `stringData` is merged into `data` (it wins on conflicts)
+/// and never stored; the type defaults to `Opaque`.
+fn default_secret(secret: &mut Secret) {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in strings {
+            data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+        }
+    }
+    secret.type_.get_or_insert_with(|| "Opaque".to_owned());
 }
 
 fn parse_typed<T: serde::de::DeserializeOwned>(

@@ -1186,3 +1186,76 @@ async fn an_evicted_pod_reports_the_eviction_and_its_lost_log_is_not_an_error() 
     o.stop_server(&id, GRACE).await.unwrap();
     assert!(everything(&server).is_empty(), "{:?}", everything(&server));
 }
+
+#[tokio::test]
+async fn a_missing_secret_ends_the_wait_and_creating_it_brings_the_server_up() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let mut spec = idle("secretive");
+    spec.env.insert(
+        "API_TOKEN".to_owned(),
+        mcp_types::EnvValue::secret("api-token", "token"),
+    );
+    let id = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    // The wait ends on the kubelet's CreateContainerConfigError, long before its timeout.
+    let started = std::time::Instant::now();
+    let error = o
+        .wait_until_running(&id, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+    let OrchestratorError::Exited { status, .. } = error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Phase::Pending, Some(reasons::CREATE_CONTAINER_CONFIG_ERROR)),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some("secret \"api-token\" not found")
+    );
+    // The outside action: the Secret appears (first without the key, then with it).
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(server.client().await, NS);
+    let mut secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "api-token"}, "stringData": {"other": "x"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let status = o
+        .wait_for(&id, WAIT, "the missing key", |s| {
+            s.message.as_deref() == Some("couldn't find key token in Secret mcpctl/api-token")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(reasons::CREATE_CONTAINER_CONFIG_ERROR)
+    );
+    secrets
+        .delete("api-token", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    secret.string_data = Some([("token".to_owned(), "s3cret".to_owned())].into());
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // The kubelet retries on its own: the server comes up without a restart.
+    o.wait_for(&id, WAIT, "running", |s| s.phase == Phase::Running)
+        .await
+        .unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+    secrets
+        .delete("api-token", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+}
