@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Namespaces;
 use crate::attach::{self, AttachOptions};
 use crate::kind::ResourceKind;
 use crate::kubelet::Kubelet;
@@ -46,6 +47,7 @@ pub(crate) struct AppState {
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) bookmark_interval: Duration,
+    pub(crate) namespaces: Arc<Namespaces>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -640,9 +642,13 @@ async fn create(
     })?;
     let meta = &body["metadata"];
     resources::validate_new_name(kind, meta["name"].as_str(), meta["generateName"].as_str())?;
-    let prepared = state.store.with_allocators(|allocators| {
+    let mut prepared = state.store.with_allocators(|allocators| {
         resources::prepare_create(kind, &namespace, &body, allocators)
     })?;
+    if kind == ResourceKind::Pod {
+        prepared =
+            crate::admission::admit_pod(&state.store, &state.namespaces, &namespace, prepared)?;
+    }
     if params.get("dryRun").is_some() {
         let mut object = prepared;
         if object["metadata"]["name"]

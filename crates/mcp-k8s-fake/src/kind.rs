@@ -18,16 +18,25 @@ pub enum ResourceKind {
     NetworkPolicy,
     /// Core v1 `secrets` (what the kubelet resolves `secretKeyRef`s against).
     Secret,
+    /// Core v1 `serviceaccounts` (what `ServiceAccount` admission looks pods' accounts up in).
+    ServiceAccount,
+    /// Core v1 `resourcequotas` (enforced on pod creation).
+    ResourceQuota,
+    /// Core v1 `limitranges` (container defaults and bounds applied on pod creation).
+    LimitRange,
 }
 
 impl ResourceKind {
     /// Every served kind.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::Pod,
         Self::Service,
         Self::PersistentVolumeClaim,
         Self::NetworkPolicy,
         Self::Secret,
+        Self::ServiceAccount,
+        Self::ResourceQuota,
+        Self::LimitRange,
     ];
 
     /// The plural resource name used in URLs.
@@ -38,6 +47,9 @@ impl ResourceKind {
             Self::PersistentVolumeClaim => "persistentvolumeclaims",
             Self::NetworkPolicy => "networkpolicies",
             Self::Secret => "secrets",
+            Self::ServiceAccount => "serviceaccounts",
+            Self::ResourceQuota => "resourcequotas",
+            Self::LimitRange => "limitranges",
         }
     }
 
@@ -49,6 +61,9 @@ impl ResourceKind {
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
             Self::NetworkPolicy => "NetworkPolicy",
             Self::Secret => "Secret",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::ResourceQuota => "ResourceQuota",
+            Self::LimitRange => "LimitRange",
         }
     }
 
@@ -143,9 +158,11 @@ impl ResourceKind {
                 "spec.type",
             ],
             Self::Secret => &["metadata.name", "metadata.namespace", "type"],
-            Self::PersistentVolumeClaim | Self::NetworkPolicy => {
-                &["metadata.name", "metadata.namespace"]
-            }
+            Self::PersistentVolumeClaim
+            | Self::NetworkPolicy
+            | Self::ServiceAccount
+            | Self::ResourceQuota
+            | Self::LimitRange => &["metadata.name", "metadata.namespace"],
         }
     }
 

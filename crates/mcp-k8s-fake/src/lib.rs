@@ -73,6 +73,7 @@
 //! `valueFrom` env values for real programs, authentication and authorization, and resource
 //! kinds other than the four above.
 
+mod admission;
 mod api;
 mod attach;
 mod failures;
@@ -98,6 +99,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admission::POD_SECURITY_ENFORCE;
 pub use failures::{Failure, FailureTarget};
 pub use kind::ResourceKind;
 pub use kubelet::{KubeletTimings, NODE_NAME};
@@ -235,6 +237,7 @@ impl FakeKubeServer {
             Arc::clone(&programs),
         ));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let namespaces = Arc::new(admission::Namespaces::default());
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             logs: Arc::clone(&logs),
@@ -243,6 +246,7 @@ impl FakeKubeServer {
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             bookmark_interval: options.bookmark_interval,
+            namespaces: Arc::clone(&namespaces),
         });
         let app = api::router(state);
         let shutdown = cancel.clone();
@@ -264,6 +268,7 @@ impl FakeKubeServer {
                 programs,
                 requests,
                 kubelet,
+                namespaces,
             },
             cancel,
             tracker,
@@ -372,9 +377,18 @@ pub struct FakeKubeHandle {
     programs: Arc<process::Programs>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     kubelet: Arc<Kubelet>,
+    namespaces: Arc<admission::Namespaces>,
 }
 
 impl FakeKubeHandle {
+    /// Sets (`Some`) or removes (`None`) a label of a namespace (namespaces are not objects in
+    /// the fake). Admission reads them: [`POD_SECURITY_ENFORCE`] `=restricted` makes every new
+    /// pod of the namespace pass the restricted Pod Security level or be refused (403, the
+    /// admission's `violates PodSecurity "restricted:latest": ...` message).
+    pub fn set_namespace_label(&self, namespace: &str, key: &str, value: Option<&str>) {
+        self.namespaces.set_label(namespace, key, value);
+    }
+
     /// The kubelet's eviction manager evicts a pod for node pressure on `resource` (`memory`,
     /// `ephemeral-storage`, ...), as a real node low on it does: every container still running or
     /// waiting is killed at once and, the runtime no longer knowing it, reported as terminated

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus, Secret, Service,
-    ServiceStatus,
+    Container, LimitRange, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus,
+    ResourceQuota, Secret, Service, ServiceAccount, ServiceStatus,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -126,12 +126,29 @@ pub(crate) fn prepare_create(
             default_secret(&mut secret);
             to_value(&secret)?
         }
+        ResourceKind::ServiceAccount => only_meta::<ServiceAccount>(kind, body, &mut errors)?,
+        ResourceKind::ResourceQuota => only_meta::<ResourceQuota>(kind, body, &mut errors)?,
+        ResourceKind::LimitRange => only_meta::<LimitRange>(kind, body, &mut errors)?,
     };
     if errors.is_empty() {
         Ok(prepared)
     } else {
         Err(ApiError::invalid(kind, &display_name, &errors))
     }
+}
+
+/// A kind stored as sent, with only its metadata validated.
+fn only_meta<T>(
+    kind: ResourceKind,
+    body: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Result<Value, ApiError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let object: T = parse_typed(kind, body)?;
+    validate_meta(object.metadata(), errors);
+    to_value(&object)
 }
 
 fn prepare_pod(

@@ -93,6 +93,12 @@ impl ApiError {
     }
 
     /// 400 with a free-form message.
+    pub(crate) fn forbidden(kind: ResourceKind, name: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+            .with_details(kind.status_details(name))
+    }
+
+    /// 400 with a message.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }

@@ -1259,3 +1259,139 @@ async fn a_missing_secret_ends_the_wait_and_creating_it_brings_the_server_up() {
         .await
         .unwrap();
 }
+
+fn create_in_namespace<K>(
+    server: &FakeKubeServer,
+    object: serde_json::Value,
+) -> impl Future<Output = K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let server_client = server.client();
+    async move {
+        let api: kube::Api<K> = kube::Api::namespaced(server_client.await, NS);
+        let object: K = serde_json::from_value(object).unwrap();
+        api.create(&kube::api::PostParams::default(), &object)
+            .await
+            .unwrap()
+    }
+}
+
+fn refused_by(error: &OrchestratorError) -> (&'static str, &str) {
+    match error {
+        OrchestratorError::PolicyRefused {
+            policy, message, ..
+        } => (policy, message.as_str()),
+        other => panic!("expected PolicyRefused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pods_pass_the_restricted_pod_security_level() {
+    let server = FakeKubeServer::start().await;
+    server
+        .handle()
+        .set_namespace_label(NS, mcp_k8s_fake::POD_SECURITY_ENFORCE, Some("restricted"));
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("restricted"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_service_account_is_a_policy_refusal_that_names_it() {
+    let server = FakeKubeServer::start().await;
+    let o = KubernetesOrchestrator::with_client(
+        server.client().await,
+        K8sConfig {
+            service_account: Some("mcp-runner".to_owned()),
+            ..config()
+        },
+    )
+    .unwrap();
+    let error = o
+        .start_server(&idle("account"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "ServiceAccount");
+    assert!(
+        message.ends_with(
+            "is forbidden: error looking up service account mcpctl/mcp-runner: serviceaccount \"mcp-runner\" not found"
+        ),
+        "{message}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+    let _: k8s_openapi::api::core::v1::ServiceAccount = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "mcp-runner"}}),
+    )
+    .await;
+    let id = o
+        .start_server(&idle("account"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_is_a_policy_refusal_with_the_quota_message() {
+    let server = FakeKubeServer::start().await;
+    let _: k8s_openapi::api::core::v1::ResourceQuota = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}}),
+    )
+    .await;
+    let o = orchestrator(&server).await;
+    let first = o
+        .start_server(&idle("quota"), &StartOptions::default())
+        .await
+        .unwrap();
+    let error = o
+        .start_server(&http_with_volume("quota"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "ResourceQuota");
+    assert!(
+        message.ends_with(
+            "is forbidden: exceeded quota: one-pod, requested: pods=1, used: pods=1, limited: pods=1"
+        ),
+        "{message}"
+    );
+    // The refused instance's companions are gone; the first instance is untouched.
+    o.stop_server(&first, GRACE).await.unwrap();
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[tokio::test]
+async fn a_limit_range_maximum_is_a_policy_refusal() {
+    let server = FakeKubeServer::start().await;
+    let _: k8s_openapi::api::core::v1::LimitRange = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "small"}, "spec": {"limits": [
+            {"type": "Container", "max": {"memory": "32Mi"}}
+        ]}}),
+    )
+    .await;
+    let o = orchestrator(&server).await;
+    let error = o
+        .start_server(&idle("bounded"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "LimitRange");
+    assert!(
+        message.contains("is forbidden: maximum memory usage per Container is 32Mi, but limit is "),
+        "{message}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
