@@ -137,6 +137,30 @@ pub(crate) fn prepare_create(
     }
 }
 
+/// `ValidateResourceRequirements`: each request at most its limit.
+fn validate_requests_within_limits(
+    path: &str,
+    container: &Container,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(resources) = &container.resources else {
+        return;
+    };
+    let limits = resources.limits.clone().unwrap_or_default();
+    for (name, request) in resources.requests.iter().flatten() {
+        if let Some(limit) = limits.get(name)
+            && crate::admission::parse_quantity(&request.0)
+                > crate::admission::parse_quantity(&limit.0)
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}.resources.requests[{name}]"),
+                &request.0,
+                format!("must be less than or equal to {name} limit of {}", limit.0),
+            ));
+        }
+    }
+}
+
 /// A kind stored as sent, with only its metadata validated.
 fn only_meta<T>(
     kind: ResourceKind,
@@ -468,6 +492,7 @@ fn validate_container(
             &["Always", "IfNotPresent", "Never"],
         ));
     }
+    validate_requests_within_limits(path, container, errors);
     let mut port_names = BTreeSet::new();
     for (j, port) in container.ports.iter().flatten().enumerate() {
         let field = format!("{path}.ports[{j}]");

@@ -1395,3 +1395,38 @@ async fn a_limit_range_maximum_is_a_policy_refusal() {
     );
     assert!(everything(&server).is_empty(), "{:?}", everything(&server));
 }
+
+#[rstest::rstest]
+#[case::default_request_above_limit(r#"{"limits": {"memory": "64Mi"}}"#, "resources.limits.memory")]
+#[case::preset_request_above_limit(
+    r#"{"preset": "large", "limits": {"memory": "512Mi"}}"#,
+    "resources.limits.memory"
+)]
+#[tokio::test]
+async fn effective_requests_above_limits_are_refused_before_the_cluster(
+    #[case] resources: &str,
+    #[case] path: &str,
+) {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let mut spec = idle("sized");
+    spec.resources = serde_json::from_str(resources).unwrap();
+    let error = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap_err();
+    let OrchestratorError::InvalidSpec(errors) = &error else {
+        panic!("{error:?}");
+    };
+    // The spec's own field, not the API server's `spec.containers[0].resources.requests[memory]`.
+    assert_eq!(
+        errors
+            .errors()
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        [path],
+        "{error}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}

@@ -188,3 +188,22 @@ async fn resource_quotas_count_pods_and_demand_what_they_limit() {
     );
     assert!(status.message.contains("pods=1"), "{}", status.message);
 }
+
+#[tokio::test]
+async fn a_request_above_its_limit_is_invalid() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "res");
+    let mut pod = idle_pod("p", &[]);
+    pod.spec.as_mut().unwrap().containers[0].resources = Some(
+        serde_json::from_value(json!({
+            "limits": {"memory": "64Mi"}, "requests": {"memory": "128Mi", "cpu": "100m"}
+        }))
+        .unwrap(),
+    );
+    let status = status_of(pods.create(&PostParams::default(), &pod).await);
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "Pod \"p\" is invalid: spec.containers[0].resources.requests[memory]: Invalid value: \"128Mi\": must be less than or equal to memory limit of 64Mi"
+    );
+}
