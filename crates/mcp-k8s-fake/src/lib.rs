@@ -2,7 +2,8 @@
 //!
 //! [`FakeKubeServer`] serves the Kubernetes REST API over HTTP on `127.0.0.1` (an OS-chosen
 //! port), so a real [`kube::Client`] talks to it exactly as to a cluster. It keeps pods,
-//! services, persistentvolumeclaims and networkpolicies with the apiserver's metadata handling
+//! services, persistentvolumeclaims, networkpolicies, secrets, serviceaccounts, resourcequotas and
+//! limitranges with the apiserver's metadata handling
 //! (generateName, uid, a global resourceVersion, 409/404/410/422 `Status` errors), lists with
 //! label/field selectors and consistent `limit`/`continue` pagination, watches, graceful pod
 //! deletion, the pod `log` subresource and the pod `attach` subresource over WebSocket. A
@@ -57,6 +58,25 @@
 //!   pod, 400 for an invalid or not running container, `stdin=true` without `stdin: true` in the
 //!   spec, no stream requested, or no WebSocket upgrade.
 //!
+//! - Admission of new pods (also on `dryRun`), in the apiserver's order, each refusal a 403
+//!   `Forbidden` naming the pod by its name or, before one is generated, its `generateName`:
+//!   `ServiceAccount` (the pod's account must exist; `default` always does), `LimitRanger`
+//!   (`Container` defaults with the API's defaulting of the item, then `min`/`max`, several
+//!   errors aggregated in `[...]`), Pod Security `restricted` for namespaces labelled
+//!   [`POD_SECURITY_ENFORCE`]`=restricted` through [`FakeKubeHandle::set_namespace_label`] (host
+//!   namespaces, privileged, allowPrivilegeEscalation, capabilities, hostPath volumes,
+//!   runAsNonRoot, runAsUser=0, seccompProfile, with the admission's message), and
+//!   `ResourceQuota` (`pods`, `requests.*`, `limits.*` and bare `cpu`/`memory` summed over the
+//!   namespace's unfinished pods; `failed quota: ...: must specify ...` when a limited resource is
+//!   not set). A request above its limit is a 422 as in `ValidateResourceRequirements`.
+//! - Kubelet: `secretKeyRef` variables are resolved from stored Secrets before each start (also
+//!   into a real program's environment); a missing Secret or key keeps the container waiting in
+//!   `CreateContainerConfigError` with the kubelet's message, retried until it appears.
+//!   [`FakeKubeHandle::evict_for_node_pressure`] plays the eviction manager: the pod becomes
+//!   `Failed`/`Evicted` with its message and a `DisruptionTarget` condition, and its containers
+//!   `ContainerStatusUnknown` (exit 137, no container id), whose log the kubelet refuses (400 "is
+//!   terminated").
+//!
 //! # Deliberately independent of `mcp-types`
 //! The label/field selector parser and matcher (`selector`) and the name and label checks
 //! (`names`) are written here from the apiserver's behaviour, NOT shared with `mcp-types`'
@@ -66,12 +86,18 @@
 //!
 //! # Not modelled
 //! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
-//! exists), finalizers and owner-reference garbage collection, probes, init containers' runs,
+//! exists; their labels are set through the handle), finalizers (`kubernetes.io/pvc-protection`
+//! included) and owner-reference garbage collection, the `pods/eviction` subresource, pod
+//! garbage collection, admission races (two concurrent creates can both pass a quota), the
+//! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
+//! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than
+//! hostPath), the LimitRange `Pod` and `PersistentVolumeClaim` types and the max/request ratio,
+//! quota scopes and object-count quotas other than `pods`, probes, init containers' runs,
 //! exec and port-forward, attach over SPDY (a POST is answered 400 like a request without an
 //! upgrade), TTYs (`tty=true` is refused with 400), the legacy `channel.k8s.io` and base64
 //! subprotocols, attach to fixture-script containers (400: they have no byte streams),
-//! `valueFrom` env values for real programs, authentication and authorization, and resource
-//! kinds other than the four above.
+//! `valueFrom` env values other than `secretKeyRef`, authentication and authorization, and
+//! resource kinds other than the eight above.
 
 mod admission;
 mod api;
@@ -537,7 +563,8 @@ impl FakeKubeHandle {
     }
 
     /// A stored object of a served type (`Pod`, `Service`, `PersistentVolumeClaim`,
-    /// `NetworkPolicy`); `None` if absent or the type is not served.
+    /// `NetworkPolicy`, `Secret`, `ServiceAccount`, `ResourceQuota`, `LimitRange`); `None` if
+    /// absent or the type is not served.
     pub fn get<K>(&self, namespace: &str, name: &str) -> Option<K>
     where
         K: k8s_openapi::Resource + DeserializeOwned,
