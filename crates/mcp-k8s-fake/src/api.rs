@@ -64,7 +64,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let object = get(get_object)
         .delete(delete_object)
         .put(not_allowed)
-        .patch(not_allowed)
+        .patch(patch_object)
         .post(not_allowed);
     Router::new()
         .route("/version", get(version))
@@ -546,6 +546,97 @@ async fn get_object(State(state): Shared, StatusPath(path): StatusPath<ResourceP
         .get(&key)
         .map(|object| ok_json(&object))
         .ok_or_else(|| ApiError::not_found(key.kind, &key.name))
+}
+
+/// PATCH of an object: a JSON merge patch (RFC 7386) of its `metadata` (labels, annotations,
+/// ownerReferences). Patches of other fields, and other patch types, are not modelled (405,
+/// 415).
+async fn patch_object(
+    State(state): Shared,
+    StatusPath(path): StatusPath<ResourcePath>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let key = path.key()?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) != Some("application/merge-patch+json") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let document: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let Some(fields) = document.as_object() else {
+        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+    };
+    if fields
+        .keys()
+        .any(|k| !matches!(k.as_str(), "metadata" | "apiVersion" | "kind"))
+    {
+        return Err(ApiError::method_not_allowed());
+    }
+    let meta_patch = document.get("metadata").cloned().unwrap_or(Value::Null);
+    let mut errors = Vec::new();
+    for (i, owner) in meta_patch["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if owner[field].as_str().is_none_or(str::is_empty) {
+                errors.push(crate::status::FieldError::required(
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    "",
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(key.kind, &key.name, &errors));
+    }
+    let updated = state.store.update(&key, None, |object| {
+        let before = object["metadata"].clone();
+        if meta_patch.is_object() {
+            merge_patch(&mut object["metadata"], &meta_patch);
+        }
+        // The identity of an object is not the patch's to change.
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
+            object["metadata"][field] = before[field].clone();
+        }
+        Ok::<bool, ApiError>(object["metadata"] != before)
+    })?;
+    match updated.or_else(|| state.store.get(&key)) {
+        Some(object) => Ok(ok_json(&object)),
+        None => Err(ApiError::not_found(key.kind, &key.name)),
+    }
+}
+
+/// RFC 7386: objects merge recursively, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key.as_str()], value);
+        }
+    }
 }
 
 async fn get_subresource(

@@ -77,6 +77,11 @@
 //!   `ContainerStatusUnknown` (exit 137, no container id), whose log the kubelet refuses (400 "is
 //!   terminated").
 //!
+//! - PATCH with `application/merge-patch+json` merges into `metadata` (labels, annotations,
+//!   `ownerReferences`, each of which needs apiVersion, kind, name and uid: 422 otherwise); the
+//!   identity fields stay. When an object is removed, the garbage collector's background deletion
+//!   removes the objects of its namespace that name its uid in `ownerReferences` (and theirs).
+//!
 //! # Deliberately independent of `mcp-types`
 //! The label/field selector parser and matcher (`selector`) and the name and label checks
 //! (`names`) are written here from the apiserver's behaviour, NOT shared with `mcp-types`'
@@ -85,9 +90,11 @@
 //! no test would notice. Do not deduplicate them; a difference between the two is a finding.
 //!
 //! # Not modelled
-//! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
+//! PUT (answered 405 `MethodNotAllowed`), PATCH other than a JSON merge patch of `metadata`
+//! (405 for other fields, 415 for other patch types), namespaces as objects (every namespace
 //! exists; their labels are set through the handle), finalizers (`kubernetes.io/pvc-protection`
-//! included) and owner-reference garbage collection, the `pods/eviction` subresource, pod
+//! included), foreground and orphan deletion propagation and the garbage collection of owned
+//! pods, the `pods/eviction` subresource, pod
 //! garbage collection, admission races (two concurrent creates can both pass a quota), the
 //! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
 //! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than

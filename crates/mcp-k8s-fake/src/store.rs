@@ -404,6 +404,7 @@ impl Store {
                 )
             }
         };
+        let removed = event_type == EventType::Deleted;
         self.record(
             &mut inner,
             StoreEvent {
@@ -411,10 +412,54 @@ impl Store {
                 key: key.clone(),
                 event_type,
                 object,
-                previous: Some(current),
+                previous: Some(current.clone()),
             },
         );
+        if removed && let Some(uid) = current["metadata"]["uid"].as_str() {
+            self.collect_dependents(&mut inner, &key.namespace, uid);
+        }
         Ok(Some(outcome))
+    }
+
+    /// The garbage collector's background deletion: the objects of the namespace owned by the
+    /// removed object `uid` go too (and theirs in turn). Pods among them are left alone: their
+    /// deletion is graceful and the kubelet's (not modelled).
+    fn collect_dependents(&self, inner: &mut Inner, namespace: &str, uid: &str) {
+        let owned: Vec<ObjectKey> = inner
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.namespace == namespace
+                    && k.kind != ResourceKind::Pod
+                    && o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in owned {
+            let Some(mut last) = inner.objects.remove(&key) else {
+                continue;
+            };
+            inner.rv += 1;
+            let rv = inner.rv;
+            let previous = last.clone();
+            last["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let dependent_uid = last["metadata"]["uid"].as_str().map(str::to_owned);
+            self.record(
+                inner,
+                StoreEvent {
+                    rv,
+                    key: key.clone(),
+                    event_type: EventType::Deleted,
+                    object: last,
+                    previous: Some(previous),
+                },
+            );
+            if let Some(dependent) = dependent_uid {
+                self.collect_dependents(inner, namespace, &dependent);
+            }
+        }
     }
 
     /// Forgets the event history and invalidates every continue token and watch position issued

@@ -3,17 +3,19 @@
 //!
 //! Creation order: PersistentVolumeClaims and the NetworkPolicy first, then the Pod, then the
 //! Service. Claims must exist before the pod can mount them, and the policy is in place before
-//! the pod starts so the server never runs unisolated; both are labelled with the instance and
-//! removed explicitly by `stop` (an ownerReference would need the pod's uid, which does not exist
-//! yet). The Service comes after the pod and carries an ownerReference to it, so the garbage
-//! collector removes it even if the pod is deleted by other means.
+//! the pod starts so the server never runs unisolated. The Service comes after the pod and carries
+//! an ownerReference to it; the claims and the policy, created before the pod had a uid, get
+//! theirs by a merge patch once it exists (the Role grants `patch` on them for exactly this).
+//! So every per-instance companion is owned by its pod, and the garbage collector removes it
+//! however the pod goes (eviction, node drain, pod garbage collection, `kubectl delete`); `stop`
+//! still removes them by label, and sweeps the leftovers of a pod that is already gone.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::wait::await_condition;
 use kube::{Resource, ResourceExt};
 use mcp_k8s_resources::names::instance_selector;
@@ -126,7 +128,53 @@ async fn create_all(
         )
         .await?;
     }
+    if let Some(owner) = owner_reference(&pod) {
+        for object in created.clone() {
+            match object {
+                Created::Claim(name) => {
+                    own(&o.claims, "persistentvolumeclaim", &name, id, &owner).await?;
+                }
+                Created::Policy(name) => {
+                    own(&o.policies, "networkpolicy", &name, id, &owner).await?;
+                }
+                Created::Pod(_) | Created::Service(_) => {}
+            }
+        }
+    }
     Ok(())
+}
+
+/// Makes the pod the owner of a companion created before it (a merge patch of
+/// `metadata.ownerReferences`: idempotent, so retried like a read).
+async fn own<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    instance: &str,
+    owner: &OwnerReference,
+) -> Result<()>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    #[derive(Debug, Serialize)]
+    struct OwnerPatch<'a> {
+        metadata: OwnerMeta<'a>,
+    }
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OwnerMeta<'a> {
+        owner_references: [&'a OwnerReference; 1],
+    }
+    let target = Target::object("set the owner of", kind, name, instance);
+    let patch = Patch::Merge(OwnerPatch {
+        metadata: OwnerMeta {
+            owner_references: [owner],
+        },
+    });
+    let params = PatchParams::default();
+    idempotent(&target, || Box::pin(api.patch(name, &params, &patch)))
+        .await
+        .map(drop)
 }
 
 /// Creates one object (a single attempt: a create is not idempotent). An object whose create

@@ -1430,3 +1430,53 @@ async fn effective_requests_above_limits_are_refused_before_the_cluster(
     );
     assert!(everything(&server).is_empty(), "{:?}", everything(&server));
 }
+
+#[tokio::test]
+async fn companions_are_owned_by_the_pod_and_go_with_it_however_it_is_deleted() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("owned"), &StartOptions::default())
+        .await
+        .unwrap();
+    let h = server.handle();
+    let pod = h.pod(NS, id.as_str()).unwrap();
+    let uid = pod.metadata.uid.clone().unwrap();
+    let owners =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.unwrap_or_default()
+                .iter()
+                .map(|r| (r.kind.clone(), r.name.clone(), r.uid.clone()))
+                .collect::<Vec<_>>()
+        };
+    let expected = vec![("Pod".to_owned(), id.as_str().to_owned(), uid.clone())];
+    let claims = h.list::<PersistentVolumeClaim>(Some(NS));
+    let policies = h.list::<NetworkPolicy>(Some(NS));
+    let services = h.list::<Service>(Some(NS));
+    assert_eq!((claims.len(), policies.len(), services.len()), (1, 1, 1));
+    assert_eq!(
+        owners(claims[0].metadata.owner_references.clone()),
+        expected
+    );
+    assert_eq!(
+        owners(policies[0].metadata.owner_references.clone()),
+        expected
+    );
+    assert_eq!(
+        owners(services[0].metadata.owner_references.clone()),
+        expected
+    );
+    // `kubectl delete pod --grace-period=0`, not `stop`: the garbage collector removes the rest.
+    let pods: kube::Api<Pod> = kube::Api::namespaced(server.client().await, NS);
+    pods.delete(
+        id.as_str(),
+        &kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..kube::api::DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(h.wait_for_pod_gone(NS, id.as_str(), WAIT).await);
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}

@@ -196,3 +196,74 @@ async fn huge_grace_periods_are_accepted() {
     // The container exits on SIGTERM long before the grace period ends.
     assert!(server.handle().wait_for_pod_gone("huge", "p", WAIT).await);
 }
+
+#[tokio::test]
+async fn merge_patches_set_owners_and_the_garbage_collector_follows_them() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let (server, client) = crate::start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "gc");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, "gc");
+    let pod = crate::create(&pods, &crate::idle_pod("owner", &[])).await;
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    let owner = serde_json::json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "Pod", "name": "owner",
+        "uid": pod.metadata.uid.clone().unwrap(),
+    }], "labels": {"a": "b"}}});
+    let patched = claims
+        .patch("data", &PatchParams::default(), &Patch::Merge(&owner))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.owner_references.unwrap()[0].name, "owner");
+    assert_eq!(patched.metadata.labels.unwrap()["a"], "b");
+    assert_eq!(patched.metadata.name.as_deref(), Some("data"));
+    // An owner reference without a uid is invalid; spec patches and other patch types are not
+    // modelled.
+    let bad = serde_json::json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "owner"}]}});
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Merge(&bad))
+            .await,
+    );
+    assert_eq!(status.code, 422, "{status:?}");
+    let spec = serde_json::json!({"spec": {"volumeName": "x"}});
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Merge(&spec))
+            .await,
+    );
+    assert_eq!(status.code, 405, "{status:?}");
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Strategic(&owner))
+            .await,
+    );
+    assert_eq!(status.code, 415, "{status:?}");
+    // The owner goes: so does what it owns.
+    pods.delete(
+        "owner",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        server
+            .handle()
+            .wait_for_pod_gone("gc", "owner", crate::WAIT)
+            .await
+    );
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("gc", "data")
+            .is_none()
+    );
+}
