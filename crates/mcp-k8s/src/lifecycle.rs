@@ -281,6 +281,72 @@ where
     first_error.map_or(Ok(()), Err)
 }
 
+/// See [`KubernetesOrchestrator::sweep_orphans`].
+pub(crate) async fn sweep_orphans(
+    o: &KubernetesOrchestrator,
+    min_age: Duration,
+) -> Result<Vec<String>> {
+    let managed = format!("{}=true", labels::MANAGED);
+    let params = ListParams::default().labels(&managed);
+    let target = Target::collection("list", "pod");
+    let pods = idempotent(&target, || Box::pin(o.pods.list(&params))).await?;
+    let live: std::collections::BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let cutoff = jiff_cutoff(min_age);
+    let (services, policies, claims) = futures::join!(
+        remove_orphans(&o.services, "service", &params, &live, cutoff),
+        remove_orphans(&o.policies, "networkpolicy", &params, &live, cutoff),
+        remove_orphans(&o.claims, "persistentvolumeclaim", &params, &live, cutoff),
+    );
+    let mut removed = services?;
+    removed.extend(policies?);
+    removed.extend(claims?);
+    Ok(removed)
+}
+
+/// The creation time before which a companion counts as old enough to sweep.
+fn jiff_cutoff(min_age: Duration) -> Option<Timestamp> {
+    let now = Timestamp::now();
+    let age = jiff::SignedDuration::try_from(min_age).ok()?;
+    now.checked_sub(age).ok()
+}
+
+async fn remove_orphans<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    params: &ListParams,
+    live: &std::collections::BTreeSet<String>,
+    cutoff: Option<Timestamp>,
+) -> Result<Vec<String>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    let target = Target::collection("list", kind);
+    let list = idempotent(&target, || Box::pin(api.list(params))).await?;
+    let mut removed = Vec::new();
+    for object in list.items {
+        let meta = object.meta();
+        let Some(instance) = meta.labels.as_ref().and_then(|l| l.get(labels::INSTANCE)) else {
+            continue;
+        };
+        let old_enough = match (cutoff, meta.creation_timestamp.as_ref()) {
+            (Some(cutoff), Some(created)) => created.0 <= cutoff,
+            // Without a creation time (or with an unrepresentable age) it is kept.
+            _ => false,
+        };
+        if live.contains(instance) || !old_enough {
+            continue;
+        }
+        let name = object.name_any();
+        delete_named(api, kind, &name, instance, &DeleteParams::default()).await?;
+        removed.push(format!("{kind}/{name}"));
+    }
+    Ok(removed)
+}
+
 /// Removes the instance's Services, NetworkPolicies and PersistentVolumeClaims.
 async fn delete_companions(o: &KubernetesOrchestrator, id: &str) -> Result<()> {
     let (services, policies, claims) = futures::join!(

@@ -139,6 +139,20 @@ impl KubernetesOrchestrator {
         &self.config.namespace
     }
 
+    /// Removes the per-instance companions (managed Services, NetworkPolicies and
+    /// PersistentVolumeClaims) whose instance has no pod any more and that are older than
+    /// `min_age`; returns them as `kind/name`. The garbage collector does this for companions
+    /// owned by their pod; this catches the rest: those created before companions were owned, or
+    /// left by a start interrupted between the first create and the ownership patch. `min_age`
+    /// spares a start in progress (its claims and policy exist before its pod); a minute is
+    /// plenty.
+    ///
+    /// # Errors
+    /// A failed list or delete (the sweep stops at the first failure of each kind).
+    pub async fn sweep_orphans(&self, min_age: Duration) -> Result<Vec<String>> {
+        lifecycle::sweep_orphans(self, min_age).await
+    }
+
     /// The pod of a managed instance.
     ///
     /// # Errors

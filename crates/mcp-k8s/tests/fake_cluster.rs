@@ -1480,3 +1480,57 @@ async fn companions_are_owned_by_the_pod_and_go_with_it_however_it_is_deleted() 
     assert!(h.wait_for_pod_gone(NS, id.as_str(), WAIT).await);
     assert!(everything(&server).is_empty(), "{:?}", everything(&server));
 }
+
+#[tokio::test]
+async fn orphaned_companions_are_swept_and_live_ones_are_not() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let live = o
+        .start_server(&http_with_volume("live"), &StartOptions::default())
+        .await
+        .unwrap();
+    // Companions of an instance whose pod is gone and that no ownerReference ties to it (made
+    // before companions were owned), and an object that is not ours.
+    let gone = "mcp-gone-abcdefghij";
+    let labelled = |name: &str| {
+        serde_json::json!({"metadata": {"name": name, "labels": {
+            "mcpctl.io/managed": "true", "mcpctl.io/instance": gone,
+        }}})
+    };
+    let mut claim = labelled(&format!("{gone}-data"));
+    claim["spec"] = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}
+    });
+    let _: PersistentVolumeClaim = create_in_namespace(&server, claim).await;
+    let mut policy = labelled(&format!("{gone}-np"));
+    policy["spec"] = serde_json::json!({"podSelector": {}});
+    let _: NetworkPolicy = create_in_namespace(&server, policy).await;
+    let _: PersistentVolumeClaim = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "not-ours"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}
+        }}),
+    )
+    .await;
+    // Too young to be an orphan (a start in progress looks the same).
+    assert!(
+        o.sweep_orphans(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut removed = o.sweep_orphans(Duration::ZERO).await.unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            format!("networkpolicy/{gone}-np"),
+            format!("persistentvolumeclaim/{gone}-data"),
+        ]
+    );
+    let h = server.handle();
+    assert!(h.get::<PersistentVolumeClaim>(NS, "not-ours").is_some());
+    let claims = h.list::<PersistentVolumeClaim>(Some(NS));
+    assert_eq!(instance_labelled(&claims, &live).len(), 1);
+    o.stop_server(&live, GRACE).await.unwrap();
+}
