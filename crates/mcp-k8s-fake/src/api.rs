@@ -1189,10 +1189,13 @@ fn pod_log(state: &Arc<AppState>, key: &ObjectKey, params: &Params) -> ApiResult
         },
     };
     if spec.node_name.as_deref().is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request(format!(
-            "pod {} does not have a host assigned",
-            key.name
-        )));
+        // The registry's LogLocation gives no location for a pod without a node, and the
+        // location streamer answers that with an empty 200 (also when following).
+        let mut response = (StatusCode::OK, String::new()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Ok(response);
     }
     let container_id = log_container_id(&pod, &container, options.previous)?;
     let read = state.logs.read(&container_id, 0);

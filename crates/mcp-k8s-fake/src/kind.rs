@@ -166,9 +166,14 @@ impl ResourceKind {
         }
     }
 
-    /// Whether DELETE answers with the deleted object (pods, services) rather than a `Status`.
+    /// Whether DELETE answers with the deleted object rather than a `Status`: the registries
+    /// built with `ReturnDeletedObject: true` (pods, persistentvolumeclaims, serviceaccounts;
+    /// services' REST returns the object too).
     pub(crate) fn returns_deleted_object(self) -> bool {
-        matches!(self, Self::Pod | Self::Service)
+        matches!(
+            self,
+            Self::Pod | Self::Service | Self::PersistentVolumeClaim | Self::ServiceAccount
+        )
     }
 
     /// Validates the name of an object of this kind.

@@ -77,6 +77,9 @@
 //!   `ContainerStatusUnknown` (exit 137, no container id), whose log the kubelet refuses (400 "is
 //!   terminated").
 //!
+//! - DELETE answers with the deleted object for pods, services, claims and serviceaccounts (the
+//!   registries with `ReturnDeletedObject`), a `Status` for the other kinds. The log of a pod
+//!   that has no node yet is an empty 200, as the registry's `LogLocation` gives no location.
 //! - PATCH with `application/merge-patch+json` merges into `metadata` (labels, annotations,
 //!   `ownerReferences`, each of which needs apiVersion, kind, name and uid: 422 otherwise); the
 //!   identity fields stay. When an object is removed, the garbage collector's background deletion
