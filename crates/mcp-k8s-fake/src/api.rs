@@ -296,6 +296,7 @@ async fn resource_list(
     if group.is_empty() {
         resources.push(json!({"name": "pods/attach", "singularName": "", "namespaced": true, "kind": "PodAttachOptions", "verbs": ["create", "get"]}));
         resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+        resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         resources.push(json!({"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
     }
     let group_version = if group.is_empty() {
@@ -672,15 +673,55 @@ async fn post_subresource(
     raw: RawParams,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Bytes,
 ) -> ApiResult {
     let key = path.key()?;
     match (key.kind, path.subresource.as_deref()) {
         (ResourceKind::Pod, Some("attach")) => {
             pod_attach(&state, &key, &Params::from(raw)?, &headers, upgrade).await
         }
+        (ResourceKind::Pod, Some("eviction")) => pod_eviction(&state, &key, &body),
         (_, Some("log" | "status")) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::unknown_path()),
     }
+}
+
+/// The `pods/eviction` subresource (policy/v1 `Eviction`): no PodDisruptionBudget is modelled,
+/// so every eviction is allowed and becomes a delete with the eviction's `deleteOptions` (the
+/// pod's own grace period by default); 201 with a Success `Status`.
+fn pod_eviction(state: &AppState, key: &ObjectKey, body: &[u8]) -> ApiResult {
+    let eviction: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?;
+    if let Some(kind) = eviction["kind"].as_str()
+        && kind != "Eviction"
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind (Eviction)"
+        )));
+    }
+    if eviction["metadata"]["name"].as_str() != Some(key.name.as_str()) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let delete_options = match eviction.get("deleteOptions").filter(|o| !o.is_null()) {
+        Some(options) => {
+            serde_json::to_vec(options).map_err(|e| ApiError::internal(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let options = DeleteOptions::parse(&Params::default(), &delete_options)?;
+    delete_one(state, key, &options)?.ok_or_else(|| ApiError::not_found(key.kind, &key.name))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }),
+    ))
 }
 
 async fn pod_attach(

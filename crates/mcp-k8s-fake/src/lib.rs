@@ -80,6 +80,9 @@
 //! - DELETE answers with the deleted object for pods, services, claims and serviceaccounts (the
 //!   registries with `ReturnDeletedObject`), a `Status` for the other kinds. The log of a pod
 //!   that has no node yet is an empty 200, as the registry's `LogLocation` gives no location.
+//! - The `pods/eviction` subresource (policy/v1 `Eviction`) deletes the pod with the eviction's
+//!   `deleteOptions` (gracefully by default) and answers 201 `Success`; no PodDisruptionBudget
+//!   is modelled, so no eviction is ever refused with 429.
 //! - PATCH with `application/merge-patch+json` merges into `metadata` (labels, annotations,
 //!   `ownerReferences`, each of which needs apiVersion, kind, name and uid: 422 otherwise); the
 //!   identity fields stay. When an object is removed, the garbage collector's background deletion
@@ -97,7 +100,7 @@
 //! (405 for other fields, 415 for other patch types), namespaces as objects (every namespace
 //! exists; their labels are set through the handle), finalizers (`kubernetes.io/pvc-protection`
 //! included), foreground and orphan deletion propagation and the garbage collection of owned
-//! pods, the `pods/eviction` subresource, pod
+//! pods, PodDisruptionBudgets, pod
 //! garbage collection, admission races (two concurrent creates can both pass a quota), the
 //! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
 //! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than

@@ -267,3 +267,26 @@ async fn merge_patches_set_owners_and_the_garbage_collector_follows_them() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn the_eviction_api_deletes_the_pod_gracefully() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "ev");
+    create(&pods, &idle_pod("p", &[])).await;
+    wait_running(&server, "ev", "p").await;
+    let status = pods
+        .evict("p", &kube::api::EvictParams::default())
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status:?}");
+    assert_eq!(status.code, 201);
+    // Graceful: the pod is Terminating first, then gone.
+    let pod = server.handle().pod("ev", "p");
+    assert!(
+        pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "evicted pod not terminating"
+    );
+    assert!(server.handle().wait_for_pod_gone("ev", "p", WAIT).await);
+    let missing = status_of(pods.evict("p", &kube::api::EvictParams::default()).await);
+    assert_eq!(missing.code, 404);
+}
