@@ -87,6 +87,8 @@
 //!   `ownerReferences`, each of which needs apiVersion, kind, name and uid: 422 otherwise); the
 //!   identity fields stay. When an object is removed, the garbage collector's background deletion
 //!   removes the objects of its namespace that name its uid in `ownerReferences` (and theirs).
+//! - Claims get the `kubernetes.io/pvc-protection` finalizer; deleting one that an unfinished pod
+//!   mounts only sets its `deletionTimestamp`, and it goes when the last such pod is removed.
 //!
 //! # Deliberately independent of `mcp-types`
 //! The label/field selector parser and matcher (`selector`) and the name and label checks
@@ -98,8 +100,9 @@
 //! # Not modelled
 //! PUT (answered 405 `MethodNotAllowed`), PATCH other than a JSON merge patch of `metadata`
 //! (405 for other fields, 415 for other patch types), namespaces as objects (every namespace
-//! exists; their labels are set through the handle), finalizers (`kubernetes.io/pvc-protection`
-//! included), foreground and orphan deletion propagation and the garbage collection of owned
+//! exists; their labels are set through the handle), finalizers other than
+//! `kubernetes.io/pvc-protection` (and removing that one by a patch), foreground and orphan
+//! deletion propagation and the garbage collection of owned
 //! pods, PodDisruptionBudgets, pod
 //! garbage collection, admission races (two concurrent creates can both pass a quota), the
 //! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its

@@ -714,6 +714,11 @@ fn validate_pvc(pvc: &PersistentVolumeClaim, errors: &mut Vec<FieldError>) {
 
 /// Binds a claim at once, as a cluster with an immediate-binding default storage class would.
 fn bind_pvc(pvc: &mut PersistentVolumeClaim) {
+    // The StorageObjectInUseProtection admission plugin's finalizer.
+    let finalizers = pvc.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers.iter().any(|f| f == crate::store::PVC_PROTECTION) {
+        finalizers.push(crate::store::PVC_PROTECTION.to_owned());
+    }
     let spec = pvc.spec.get_or_insert_with(Default::default);
     spec.storage_class_name
         .get_or_insert_with(|| "standard".to_owned());

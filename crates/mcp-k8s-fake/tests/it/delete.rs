@@ -290,3 +290,79 @@ async fn the_eviction_api_deletes_the_pod_gracefully() {
     let missing = status_of(pods.evict("p", &kube::api::EvictParams::default()).await);
     assert_eq!(missing.code, 404);
 }
+
+#[tokio::test]
+async fn a_claim_in_use_waits_for_its_pod_before_it_goes() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::PostParams;
+    let (server, client) = start().await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "prot");
+    let pods: Api<Pod> = Api::namespaced(client, "prot");
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    let created = claims.create(&PostParams::default(), &claim).await.unwrap();
+    assert_eq!(
+        created.metadata.finalizers,
+        Some(vec!["kubernetes.io/pvc-protection".to_owned()])
+    );
+    let mut pod = idle_pod("user", &[]);
+    pod.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(
+            serde_json::json!({"name": "d", "persistentVolumeClaim": {"claimName": "data"}}),
+        )
+        .unwrap(),
+    ]);
+    create(&pods, &pod).await;
+    wait_running(&server, "prot", "user").await;
+    // In use: the delete only marks it.
+    let kept = claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_some());
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_some()
+    );
+    // The pod goes: so does the claim.
+    pods.delete(
+        "user",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        server
+            .handle()
+            .wait_for_pod_gone("prot", "user", WAIT)
+            .await
+    );
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_none()
+    );
+    // A claim no pod uses goes at once.
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_none()
+    );
+}
