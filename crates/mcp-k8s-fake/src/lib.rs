@@ -80,6 +80,9 @@
 //! - DELETE answers with the deleted object for pods, services, claims and serviceaccounts (the
 //!   registries with `ReturnDeletedObject`), a `Status` for the other kinds. The log of a pod
 //!   that has no node yet is an empty 200, as the registry's `LogLocation` gives no location.
+//! - [`FakeKubeHandle::collect_terminated_pods`] plays the pod garbage collector's sweep of
+//!   finished pods beyond a threshold (the other PodGC sweeps, of orphaned and unscheduled
+//!   terminating pods, are not modelled).
 //! - The `pods/eviction` subresource (policy/v1 `Eviction`) deletes the pod with the eviction's
 //!   `deleteOptions` (gracefully by default) and answers 201 `Success`; no PodDisruptionBudget
 //!   is modelled, so no eviction is ever refused with 429.
@@ -103,7 +106,7 @@
 //! exists; their labels are set through the handle), finalizers other than
 //! `kubernetes.io/pvc-protection` (and removing that one by a patch), foreground and orphan
 //! deletion propagation and the garbage collection of owned
-//! pods, PodDisruptionBudgets, pod
+//! pods, PodDisruptionBudgets, automatic pod
 //! garbage collection, admission races (two concurrent creates can both pass a quota), the
 //! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
 //! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than
@@ -151,7 +154,7 @@ pub use requests::RecordedRequest;
 use crate::api::AppState;
 use crate::kubelet::Kubelet;
 use crate::logs::LogStore;
-use crate::store::{ObjectKey, Store};
+use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
 
 /// Errors of the fake's test-facing API.
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +426,49 @@ pub struct FakeKubeHandle {
 }
 
 impl FakeKubeHandle {
+    /// The pod garbage collector's terminated-pod sweep (kube-controller-manager
+    /// `--terminated-pod-gc-threshold`): while more than `threshold` pods have finished
+    /// (`Succeeded` or `Failed`, evicted ones included), the oldest by creation are deleted at
+    /// once. Returns the deleted pods as `namespace/name`. Owned objects follow (garbage
+    /// collector), and so do claims only they kept (pvc-protection).
+    pub fn collect_terminated_pods(&self, threshold: usize) -> Vec<String> {
+        let mut finished: Vec<serde_json::Value> = self
+            .store
+            .all(ResourceKind::Pod, None)
+            .into_iter()
+            .filter(|p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .collect();
+        finished.sort_by(|a, b| {
+            let created = |p: &serde_json::Value| {
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            created(a).cmp(&created(b))
+        });
+        let excess = finished.len().saturating_sub(threshold);
+        let mut deleted = Vec::new();
+        for pod in finished.into_iter().take(excess) {
+            let (Some(namespace), Some(name), Some(uid)) = (
+                pod["metadata"]["namespace"].as_str(),
+                pod["metadata"]["name"].as_str(),
+                pod["metadata"]["uid"].as_str(),
+            ) else {
+                continue;
+            };
+            let key = ObjectKey::new(ResourceKind::Pod, namespace, name);
+            let removed = self.store.delete(&key, Some(uid), |pod| {
+                Ok(DeleteAction::RemoveAs(stamp_deletion(pod, 0)))
+            });
+            if matches!(removed, Ok(Some(_))) {
+                self.kubelet.removed(uid);
+                deleted.push(format!("{namespace}/{name}"));
+            }
+        }
+        deleted
+    }
+
     /// Sets (`Some`) or removes (`None`) a label of a namespace (namespaces are not objects in
     /// the fake). Admission reads them: [`POD_SECURITY_ENFORCE`] `=restricted` makes every new
     /// pod of the namespace pass the restricted Pod Security level or be refused (403, the

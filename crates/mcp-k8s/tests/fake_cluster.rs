@@ -1534,3 +1534,29 @@ async fn orphaned_companions_are_swept_and_live_ones_are_not() {
     assert_eq!(instance_labelled(&claims, &live).len(), 1);
     o.stop_server(&live, GRACE).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_evicted_pod_collected_by_the_pod_gc_takes_its_companions_along() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("collected"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    let h = server.handle();
+    h.evict_for_node_pressure(NS, id.as_str(), "ephemeral-storage")
+        .unwrap();
+    let status = o
+        .wait_for(&id, WAIT, "evicted", |s| s.phase == Phase::Failed)
+        .await
+        .unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"), "{status:?}");
+    assert_eq!(
+        h.collect_terminated_pods(0),
+        [format!("{NS}/{}", id.as_str())]
+    );
+    // No stop: the pod garbage collector removed the pod, the garbage collector the rest.
+    assert!(o.get_status(&id).await.unwrap_err().is_not_found());
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
