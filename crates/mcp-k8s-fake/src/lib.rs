@@ -34,12 +34,17 @@
 //!   defaults (restart policy, grace period, cluster IP, bound claim, ...).
 //! - Lists are ordered by name (by namespace/name across namespaces). A continue token reads the
 //!   snapshot of the first page; `remainingItemCount` is set when no selector is used, like an
-//!   etcd-backed list. A token older than the last compaction answers 410 `Expired` (see
-//!   [`FakeKubeHandle::expire_continue_tokens`]); a malformed one 400, as the apiserver does.
+//!   etcd-backed list. A token older than the last compaction answers 410 `Expired`; the
+//!   history is compacted every [`FakeKubeOptions::compaction_interval`] (5 minutes, like the
+//!   apiserver's etcd compactor, to the revision of the previous tick) and on
+//!   [`FakeKubeHandle::expire_continue_tokens`]; a malformed token answers 400, as the apiserver
+//!   does. The history also keeps a bounded number of events (etcd keeps them by time).
 //! - Watches replay history after a resourceVersion (410 `Expired` as an ERROR event once
 //!   compacted), or start with ADDED events for `resourceVersion` unset/`0`; objects entering or
 //!   leaving a label selection appear as ADDED/DELETED; `timeoutSeconds`, `allowWatchBookmarks`
-//!   and `sendInitialEvents` are honoured.
+//!   (a BOOKMARK every [`FakeKubeOptions::bookmark_interval`], a minute by default as from the
+//!   watch cache; the cache's extra bookmark just before a watch times out is not sent) and
+//!   `sendInitialEvents` are honoured.
 //! - A pod delete with a grace period (query or `DeleteOptions` body, else the pod's
 //!   `terminationGracePeriodSeconds`) sets `deletionTimestamp`; the kubelet stops the
 //!   containers (SIGTERM: exit 143 after [`KubeletTimings::termination`]; with
@@ -205,8 +210,14 @@ pub struct FakeKubeOptions {
     pub default_namespace: String,
     /// How fast the simulated kubelet moves.
     pub timings: KubeletTimings,
-    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK event.
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK event (the apiserver's
+    /// watch cache: about once a minute).
     pub bookmark_interval: Duration,
+    /// How often the history is compacted to the revision of the previous compaction, as
+    /// kube-apiserver's etcd compactor does (`--etcd-compaction-interval`, 5 minutes): a continue
+    /// token or watch position lives one to two intervals. `None`: only
+    /// [`FakeKubeHandle::expire_continue_tokens`] compacts.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl Default for FakeKubeOptions {
@@ -214,7 +225,8 @@ impl Default for FakeKubeOptions {
         Self {
             default_namespace: "default".to_owned(),
             timings: KubeletTimings::default(),
-            bookmark_interval: Duration::from_secs(1),
+            bookmark_interval: Duration::from_secs(60),
+            compaction_interval: Some(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -293,6 +305,22 @@ impl FakeKubeServer {
             bookmark_interval: options.bookmark_interval,
             namespaces: Arc::clone(&namespaces),
         });
+        if let Some(interval) = options.compaction_interval.filter(|i| !i.is_zero()) {
+            let store = Arc::clone(&store);
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                // Each tick compacts to the revision the previous tick saw.
+                let mut previous = store.resource_version();
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                    store.compact_to(previous);
+                    previous = store.resource_version();
+                }
+            });
+        }
         let app = api::router(state);
         let shutdown = cancel.clone();
         let serve = tokio::spawn(async move {

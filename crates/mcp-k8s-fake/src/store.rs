@@ -551,6 +551,19 @@ impl Store {
         inner.history.clear();
     }
 
+    /// The etcd compactor's step: forgets the history up to `rv` (continue tokens and watch
+    /// positions older than it answer 410 from now on).
+    pub(crate) fn compact_to(&self, rv: u64) {
+        let mut inner = self.lock();
+        if rv <= inner.compacted_rv {
+            return;
+        }
+        inner.compacted_rv = rv;
+        while inner.history.front().is_some_and(|e| e.rv <= rv) {
+            inner.history.pop_front();
+        }
+    }
+
     /// The objects of `kind` in scope as they were at `rv` (which must not be compacted).
     fn snapshot(
         inner: &Inner,
