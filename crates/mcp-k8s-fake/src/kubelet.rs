@@ -302,6 +302,8 @@ struct PodState {
     terminating: bool,
     /// The eviction manager's message once the pod was evicted.
     evicted: Option<String>,
+    /// Init containers are still running (each is taken to succeed after an image pull's time).
+    initializing: bool,
     /// Last transition times by condition type and status.
     transitions: HashMap<&'static str, (bool, Timestamp)>,
 }
@@ -341,6 +343,7 @@ impl PodRuntime {
             Some("OnFailure") => RestartPolicy::OnFailure,
             _ => RestartPolicy::Always,
         };
+        let initializing = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
         let containers = spec
             .containers
             .iter()
@@ -374,8 +377,14 @@ impl PodRuntime {
                     stdin_once: c.stdin_once.unwrap_or(false),
                 },
                 image_id: None,
+                // While init containers run, the kubelet reports the others as PodInitializing.
                 state: RunState::Waiting {
-                    reason: "ContainerCreating".to_owned(),
+                    reason: if initializing {
+                        "PodInitializing"
+                    } else {
+                        "ContainerCreating"
+                    }
+                    .to_owned(),
                     message: None,
                 },
                 last: None,
@@ -396,6 +405,7 @@ impl PodRuntime {
                 containers,
                 terminating: false,
                 evicted: None,
+                initializing,
                 transitions: HashMap::new(),
             }),
         }
@@ -502,6 +512,24 @@ impl PodRuntime {
         self.state().started_at = Some(time::now());
         if !self.publish(false) {
             return;
+        }
+        if self.state().initializing {
+            if !self.sleep(self.timings().image_pull, &mut signal).await {
+                return self.finish(&signal).await;
+            }
+            {
+                let mut state = self.state();
+                state.initializing = false;
+                for c in &mut state.containers {
+                    c.state = RunState::Waiting {
+                        reason: "ContainerCreating".to_owned(),
+                        message: None,
+                    };
+                }
+            }
+            if !self.publish(false) {
+                return;
+            }
         }
         let count = self.state().containers.len();
         let runs = (0..count).map(|index| {
@@ -1194,6 +1222,7 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
     };
     let transitions = &mut state.transitions;
     let evicted = state.evicted.clone();
+    let initializing = state.initializing;
     let phase = if evicted.is_some() {
         "Failed"
     } else {
@@ -1216,7 +1245,13 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
             None,
             None,
         ),
-        condition(transitions, "Initialized", true, None, None),
+        condition(
+            transitions,
+            "Initialized",
+            !initializing,
+            initializing.then_some("ContainersNotInitialized"),
+            None,
+        ),
         condition(
             transitions,
             "Ready",

@@ -76,7 +76,8 @@
 //!   not set). A request above its limit is a 422 as in `ValidateResourceRequirements`.
 //! - Kubelet: `secretKeyRef` variables are resolved from stored Secrets before each start (also
 //!   into a real program's environment); a missing Secret or key keeps the container waiting in
-//!   `CreateContainerConfigError` with the kubelet's message, retried until it appears.
+//!   `CreateContainerConfigError` with the kubelet's message, retried until it appears. A real
+//!   program that cannot be executed ends its run with `StartError` (exit code 128).
 //!   [`FakeKubeHandle::evict_for_node_pressure`] plays the eviction manager: the pod becomes
 //!   `Failed`/`Evicted` with its message and a `DisruptionTarget` condition, and its containers
 //!   `ContainerStatusUnknown` (exit 137, no container id), whose log the kubelet refuses (400 "is
@@ -116,7 +117,9 @@
 //! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
 //! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than
 //! hostPath), the LimitRange `Pod` and `PersistentVolumeClaim` types and the max/request ratio,
-//! quota scopes and object-count quotas other than `pods`, probes, init containers' runs,
+//! quota scopes and object-count quotas other than `pods`, probes, init containers' own runs and statuses (they
+//! are taken to succeed after an image pull's time; meanwhile the pod is not `Initialized` and
+//! the other containers wait in `PodInitializing`),
 //! exec and port-forward, attach over SPDY (a POST is answered 400 like a request without an
 //! upgrade), TTYs (`tty=true` is refused with 400), the legacy `channel.k8s.io` and base64
 //! subprotocols, attach to fixture-script containers (400: they have no byte streams),

@@ -290,3 +290,28 @@ async fn node_pressure_eviction_loses_the_containers() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn containers_wait_in_pod_initializing_while_init_containers_run() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "init");
+    let mut pod = idle_pod("p", &[]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": "setup", "image": "busybox:1"})).unwrap(),
+    ]);
+    create(&pods, &pod).await;
+    let initializing = wait(&server, "init", "p", |p| {
+        waiting_reason(p).as_deref() == Some("PodInitializing")
+    })
+    .await;
+    assert_eq!(phase(&initializing), "Pending");
+    assert_eq!(
+        condition(&initializing, "Initialized"),
+        Some((
+            "False".to_owned(),
+            Some("ContainersNotInitialized".to_owned())
+        ))
+    );
+    let running = wait(&server, "init", "p", is_running).await;
+    assert_eq!(condition(&running, "Initialized").unwrap().0, "True");
+}
