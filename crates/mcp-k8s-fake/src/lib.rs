@@ -107,24 +107,22 @@
 //! no test would notice. Do not deduplicate them; a difference between the two is a finding.
 //!
 //! # Not modelled
-//! PUT (answered 405 `MethodNotAllowed`), PATCH other than a JSON merge patch of `metadata`
-//! (405 for other fields, 415 for other patch types), namespaces as objects (every namespace
-//! exists; their labels are set through the handle), finalizers other than
-//! `kubernetes.io/pvc-protection` (and removing that one by a patch), foreground and orphan
-//! deletion propagation and the garbage collection of owned
-//! pods, PodDisruptionBudgets, automatic pod
-//! garbage collection, admission races (two concurrent creates can both pass a quota), the
-//! `kubernetes.io/limit-ranger` annotation, Pod Security levels other than `restricted` and its
-//! checks no pod here can trip (AppArmor, SELinux, sysctls, procMount, volume types other than
-//! hostPath), the LimitRange `Pod` and `PersistentVolumeClaim` types and the max/request ratio,
-//! quota scopes and object-count quotas other than `pods`, probes, init containers' own runs and statuses (they
-//! are taken to succeed after an image pull's time; meanwhile the pod is not `Initialized` and
-//! the other containers wait in `PodInitializing`),
-//! exec and port-forward, attach over SPDY (a POST is answered 400 like a request without an
-//! upgrade), TTYs (`tty=true` is refused with 400), the legacy `channel.k8s.io` and base64
-//! subprotocols, attach to fixture-script containers (400: they have no byte streams),
-//! `valueFrom` env values other than `secretKeyRef`, authentication and authorization, and
-//! resource kinds other than the eight above.
+//! PUT (answered 405 `MethodNotAllowed`), PATCH other than a JSON merge patch of `metadata` (405
+//! for other fields, 415 for other patch types), namespaces as objects (every namespace exists;
+//! their labels are set through the handle), finalizers other than `kubernetes.io/pvc-protection`
+//! (and removing that one by a patch), foreground and orphan deletion propagation and the garbage
+//! collection of owned pods, PodDisruptionBudgets, automatic pod garbage collection, admission
+//! races (two concurrent creates can both pass a quota), the `kubernetes.io/limit-ranger`
+//! annotation, Pod Security levels other than `restricted` and its checks no pod here can trip
+//! (AppArmor, SELinux, sysctls, procMount, volume types other than hostPath), the LimitRange `Pod`
+//! and `PersistentVolumeClaim` types and the max/request ratio, quota scopes and object-count
+//! quotas other than `pods`, probes, init containers' own runs and statuses (they are taken to
+//! succeed after an image pull's time; meanwhile the pod is not `Initialized` and the other
+//! containers wait in `PodInitializing`), exec and port-forward, attach over SPDY (a POST is
+//! answered 400 like a request without an upgrade), TTYs (`tty=true` is refused with 400), the
+//! legacy `channel.k8s.io` and base64 subprotocols, attach to fixture-script containers (400: they
+//! have no byte streams), `valueFrom` env values other than `secretKeyRef`, authentication and
+//! authorization, and resource kinds other than the eight above.
 
 mod admission;
 mod api;
