@@ -722,6 +722,41 @@ async fn a_failed_service_create_rolls_everything_back() {
 }
 
 #[tokio::test]
+async fn a_refused_ownership_patch_rolls_everything_back() {
+    // A Role from before companions were owned grants no `patch`.
+    let (o, log) = mock(config(), |r| match r.method.as_str() {
+        "POST" => echo(r),
+        "PATCH" => status(403, "Forbidden"),
+        _ => success(),
+    });
+    let error = o
+        .start_server(&http_spec(), &StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, OrchestratorError::PermissionDenied { message }
+            if message.starts_with("set the owner of \"")),
+        "{error:?}"
+    );
+    let log = log.lock().unwrap();
+    let id = log[2].body["metadata"]["name"].as_str().unwrap().to_owned();
+    let deletes: Vec<String> = log
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            format!("{SERVICES}/{id}-svc"),
+            format!("{PODS}/{id}"),
+            format!("{POLICIES}/{id}-np"),
+            format!("{PVCS}/{id}-data"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_name_collision_rolls_back_and_retries_with_a_fresh_name() {
     let mut pod_posts = 0;
     let (o, log) = mock(config(), move |r| {
