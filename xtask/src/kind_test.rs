@@ -389,6 +389,8 @@ pub(crate) trait Host {
     fn find_program(&self, name: &str) -> Option<PathBuf>;
     /// Runs a check quietly; whether it succeeded.
     fn probe(&mut self, cmd: &Cmd) -> bool;
+    /// Runs a check quietly and returns what it printed on stdout, `None` if it failed.
+    fn capture(&mut self, cmd: &Cmd) -> Option<String>;
     /// Runs a step, failing when the command fails.
     ///
     /// # Errors
@@ -439,6 +441,18 @@ impl Host for RealHost {
             .is_ok_and(|s| s.success())
     }
 
+    fn capture(&mut self, cmd: &Cmd) -> Option<String> {
+        let out = self
+            .command(cmd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn run(&mut self, cmd: &Cmd) -> Result<()> {
         let mut c = self.command(cmd);
         c.stdin(Stdio::null());
@@ -478,8 +492,65 @@ impl Host for DryRun {
         true
     }
 
+    fn capture(&mut self, _: &Cmd) -> Option<String> {
+        None
+    }
+
     fn run(&mut self, _: &Cmd) -> Result<()> {
         Ok(())
+    }
+}
+
+/// The oldest kind that can run the pinned node image: from v0.27.0 on, `kind load
+/// docker-image` detects the containerd snapshotter of containerd 2.x nodes (older kind fails
+/// with "failed to detect containerd snapshotter"), and the image was built by v0.31.0.
+pub(crate) const KIND_FLOOR: (u32, u32, u32) = (0, 27, 0);
+
+fn kind_version_cmd() -> Cmd {
+    Cmd::new("kind", &["version"])
+}
+
+/// The version `kind version` prints (`kind v0.31.0 go1.25.1 linux/amd64`, pre-release
+/// suffixes ignored).
+pub(crate) fn parse_kind_version(output: &str) -> Option<(u32, u32, u32)> {
+    let word = output.split_whitespace().find_map(|w| {
+        w.strip_prefix('v')
+            .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+    })?;
+    let core = word.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Whether kind is new enough, else what is missing and why.
+fn check_kind_version(host: &mut dyn Host) -> Option<Missing> {
+    let floor = format!("v{}.{}.{}", KIND_FLOOR.0, KIND_FLOOR.1, KIND_FLOOR.2);
+    let fix = format!(
+        "install kind {floor} or newer (v0.31.0 built the pinned node image): `go install sigs.k8s.io/kind@v0.31.0`, or a release binary"
+    );
+    let printed = host.capture(&kind_version_cmd());
+    match printed.as_deref().map(parse_kind_version) {
+        Some(Some(found)) if found >= KIND_FLOOR => None,
+        Some(Some((major, minor, patch))) => Some(Missing {
+            what: format!("kind {floor} or newer"),
+            why: format!(
+                "found kind v{major}.{minor}.{patch}: older kind cannot `kind load docker-image` into the pinned node image (containerd 2.x: \"failed to detect containerd snapshotter\")"
+            ),
+            fix,
+        }),
+        _ => Some(Missing {
+            what: format!("kind {floor} or newer"),
+            why: format!(
+                "`{}` did not print a version ({:?})",
+                kind_version_cmd(),
+                printed.unwrap_or_default().trim()
+            ),
+            fix,
+        }),
     }
 }
 
@@ -487,7 +558,7 @@ impl Host for DryRun {
 const TOOLS: [(&str, &str); 3] = [
     (
         "kind",
-        "install kind v0.24.0 or newer (v0.31.0 built the pinned node image): \
+        "install kind v0.27.0 or newer (v0.31.0 built the pinned node image): \
          `go install sigs.k8s.io/kind@v0.31.0`, or a release binary (see the kind quick start, \
          kind.sigs.k8s.io/docs/user/quick-start)",
     ),
@@ -524,6 +595,13 @@ fn preflight_description(image: &str) -> Vec<String> {
         .iter()
         .map(|(tool, _)| format!("{tool} is on PATH"))
         .collect();
+    lines.push(format!(
+        "kind is v{}.{}.{} or newer (older kind cannot load images into the containerd 2.x node image): {}",
+        KIND_FLOOR.0,
+        KIND_FLOOR.1,
+        KIND_FLOOR.2,
+        kind_version_cmd()
+    ));
     lines.push(format!("the Docker engine answers: {}", docker_info_cmd()));
     lines.push(format!(
         "the node image is present: {}, else {}",
@@ -549,6 +627,9 @@ pub(crate) fn preflight(host: &mut dyn Host, image: &str) -> Vec<Missing> {
             fix: (*fix).to_owned(),
         })
         .collect();
+    if host.find_program("kind").is_some() {
+        missing.extend(check_kind_version(host));
+    }
     if host.find_program("docker").is_some() && !host.probe(&docker_info_cmd()) {
         missing.push(Missing {
             what: "Docker engine".to_owned(),
@@ -755,6 +836,8 @@ mod tests {
         failing: Vec<&'static str>,
         ran: Vec<String>,
         probed: Vec<String>,
+        /// What `kind version` prints (`None`: v0.31.0's output).
+        kind_version: Option<&'static str>,
     }
 
     impl Host for FakeHost {
@@ -767,6 +850,15 @@ mod tests {
             let shown = cmd.to_string();
             self.probed.push(shown.clone());
             !self.failing.iter().any(|f| shown.contains(f))
+        }
+        fn capture(&mut self, cmd: &Cmd) -> Option<String> {
+            let shown = cmd.to_string();
+            self.probed.push(shown.clone());
+            (shown == "kind version").then(|| {
+                self.kind_version
+                    .unwrap_or("kind v0.31.0 go1.25.1 linux/amd64\n")
+                    .to_owned()
+            })
         }
         fn run(&mut self, cmd: &Cmd) -> Result<()> {
             let shown = cmd.to_string();
@@ -867,6 +959,10 @@ mod tests {
         }
         assert!(out.contains("check: kind is on PATH"), "{out}");
         assert!(
+            out.contains("check: kind is v0.27.0 or newer (older kind cannot load images into the containerd 2.x node image): kind version"),
+            "{out}"
+        );
+        assert!(
             out.contains("docker image inspect kindest/node:v1.33"),
             "{out}"
         );
@@ -938,6 +1034,60 @@ mod tests {
             !host.probed.iter().any(|p| p.contains("pull")),
             "{:?}",
             host.probed
+        );
+    }
+
+    #[test]
+    fn kind_versions_parse_and_older_than_the_floor_is_refused_with_the_reason() {
+        assert_eq!(
+            parse_kind_version("kind v0.31.0 go1.25.1 linux/amd64"),
+            Some((0, 31, 0))
+        );
+        assert_eq!(
+            parse_kind_version("kind v0.27.0-alpha+8d1a2b3c go1.23 linux/arm64"),
+            Some((0, 27, 0))
+        );
+        assert_eq!(parse_kind_version("kind version unknown"), None);
+        let l = layout();
+        let image = node_image(&l.root).unwrap();
+        let present = vec!["kind", "kubectl", "docker"];
+        for ok in [
+            "kind v0.27.0 go1.22 linux/amd64",
+            "kind v1.0.0 go1.26 linux/amd64",
+        ] {
+            let mut host = FakeHost {
+                present: present.clone(),
+                kind_version: Some(ok),
+                ..FakeHost::default()
+            };
+            assert!(preflight(&mut host, &image).is_empty(), "{ok}");
+        }
+        let mut host = FakeHost {
+            present: present.clone(),
+            kind_version: Some("kind v0.24.0 go1.22.6 linux/amd64"),
+            ..FakeHost::default()
+        };
+        let (r, out) = output(|buf| run_on(Options::default(), &l, &mut host, buf));
+        assert_eq!(r.unwrap(), Outcome::Skipped);
+        assert!(
+            out.contains("  - kind v0.27.0 or newer: found kind v0.24.0: older kind cannot `kind load docker-image`"),
+            "{out}"
+        );
+        assert!(
+            out.contains("failed to detect containerd snapshotter"),
+            "{out}"
+        );
+        assert!(host.ran.is_empty(), "{:?}", host.ran);
+        let mut host = FakeHost {
+            present,
+            kind_version: Some("garbage"),
+            ..FakeHost::default()
+        };
+        let missing = preflight(&mut host, &image);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].why.contains("did not print a version"),
+            "{missing:?}"
         );
     }
 
@@ -1035,7 +1185,10 @@ mod tests {
             .unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
-        stub("kind", "exit 0");
+        stub(
+            "kind",
+            "[ \"$1\" = version ] && echo \"kind v0.31.0 go1.25.1 linux/amd64\"; exit 0",
+        );
         stub("docker", "exit 0");
         stub(
             "kubectl",
@@ -1059,12 +1212,13 @@ mod tests {
         let calls = std::fs::read_to_string(&log).unwrap();
         let calls: Vec<&str> = calls.lines().collect();
         // Preflight, then the nine steps in order; the teardown ran after the failed tests.
-        assert!(calls[0].starts_with("docker info"), "{calls:#?}");
+        assert!(calls[0].starts_with("kind version"), "{calls:#?}");
+        assert!(calls[1].starts_with("docker info"), "{calls:#?}");
         assert!(
-            calls[1].starts_with("docker image inspect kindest/node:v1.33"),
+            calls[2].starts_with("docker image inspect kindest/node:v1.33"),
             "{calls:#?}"
         );
-        let steps = &calls[2..];
+        let steps = &calls[3..];
         assert_eq!(steps.len(), 9, "{calls:#?}");
         assert!(
             steps[1].starts_with("kind create cluster --name mcpctl-test --config"),

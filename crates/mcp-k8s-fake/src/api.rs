@@ -22,6 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Namespaces;
 use crate::attach::{self, AttachOptions};
 use crate::kind::ResourceKind;
 use crate::kubelet::Kubelet;
@@ -46,6 +47,7 @@ pub(crate) struct AppState {
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) bookmark_interval: Duration,
+    pub(crate) namespaces: Arc<Namespaces>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -62,7 +64,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     let object = get(get_object)
         .delete(delete_object)
         .put(not_allowed)
-        .patch(not_allowed)
+        .patch(patch_object)
         .post(not_allowed);
     Router::new()
         .route("/version", get(version))
@@ -294,6 +296,7 @@ async fn resource_list(
     if group.is_empty() {
         resources.push(json!({"name": "pods/attach", "singularName": "", "namespaced": true, "kind": "PodAttachOptions", "verbs": ["create", "get"]}));
         resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+        resources.push(json!({"name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
         resources.push(json!({"name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
     }
     let group_version = if group.is_empty() {
@@ -546,6 +549,97 @@ async fn get_object(State(state): Shared, StatusPath(path): StatusPath<ResourceP
         .ok_or_else(|| ApiError::not_found(key.kind, &key.name))
 }
 
+/// PATCH of an object: a JSON merge patch (RFC 7386) of its `metadata` (labels, annotations,
+/// ownerReferences). Patches of other fields, and other patch types, are not modelled (405,
+/// 415).
+async fn patch_object(
+    State(state): Shared,
+    StatusPath(path): StatusPath<ResourcePath>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let key = path.key()?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.split(';').next().map(str::trim) != Some("application/merge-patch+json") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
+    let document: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let Some(fields) = document.as_object() else {
+        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+    };
+    if fields
+        .keys()
+        .any(|k| !matches!(k.as_str(), "metadata" | "apiVersion" | "kind"))
+    {
+        return Err(ApiError::method_not_allowed());
+    }
+    let meta_patch = document.get("metadata").cloned().unwrap_or(Value::Null);
+    let mut errors = Vec::new();
+    for (i, owner) in meta_patch["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for field in ["apiVersion", "kind", "name", "uid"] {
+            if owner[field].as_str().is_none_or(str::is_empty) {
+                errors.push(crate::status::FieldError::required(
+                    format!("metadata.ownerReferences[{i}].{field}"),
+                    "",
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(key.kind, &key.name, &errors));
+    }
+    let updated = state.store.update(&key, None, |object| {
+        let before = object["metadata"].clone();
+        if meta_patch.is_object() {
+            merge_patch(&mut object["metadata"], &meta_patch);
+        }
+        // The identity of an object is not the patch's to change.
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
+            object["metadata"][field] = before[field].clone();
+        }
+        Ok::<bool, ApiError>(object["metadata"] != before)
+    })?;
+    match updated.or_else(|| state.store.get(&key)) {
+        Some(object) => Ok(ok_json(&object)),
+        None => Err(ApiError::not_found(key.kind, &key.name)),
+    }
+}
+
+/// RFC 7386: objects merge recursively, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key.as_str()], value);
+        }
+    }
+}
+
 async fn get_subresource(
     State(state): Shared,
     StatusPath(path): StatusPath<ResourcePath>,
@@ -579,15 +673,55 @@ async fn post_subresource(
     raw: RawParams,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Bytes,
 ) -> ApiResult {
     let key = path.key()?;
     match (key.kind, path.subresource.as_deref()) {
         (ResourceKind::Pod, Some("attach")) => {
             pod_attach(&state, &key, &Params::from(raw)?, &headers, upgrade).await
         }
+        (ResourceKind::Pod, Some("eviction")) => pod_eviction(&state, &key, &body),
         (_, Some("log" | "status")) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::unknown_path()),
     }
+}
+
+/// The `pods/eviction` subresource (policy/v1 `Eviction`): no PodDisruptionBudget is modelled,
+/// so every eviction is allowed and becomes a delete with the eviction's `deleteOptions` (the
+/// pod's own grace period by default); 201 with a Success `Status`.
+fn pod_eviction(state: &AppState, key: &ObjectKey, body: &[u8]) -> ApiResult {
+    let eviction: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid Eviction: {e}")))?;
+    if let Some(kind) = eviction["kind"].as_str()
+        && kind != "Eviction"
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind (Eviction)"
+        )));
+    }
+    if eviction["metadata"]["name"].as_str() != Some(key.name.as_str()) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    let delete_options = match eviction.get("deleteOptions").filter(|o| !o.is_null()) {
+        Some(options) => {
+            serde_json::to_vec(options).map_err(|e| ApiError::internal(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let options = DeleteOptions::parse(&Params::default(), &delete_options)?;
+    delete_one(state, key, &options)?.ok_or_else(|| ApiError::not_found(key.kind, &key.name))?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        }),
+    ))
 }
 
 async fn pod_attach(
@@ -640,9 +774,13 @@ async fn create(
     })?;
     let meta = &body["metadata"];
     resources::validate_new_name(kind, meta["name"].as_str(), meta["generateName"].as_str())?;
-    let prepared = state.store.with_allocators(|allocators| {
+    let mut prepared = state.store.with_allocators(|allocators| {
         resources::prepare_create(kind, &namespace, &body, allocators)
     })?;
+    if kind == ResourceKind::Pod {
+        prepared =
+            crate::admission::admit_pod(&state.store, &state.namespaces, &namespace, prepared)?;
+    }
     if params.get("dryRun").is_some() {
         let mut object = prepared;
         if object["metadata"]["name"]
@@ -1019,16 +1157,33 @@ fn log_container_id(pod: &Pod, container: &str, previous: bool) -> Result<String
             .and_then(|t| t.container_id.clone())
             .ok_or_else(not_found);
     }
-    if state.running.is_some() || state.terminated.is_some() {
-        if let Some(id) = &status.container_id {
+    // The kubelet's validateContainerLogStatus: a terminated container without an id (the
+    // runtime lost it, or the next run did not start) falls back to the last run's, else "is
+    // terminated".
+    let terminated = || {
+        ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{pod_name}\" is terminated"
+        ))
+    };
+    if state.running.is_some()
+        && let Some(id) = &status.container_id
+    {
+        return Ok(id.clone());
+    }
+    if let Some(current) = &state.terminated {
+        if let Some(id) = current
+            .container_id
+            .as_ref()
+            .or(status.container_id.as_ref())
+        {
             return Ok(id.clone());
         }
         return last
             .and_then(|t| t.container_id.clone())
-            .ok_or_else(not_found);
+            .ok_or_else(terminated);
     }
     if let Some(last) = last {
-        return last.container_id.clone().ok_or_else(not_found);
+        return last.container_id.clone().ok_or_else(terminated);
     }
     let reason = state
         .waiting
@@ -1075,10 +1230,13 @@ fn pod_log(state: &Arc<AppState>, key: &ObjectKey, params: &Params) -> ApiResult
         },
     };
     if spec.node_name.as_deref().is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request(format!(
-            "pod {} does not have a host assigned",
-            key.name
-        )));
+        // The registry's LogLocation gives no location for a pod without a node, and the
+        // location streamer answers that with an empty 200 (also when following).
+        let mut response = (StatusCode::OK, String::new()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Ok(response);
     }
     let container_id = log_container_id(&pod, &container, options.previous)?;
     let read = state.logs.read(&container_id, 0);

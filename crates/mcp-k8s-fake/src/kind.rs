@@ -16,15 +16,27 @@ pub enum ResourceKind {
     PersistentVolumeClaim,
     /// `networking.k8s.io/v1` `networkpolicies`.
     NetworkPolicy,
+    /// Core v1 `secrets` (what the kubelet resolves `secretKeyRef`s against).
+    Secret,
+    /// Core v1 `serviceaccounts` (what `ServiceAccount` admission looks pods' accounts up in).
+    ServiceAccount,
+    /// Core v1 `resourcequotas` (enforced on pod creation).
+    ResourceQuota,
+    /// Core v1 `limitranges` (container defaults and bounds applied on pod creation).
+    LimitRange,
 }
 
 impl ResourceKind {
     /// Every served kind.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 8] = [
         Self::Pod,
         Self::Service,
         Self::PersistentVolumeClaim,
         Self::NetworkPolicy,
+        Self::Secret,
+        Self::ServiceAccount,
+        Self::ResourceQuota,
+        Self::LimitRange,
     ];
 
     /// The plural resource name used in URLs.
@@ -34,6 +46,10 @@ impl ResourceKind {
             Self::Service => "services",
             Self::PersistentVolumeClaim => "persistentvolumeclaims",
             Self::NetworkPolicy => "networkpolicies",
+            Self::Secret => "secrets",
+            Self::ServiceAccount => "serviceaccounts",
+            Self::ResourceQuota => "resourcequotas",
+            Self::LimitRange => "limitranges",
         }
     }
 
@@ -44,6 +60,10 @@ impl ResourceKind {
             Self::Service => "Service",
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::Secret => "Secret",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::ResourceQuota => "ResourceQuota",
+            Self::LimitRange => "LimitRange",
         }
     }
 
@@ -137,15 +157,23 @@ impl ResourceKind {
                 "spec.clusterIP",
                 "spec.type",
             ],
-            Self::PersistentVolumeClaim | Self::NetworkPolicy => {
-                &["metadata.name", "metadata.namespace"]
-            }
+            Self::Secret => &["metadata.name", "metadata.namespace", "type"],
+            Self::PersistentVolumeClaim
+            | Self::NetworkPolicy
+            | Self::ServiceAccount
+            | Self::ResourceQuota
+            | Self::LimitRange => &["metadata.name", "metadata.namespace"],
         }
     }
 
-    /// Whether DELETE answers with the deleted object (pods, services) rather than a `Status`.
+    /// Whether DELETE answers with the deleted object rather than a `Status`: the registries
+    /// built with `ReturnDeletedObject: true` (pods, persistentvolumeclaims, serviceaccounts;
+    /// services' REST returns the object too).
     pub(crate) fn returns_deleted_object(self) -> bool {
-        matches!(self, Self::Pod | Self::Service)
+        matches!(
+            self,
+            Self::Pod | Self::Service | Self::PersistentVolumeClaim | Self::ServiceAccount
+        )
     }
 
     /// Validates the name of an object of this kind.

@@ -70,6 +70,9 @@ enum PodSignal {
     Live,
     /// Graceful deletion: stop the containers, at the latest by `deadline`.
     Terminate { deadline: Instant },
+    /// The kubelet's eviction manager ended the pod (node pressure): the containers are killed
+    /// at once, their runtime records are gone, and the pod stays `Failed`/`Evicted`.
+    Evicted,
     /// The object is gone from the API.
     Removed,
 }
@@ -84,6 +87,7 @@ pub(crate) struct Kubelet {
     cancel: CancellationToken,
     tracker: TaskTracker,
     pods: Mutex<HashMap<String, watch::Sender<PodSignal>>>,
+    runtimes: Mutex<HashMap<String, Arc<PodRuntime>>>,
     next_ip: AtomicU32,
     programs: Arc<Programs>,
     hubs: Arc<StdioHubs>,
@@ -107,6 +111,7 @@ impl Kubelet {
             cancel,
             tracker,
             pods: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(HashMap::new()),
             next_ip: AtomicU32::new(0),
             programs,
             hubs: Arc::new(StdioHubs::default()),
@@ -149,6 +154,7 @@ impl Kubelet {
             &pod,
             format!("10.244.{}.{}", (ip / 250) % 250, ip % 250 + 2),
         ));
+        self.runtimes().insert(uid.clone(), Arc::clone(&runtime));
         let kubelet = Arc::clone(self);
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
@@ -158,6 +164,7 @@ impl Kubelet {
             }
             kubelet.logs.remove(&runtime.instance_ids());
             kubelet.pods().remove(&uid);
+            kubelet.runtimes().remove(&uid);
         });
     }
 
@@ -177,6 +184,36 @@ impl Kubelet {
         }
     }
 
+    /// The eviction manager evicts the pod for node pressure on `resource` (`memory`,
+    /// `ephemeral-storage`): its containers are killed without a grace period and reported as
+    /// `ContainerStatusUnknown` (the runtime no longer knows them), the pod becomes `Failed` with
+    /// reason `Evicted`. `false` if the kubelet does not run that pod.
+    pub(crate) fn evict(&self, uid: &str, resource: &str) -> bool {
+        let Some(runtime) = self.runtimes().get(uid).cloned() else {
+            return false;
+        };
+        // The eviction manager's message (pkg/kubelet/eviction/helpers.go, evictionMessage).
+        let message = format!(
+            "The node was low on resource: {resource}. Threshold quantity: 100Mi, available: 42Mi. "
+        );
+        runtime.state().evicted = Some(message);
+        if let Some(tx) = self.pods().get(uid) {
+            tx.send_if_modified(|signal| {
+                if *signal == PodSignal::Live {
+                    *signal = PodSignal::Evicted;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        true
+    }
+
+    fn runtimes(&self) -> MutexGuard<'_, HashMap<String, Arc<PodRuntime>>> {
+        self.runtimes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The pod object was removed from the API.
     pub(crate) fn removed(&self, uid: &str) {
         if let Some(tx) = self.pods().get(uid) {
@@ -192,10 +229,21 @@ struct ContainerSpec {
     image: String,
     command: Vec<String>,
     args: Vec<String>,
-    /// Literal `env` values (`valueFrom` is not resolved).
+    /// Literal `env` values.
     env: Vec<(String, String)>,
+    /// `env` values from `secretKeyRef`s, resolved before each start.
+    secret_env: Vec<SecretEnv>,
     stdin: bool,
     stdin_once: bool,
+}
+
+/// An environment variable taken from a key of a Secret.
+#[derive(Debug, Clone)]
+struct SecretEnv {
+    var: String,
+    secret: String,
+    key: String,
+    optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +255,7 @@ enum RestartPolicy {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Terminated {
+    /// Empty when the runtime lost the container (`ContainerStatusUnknown`).
     container_id: String,
     exit_code: i32,
     reason: String,
@@ -251,6 +300,10 @@ struct PodState {
     started_at: Option<Timestamp>,
     containers: Vec<ContainerRuntime>,
     terminating: bool,
+    /// The eviction manager's message once the pod was evicted.
+    evicted: Option<String>,
+    /// Init containers are still running (each is taken to succeed after an image pull's time).
+    initializing: bool,
     /// Last transition times by condition type and status.
     transitions: HashMap<&'static str, (bool, Timestamp)>,
 }
@@ -290,6 +343,7 @@ impl PodRuntime {
             Some("OnFailure") => RestartPolicy::OnFailure,
             _ => RestartPolicy::Always,
         };
+        let initializing = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
         let containers = spec
             .containers
             .iter()
@@ -305,12 +359,32 @@ impl PodRuntime {
                         .flatten()
                         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
                         .collect(),
+                    secret_env: c
+                        .env
+                        .iter()
+                        .flatten()
+                        .filter_map(|e| {
+                            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                            Some(SecretEnv {
+                                var: e.name.clone(),
+                                secret: r.name.clone(),
+                                key: r.key.clone(),
+                                optional: r.optional.unwrap_or(false),
+                            })
+                        })
+                        .collect(),
                     stdin: c.stdin.unwrap_or(false),
                     stdin_once: c.stdin_once.unwrap_or(false),
                 },
                 image_id: None,
+                // While init containers run, the kubelet reports the others as PodInitializing.
                 state: RunState::Waiting {
-                    reason: "ContainerCreating".to_owned(),
+                    reason: if initializing {
+                        "PodInitializing"
+                    } else {
+                        "ContainerCreating"
+                    }
+                    .to_owned(),
                     message: None,
                 },
                 last: None,
@@ -330,6 +404,8 @@ impl PodRuntime {
                 started_at: None,
                 containers,
                 terminating: false,
+                evicted: None,
+                initializing,
                 transitions: HashMap::new(),
             }),
         }
@@ -437,6 +513,24 @@ impl PodRuntime {
         if !self.publish(false) {
             return;
         }
+        if self.state().initializing {
+            if !self.sleep(self.timings().image_pull, &mut signal).await {
+                return self.finish(&signal).await;
+            }
+            {
+                let mut state = self.state();
+                state.initializing = false;
+                for c in &mut state.containers {
+                    c.state = RunState::Waiting {
+                        reason: "ContainerCreating".to_owned(),
+                        message: None,
+                    };
+                }
+            }
+            if !self.publish(false) {
+                return;
+            }
+        }
         let count = self.state().containers.len();
         let runs = (0..count).map(|index| {
             let this = Arc::clone(&self);
@@ -469,7 +563,7 @@ impl PodRuntime {
                         });
                     return;
                 }
-                PodSignal::Live => {
+                PodSignal::Live | PodSignal::Evicted => {
                     if self.state().scheduling == Scheduling::Bound && !self.publish(false) {
                         return;
                     }
@@ -539,10 +633,80 @@ impl PodRuntime {
         }
     }
 
+    /// The values of the container's `secretKeyRef` variables, or the kubelet's error
+    /// (`makeEnvironmentVariables`) when a Secret or key is missing.
+    fn resolve_secret_env(&self, spec: &ContainerSpec) -> Result<Vec<(String, String)>, String> {
+        let mut resolved = Vec::new();
+        for var in &spec.secret_env {
+            let key = ObjectKey::new(ResourceKind::Secret, &self.key.namespace, &var.secret);
+            let Some(secret) = self.kubelet.store.get(&key) else {
+                if var.optional {
+                    continue;
+                }
+                return Err(format!("secret \"{}\" not found", var.secret));
+            };
+            let value = secret["data"][var.key.as_str()]
+                .as_str()
+                .and_then(|b64| serde_json::from_value::<k8s_openapi::ByteString>(json!(b64)).ok());
+            match value {
+                Some(bytes) => resolved.push((
+                    var.var.clone(),
+                    String::from_utf8_lossy(&bytes.0).into_owned(),
+                )),
+                None if var.optional => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {}/{}",
+                        var.key, self.key.namespace, var.secret
+                    ));
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Waits in `CreateContainerConfigError` until every referenced Secret key exists; the
+    /// resolved values, or `None` if the pod stopped first.
+    async fn container_config(
+        &self,
+        index: usize,
+        spec: &ContainerSpec,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> Option<Vec<(String, String)>> {
+        loop {
+            match self.resolve_secret_env(spec) {
+                Ok(resolved) => return Some(resolved),
+                Err(message) => {
+                    let changed = {
+                        let state = self.state();
+                        state.containers.get(index).is_none_or(|c| {
+                            !matches!(&c.state, RunState::Waiting { reason, message: m }
+                                if reason == "CreateContainerConfigError" && m.as_ref() == Some(&message))
+                        })
+                    };
+                    if changed
+                        && !self.set_state(index, |c| {
+                            c.state = RunState::Waiting {
+                                reason: "CreateContainerConfigError".to_owned(),
+                                message: Some(message),
+                            };
+                        })
+                    {
+                        return None;
+                    }
+                }
+            }
+            if !self.sleep(self.timings().image_pull_backoff, signal).await {
+                return None;
+            }
+        }
+    }
+
     async fn run_container(&self, index: usize, mut signal: watch::Receiver<PodSignal>) {
-        let Some(spec) = self.state().containers.get(index).map(|c| c.spec.clone()) else {
+        let Some(mut spec) = self.state().containers.get(index).map(|c| c.spec.clone()) else {
             return;
         };
+        let literal_env = spec.env.clone();
         if !self.pull_image(index, &spec.image, &mut signal).await {
             return;
         }
@@ -553,6 +717,11 @@ impl PodRuntime {
         );
         let mut backoff = self.timings().restart_backoff;
         loop {
+            // The kubelet builds the container's config (its environment) before each start.
+            let Some(resolved) = self.container_config(index, &spec, &mut signal).await else {
+                return;
+            };
+            spec.env = literal_env.iter().cloned().chain(resolved).collect();
             let container_id = format!("containerd://{}", names::random_hex(64));
             self.kubelet.logs.start(&container_id);
             let started = time::now();
@@ -674,7 +843,7 @@ impl PodRuntime {
         };
         let deadline = match stop {
             PodSignal::Terminate { deadline } => deadline,
-            PodSignal::Removed | PodSignal::Live => return None,
+            PodSignal::Removed | PodSignal::Live | PodSignal::Evicted => return None,
         };
         // SIGTERM: a normal process exits after a moment; one that ignores it is SIGKILLed when
         // the grace period ends.
@@ -957,55 +1126,38 @@ fn container_status(c: &ContainerRuntime) -> ContainerStatus {
     }
 }
 
-/// The pod status as the kubelet would report it.
-fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> PodStatus {
-    let transitions = &mut state.transitions;
-    match state.scheduling {
-        Scheduling::Pending => {
-            return PodStatus {
-                phase: Some("Pending".to_owned()),
-                ..PodStatus::default()
-            };
-        }
-        Scheduling::Unschedulable => {
-            return PodStatus {
-                phase: Some("Pending".to_owned()),
-                conditions: Some(vec![condition(
-                    transitions,
-                    "PodScheduled",
-                    false,
-                    Some("Unschedulable"),
-                    Some("0/1 nodes are available: 1 node(s) were unschedulable (injected by mcp-k8s-fake). preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_owned()),
-                )]),
-                ..PodStatus::default()
-            };
-        }
-        Scheduling::Bound => {}
+/// One container's status after an eviction: a container that had not ended is one the runtime
+/// no longer knows, which the kubelet's status manager reports as terminated with reason
+/// `ContainerStatusUnknown`, exit code 137 and no container id (`generateAPIPodStatus`).
+fn lost_container_status(c: &ContainerRuntime) -> ContainerStatus {
+    let mut status = container_status(c);
+    if matches!(c.state, RunState::Terminated(_)) {
+        return status;
     }
-    let Some(started_at) = state.started_at else {
-        // Bound by the scheduler, not yet seen by the kubelet.
-        return PodStatus {
-            phase: Some("Pending".to_owned()),
-            conditions: Some(vec![condition(
-                transitions,
-                "PodScheduled",
-                true,
-                None,
-                None,
-            )]),
-            ..PodStatus::default()
-        };
-    };
-    let phase = phase(&state.containers, policy, state.terminating);
-    let terminal = matches!(phase, "Succeeded" | "Failed");
-    let unready: Vec<&str> = state
-        .containers
-        .iter()
-        .filter(|c| !matches!(c.state, RunState::Running { .. }))
-        .map(|c| c.spec.name.as_str())
-        .collect();
-    let ready = unready.is_empty();
-    let (ready_reason, ready_message) = if ready {
+    status.container_id = None;
+    status.ready = false;
+    status.started = Some(false);
+    status.state = Some(ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 137,
+            reason: Some("ContainerStatusUnknown".to_owned()),
+            message: Some(
+                "The container could not be located when the pod was terminated".to_owned(),
+            ),
+            ..ContainerStateTerminated::default()
+        }),
+        ..ContainerState::default()
+    });
+    status
+}
+
+/// The reason and message of the `Ready` and `ContainersReady` conditions.
+fn readiness(
+    ready: bool,
+    terminal: bool,
+    unready: &[&str],
+) -> (Option<&'static str>, Option<String>) {
+    if ready {
         (None, None)
     } else if terminal {
         (Some("PodCompleted"), None)
@@ -1017,8 +1169,75 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
                 unready.join(" ")
             )),
         )
+    }
+}
+
+/// The pod status as the kubelet would report it.
+/// The status of a pod the kubelet has not started (`Err`), else when it started it (`Ok`).
+fn not_started_status(state: &mut PodState) -> Result<Timestamp, Box<PodStatus>> {
+    let transitions = &mut state.transitions;
+    match state.scheduling {
+        Scheduling::Pending => {
+            return Err(Box::new(PodStatus {
+                phase: Some("Pending".to_owned()),
+                ..PodStatus::default()
+            }));
+        }
+        Scheduling::Unschedulable => {
+            return Err(Box::new(PodStatus {
+                phase: Some("Pending".to_owned()),
+                conditions: Some(vec![condition(
+                    transitions,
+                    "PodScheduled",
+                    false,
+                    Some("Unschedulable"),
+                    Some("0/1 nodes are available: 1 node(s) were unschedulable (injected by mcp-k8s-fake). preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_owned()),
+                )]),
+                ..PodStatus::default()
+            }));
+        }
+        Scheduling::Bound => {}
+    }
+    let Some(started_at) = state.started_at else {
+        // Bound by the scheduler, not yet seen by the kubelet.
+        return Err(Box::new(PodStatus {
+            phase: Some("Pending".to_owned()),
+            conditions: Some(vec![condition(
+                transitions,
+                "PodScheduled",
+                true,
+                None,
+                None,
+            )]),
+            ..PodStatus::default()
+        }));
     };
-    let conditions = vec![
+    Ok(started_at)
+}
+
+fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> PodStatus {
+    let started_at = match not_started_status(state) {
+        Ok(started_at) => started_at,
+        Err(status) => return *status,
+    };
+    let transitions = &mut state.transitions;
+    let evicted = state.evicted.clone();
+    let initializing = state.initializing;
+    let phase = if evicted.is_some() {
+        "Failed"
+    } else {
+        phase(&state.containers, policy, state.terminating)
+    };
+    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let unready: Vec<&str> = state
+        .containers
+        .iter()
+        .filter(|c| !matches!(c.state, RunState::Running { .. }))
+        .map(|c| c.spec.name.as_str())
+        .collect();
+    let ready = unready.is_empty();
+    let (ready_reason, ready_message) = readiness(ready, terminal, &unready);
+    let mut conditions = vec![
         condition(
             transitions,
             "PodReadyToStartContainers",
@@ -1026,7 +1245,13 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
             None,
             None,
         ),
-        condition(transitions, "Initialized", true, None, None),
+        condition(
+            transitions,
+            "Initialized",
+            !initializing,
+            initializing.then_some("ContainersNotInitialized"),
+            None,
+        ),
         condition(
             transitions,
             "Ready",
@@ -1043,9 +1268,26 @@ fn render_status(state: &mut PodState, policy: RestartPolicy, pod_ip: &str) -> P
         ),
         condition(transitions, "PodScheduled", true, None, None),
     ];
-    let container_statuses = state.containers.iter().map(container_status).collect();
+    conditions.extend(evicted.as_ref().map(|message| {
+        let reason = Some("TerminationByKubelet");
+        condition(
+            transitions,
+            "DisruptionTarget",
+            true,
+            reason,
+            Some(message.clone()),
+        )
+    }));
+    let render = if evicted.is_some() {
+        lost_container_status
+    } else {
+        container_status
+    };
+    let container_statuses = state.containers.iter().map(render).collect();
     PodStatus {
         phase: Some(phase.to_owned()),
+        reason: evicted.as_ref().map(|_| "Evicted".to_owned()),
+        message: evicted,
         conditions: Some(conditions),
         container_statuses: Some(container_statuses),
         host_ip: Some(NODE_IP.to_owned()),
@@ -1074,6 +1316,7 @@ mod tests {
                 command: Vec::new(),
                 args: Vec::new(),
                 env: Vec::new(),
+                secret_env: Vec::new(),
                 stdin: false,
                 stdin_once: false,
             },

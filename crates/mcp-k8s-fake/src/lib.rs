@@ -2,7 +2,8 @@
 //!
 //! [`FakeKubeServer`] serves the Kubernetes REST API over HTTP on `127.0.0.1` (an OS-chosen
 //! port), so a real [`kube::Client`] talks to it exactly as to a cluster. It keeps pods,
-//! services, persistentvolumeclaims and networkpolicies with the apiserver's metadata handling
+//! services, persistentvolumeclaims, networkpolicies, secrets, serviceaccounts, resourcequotas and
+//! limitranges with the apiserver's metadata handling
 //! (generateName, uid, a global resourceVersion, 409/404/410/422 `Status` errors), lists with
 //! label/field selectors and consistent `limit`/`continue` pagination, watches, graceful pod
 //! deletion, the pod `log` subresource and the pod `attach` subresource over WebSocket. A
@@ -33,12 +34,17 @@
 //!   defaults (restart policy, grace period, cluster IP, bound claim, ...).
 //! - Lists are ordered by name (by namespace/name across namespaces). A continue token reads the
 //!   snapshot of the first page; `remainingItemCount` is set when no selector is used, like an
-//!   etcd-backed list. A token older than the last compaction answers 410 `Expired` (see
-//!   [`FakeKubeHandle::expire_continue_tokens`]); a malformed one 400, as the apiserver does.
+//!   etcd-backed list. A token older than the last compaction answers 410 `Expired`; the
+//!   history is compacted every [`FakeKubeOptions::compaction_interval`] (5 minutes, like the
+//!   apiserver's etcd compactor, to the revision of the previous tick) and on
+//!   [`FakeKubeHandle::expire_continue_tokens`]; a malformed token answers 400, as the apiserver
+//!   does. The history also keeps a bounded number of events (etcd keeps them by time).
 //! - Watches replay history after a resourceVersion (410 `Expired` as an ERROR event once
 //!   compacted), or start with ADDED events for `resourceVersion` unset/`0`; objects entering or
 //!   leaving a label selection appear as ADDED/DELETED; `timeoutSeconds`, `allowWatchBookmarks`
-//!   and `sendInitialEvents` are honoured.
+//!   (a BOOKMARK every [`FakeKubeOptions::bookmark_interval`], a minute by default as from the
+//!   watch cache; the cache's extra bookmark just before a watch times out is not sent) and
+//!   `sendInitialEvents` are honoured.
 //! - A pod delete with a grace period (query or `DeleteOptions` body, else the pod's
 //!   `terminationGracePeriodSeconds`) sets `deletionTimestamp`; the kubelet stops the
 //!   containers (SIGTERM: exit 143 after [`KubeletTimings::termination`]; with
@@ -57,6 +63,42 @@
 //!   pod, 400 for an invalid or not running container, `stdin=true` without `stdin: true` in the
 //!   spec, no stream requested, or no WebSocket upgrade.
 //!
+//! - Admission of new pods (also on `dryRun`), in the apiserver's order, each refusal a 403
+//!   `Forbidden` naming the pod by its name or, before one is generated, its `generateName`:
+//!   `ServiceAccount` (the pod's account must exist; `default` always does), `LimitRanger`
+//!   (`Container` defaults with the API's defaulting of the item, then `min`/`max`, several
+//!   errors aggregated in `[...]`), Pod Security `restricted` for namespaces labelled
+//!   [`POD_SECURITY_ENFORCE`]`=restricted` through [`FakeKubeHandle::set_namespace_label`] (host
+//!   namespaces, privileged, allowPrivilegeEscalation, capabilities, hostPath volumes,
+//!   runAsNonRoot, runAsUser=0, seccompProfile, with the admission's message), and
+//!   `ResourceQuota` (`pods`, `requests.*`, `limits.*` and bare `cpu`/`memory` summed over the
+//!   namespace's unfinished pods; `failed quota: ...: must specify ...` when a limited resource is
+//!   not set). A request above its limit is a 422 as in `ValidateResourceRequirements`.
+//! - Kubelet: `secretKeyRef` variables are resolved from stored Secrets before each start (also
+//!   into a real program's environment); a missing Secret or key keeps the container waiting in
+//!   `CreateContainerConfigError` with the kubelet's message, retried until it appears. A real
+//!   program that cannot be executed ends its run with `StartError` (exit code 128).
+//!   [`FakeKubeHandle::evict_for_node_pressure`] plays the eviction manager: the pod becomes
+//!   `Failed`/`Evicted` with its message and a `DisruptionTarget` condition, and its containers
+//!   `ContainerStatusUnknown` (exit 137, no container id), whose log the kubelet refuses (400 "is
+//!   terminated").
+//!
+//! - DELETE answers with the deleted object for pods, services, claims and serviceaccounts (the
+//!   registries with `ReturnDeletedObject`), a `Status` for the other kinds. The log of a pod
+//!   that has no node yet is an empty 200, as the registry's `LogLocation` gives no location.
+//! - [`FakeKubeHandle::collect_terminated_pods`] plays the pod garbage collector's sweep of
+//!   finished pods beyond a threshold (the other PodGC sweeps, of orphaned and unscheduled
+//!   terminating pods, are not modelled).
+//! - The `pods/eviction` subresource (policy/v1 `Eviction`) deletes the pod with the eviction's
+//!   `deleteOptions` (gracefully by default) and answers 201 `Success`; no PodDisruptionBudget
+//!   is modelled, so no eviction is ever refused with 429.
+//! - PATCH with `application/merge-patch+json` merges into `metadata` (labels, annotations,
+//!   `ownerReferences`, each of which needs apiVersion, kind, name and uid: 422 otherwise); the
+//!   identity fields stay. When an object is removed, the garbage collector's background deletion
+//!   removes the objects of its namespace that name its uid in `ownerReferences` (and theirs).
+//! - Claims get the `kubernetes.io/pvc-protection` finalizer; deleting one that an unfinished pod
+//!   mounts only sets its `deletionTimestamp`, and it goes when the last such pod is removed.
+//!
 //! # Deliberately independent of `mcp-types`
 //! The label/field selector parser and matcher (`selector`) and the name and label checks
 //! (`names`) are written here from the apiserver's behaviour, NOT shared with `mcp-types`'
@@ -65,14 +107,24 @@
 //! no test would notice. Do not deduplicate them; a difference between the two is a finding.
 //!
 //! # Not modelled
-//! PUT and PATCH (answered 405 `MethodNotAllowed`), namespaces as objects (every namespace
-//! exists), finalizers and owner-reference garbage collection, probes, init containers' runs,
-//! exec and port-forward, attach over SPDY (a POST is answered 400 like a request without an
-//! upgrade), TTYs (`tty=true` is refused with 400), the legacy `channel.k8s.io` and base64
-//! subprotocols, attach to fixture-script containers (400: they have no byte streams),
-//! `valueFrom` env values for real programs, authentication and authorization, and resource
-//! kinds other than the four above.
+//! PUT (answered 405 `MethodNotAllowed`), PATCH other than a JSON merge patch of `metadata` (405
+//! for other fields, 415 for other patch types), namespaces as objects (every namespace exists;
+//! their labels are set through the handle), finalizers other than `kubernetes.io/pvc-protection`
+//! (and removing that one by a patch), foreground and orphan deletion propagation and the garbage
+//! collection of owned pods, PodDisruptionBudgets, automatic pod garbage collection, admission
+//! races (two concurrent creates can both pass a quota), the `kubernetes.io/limit-ranger`
+//! annotation, Pod Security levels other than `restricted` and its checks no pod here can trip
+//! (AppArmor, SELinux, sysctls, procMount, volume types other than hostPath), the LimitRange `Pod`
+//! and `PersistentVolumeClaim` types and the max/request ratio, quota scopes and object-count
+//! quotas other than `pods`, probes, init containers' own runs and statuses (they are taken to
+//! succeed after an image pull's time; meanwhile the pod is not `Initialized` and the other
+//! containers wait in `PodInitializing`), exec and port-forward, attach over SPDY (a POST is
+//! answered 400 like a request without an upgrade), TTYs (`tty=true` is refused with 400), the
+//! legacy `channel.k8s.io` and base64 subprotocols, attach to fixture-script containers (400: they
+//! have no byte streams), `valueFrom` env values other than `secretKeyRef`, authentication and
+//! authorization, and resource kinds other than the eight above.
 
+mod admission;
 mod api;
 mod attach;
 mod failures;
@@ -98,6 +150,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admission::POD_SECURITY_ENFORCE;
 pub use failures::{Failure, FailureTarget};
 pub use kind::ResourceKind;
 pub use kubelet::{KubeletTimings, NODE_NAME};
@@ -107,7 +160,7 @@ pub use requests::RecordedRequest;
 use crate::api::AppState;
 use crate::kubelet::Kubelet;
 use crate::logs::LogStore;
-use crate::store::{ObjectKey, Store};
+use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
 
 /// Errors of the fake's test-facing API.
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +211,14 @@ pub struct FakeKubeOptions {
     pub default_namespace: String,
     /// How fast the simulated kubelet moves.
     pub timings: KubeletTimings,
-    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK event.
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK event (the apiserver's
+    /// watch cache: about once a minute).
     pub bookmark_interval: Duration,
+    /// How often the history is compacted to the revision of the previous compaction, as
+    /// kube-apiserver's etcd compactor does (`--etcd-compaction-interval`, 5 minutes): a continue
+    /// token or watch position lives one to two intervals. `None`: only
+    /// [`FakeKubeHandle::expire_continue_tokens`] compacts.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl Default for FakeKubeOptions {
@@ -167,7 +226,8 @@ impl Default for FakeKubeOptions {
         Self {
             default_namespace: "default".to_owned(),
             timings: KubeletTimings::default(),
-            bookmark_interval: Duration::from_secs(1),
+            bookmark_interval: Duration::from_secs(60),
+            compaction_interval: Some(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -235,15 +295,33 @@ impl FakeKubeServer {
             Arc::clone(&programs),
         ));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let namespaces = Arc::new(admission::Namespaces::default());
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             logs: Arc::clone(&logs),
-            kubelet,
+            kubelet: Arc::clone(&kubelet),
             requests: Arc::clone(&requests),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
             bookmark_interval: options.bookmark_interval,
+            namespaces: Arc::clone(&namespaces),
         });
+        if let Some(interval) = options.compaction_interval.filter(|i| !i.is_zero()) {
+            let store = Arc::clone(&store);
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                // Each tick compacts to the revision the previous tick saw.
+                let mut previous = store.resource_version();
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                    store.compact_to(previous);
+                    previous = store.resource_version();
+                }
+            });
+        }
         let app = api::router(state);
         let shutdown = cancel.clone();
         let serve = tokio::spawn(async move {
@@ -263,6 +341,8 @@ impl FakeKubeServer {
                 failures,
                 programs,
                 requests,
+                kubelet,
+                namespaces,
             },
             cancel,
             tracker,
@@ -370,9 +450,91 @@ pub struct FakeKubeHandle {
     failures: Arc<failures::Failures>,
     programs: Arc<process::Programs>,
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
+    kubelet: Arc<Kubelet>,
+    namespaces: Arc<admission::Namespaces>,
 }
 
 impl FakeKubeHandle {
+    /// The pod garbage collector's terminated-pod sweep (kube-controller-manager
+    /// `--terminated-pod-gc-threshold`): while more than `threshold` pods have finished
+    /// (`Succeeded` or `Failed`, evicted ones included), the oldest by creation are deleted at
+    /// once. Returns the deleted pods as `namespace/name`. Owned objects follow (garbage
+    /// collector), and so do claims only they kept (pvc-protection).
+    pub fn collect_terminated_pods(&self, threshold: usize) -> Vec<String> {
+        let mut finished: Vec<serde_json::Value> = self
+            .store
+            .all(ResourceKind::Pod, None)
+            .into_iter()
+            .filter(|p| matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .collect();
+        finished.sort_by(|a, b| {
+            let created = |p: &serde_json::Value| {
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            created(a).cmp(&created(b))
+        });
+        let excess = finished.len().saturating_sub(threshold);
+        let mut deleted = Vec::new();
+        for pod in finished.into_iter().take(excess) {
+            let (Some(namespace), Some(name), Some(uid)) = (
+                pod["metadata"]["namespace"].as_str(),
+                pod["metadata"]["name"].as_str(),
+                pod["metadata"]["uid"].as_str(),
+            ) else {
+                continue;
+            };
+            let key = ObjectKey::new(ResourceKind::Pod, namespace, name);
+            let removed = self.store.delete(&key, Some(uid), |pod| {
+                Ok(DeleteAction::RemoveAs(stamp_deletion(pod, 0)))
+            });
+            if matches!(removed, Ok(Some(_))) {
+                self.kubelet.removed(uid);
+                deleted.push(format!("{namespace}/{name}"));
+            }
+        }
+        deleted
+    }
+
+    /// Sets (`Some`) or removes (`None`) a label of a namespace (namespaces are not objects in
+    /// the fake). Admission reads them: [`POD_SECURITY_ENFORCE`] `=restricted` makes every new
+    /// pod of the namespace pass the restricted Pod Security level or be refused (403, the
+    /// admission's `violates PodSecurity "restricted:latest": ...` message).
+    pub fn set_namespace_label(&self, namespace: &str, key: &str, value: Option<&str>) {
+        self.namespaces.set_label(namespace, key, value);
+    }
+
+    /// The kubelet's eviction manager evicts a pod for node pressure on `resource` (`memory`,
+    /// `ephemeral-storage`, ...), as a real node low on it does: every container still running or
+    /// waiting is killed at once and, the runtime no longer knowing it, reported as terminated
+    /// with reason `ContainerStatusUnknown`, exit code 137 and no container id (so its log can
+    /// no longer be read: 400 "is terminated"); the pod becomes `Failed` with reason `Evicted`,
+    /// the eviction manager's message and a `DisruptionTarget` condition. The pod object stays
+    /// until it is deleted.
+    ///
+    /// # Errors
+    /// [`FakeKubeError::PodNotFound`] if the pod does not exist or is not on the node yet.
+    pub fn evict_for_node_pressure(
+        &self,
+        namespace: &str,
+        pod: &str,
+        resource: &str,
+    ) -> Result<(), FakeKubeError> {
+        let not_found = || FakeKubeError::PodNotFound {
+            namespace: namespace.to_owned(),
+            name: pod.to_owned(),
+        };
+        let object = self.pod(namespace, pod).ok_or_else(not_found)?;
+        let uid = object.metadata.uid.clone().ok_or_else(not_found)?;
+        if self.kubelet.evict(&uid, resource) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+
     /// Injects a failure for the containers or pods `target` designates; it applies to pods
     /// scheduled and containers started or pulled from now on.
     pub fn inject(&self, target: FailureTarget, failure: Failure) {
@@ -492,7 +654,8 @@ impl FakeKubeHandle {
     }
 
     /// A stored object of a served type (`Pod`, `Service`, `PersistentVolumeClaim`,
-    /// `NetworkPolicy`); `None` if absent or the type is not served.
+    /// `NetworkPolicy`, `Secret`, `ServiceAccount`, `ResourceQuota`, `LimitRange`); `None` if
+    /// absent or the type is not served.
     pub fn get<K>(&self, namespace: &str, name: &str) -> Option<K>
     where
         K: k8s_openapi::Resource + DeserializeOwned,

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus, Service,
-    ServiceStatus,
+    Container, LimitRange, PersistentVolumeClaim, PersistentVolumeClaimStatus, Pod, PodStatus,
+    ResourceQuota, Secret, Service, ServiceAccount, ServiceStatus,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -92,25 +92,7 @@ pub(crate) fn prepare_create(
         .to_owned();
     let mut errors = Vec::new();
     let prepared = match kind {
-        ResourceKind::Pod => {
-            if body["spec"]["containers"].is_null() {
-                return Err(ApiError::invalid(
-                    kind,
-                    &display_name,
-                    &[FieldError::required("spec.containers", "")],
-                ));
-            }
-            let mut pod: Pod = parse_typed(kind, body)?;
-            default_pod(&mut pod);
-            validate_meta(&pod.metadata, &mut errors);
-            validate_pod(&pod, &mut errors);
-            pod.status = Some(PodStatus {
-                phase: Some("Pending".to_owned()),
-                qos_class: Some(qos_class(&pod).to_owned()),
-                ..PodStatus::default()
-            });
-            to_value(&pod)?
-        }
+        ResourceKind::Pod => prepare_pod(body, &display_name, &mut errors)?,
         ResourceKind::Service => {
             let mut service: Service = parse_typed(kind, body)?;
             validate_meta(&service.metadata, &mut errors);
@@ -138,12 +120,96 @@ pub(crate) fn prepare_create(
             default_network_policy(&mut policy);
             to_value(&policy)?
         }
+        ResourceKind::Secret => {
+            let mut secret: Secret = parse_typed(kind, body)?;
+            validate_meta(&secret.metadata, &mut errors);
+            default_secret(&mut secret);
+            to_value(&secret)?
+        }
+        ResourceKind::ServiceAccount => only_meta::<ServiceAccount>(kind, body, &mut errors)?,
+        ResourceKind::ResourceQuota => only_meta::<ResourceQuota>(kind, body, &mut errors)?,
+        ResourceKind::LimitRange => only_meta::<LimitRange>(kind, body, &mut errors)?,
     };
     if errors.is_empty() {
         Ok(prepared)
     } else {
         Err(ApiError::invalid(kind, &display_name, &errors))
     }
+}
+
+/// `ValidateResourceRequirements`: each request at most its limit.
+fn validate_requests_within_limits(
+    path: &str,
+    container: &Container,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(resources) = &container.resources else {
+        return;
+    };
+    let limits = resources.limits.clone().unwrap_or_default();
+    for (name, request) in resources.requests.iter().flatten() {
+        if let Some(limit) = limits.get(name)
+            && crate::admission::parse_quantity(&request.0)
+                > crate::admission::parse_quantity(&limit.0)
+        {
+            errors.push(FieldError::invalid(
+                format!("{path}.resources.requests[{name}]"),
+                &request.0,
+                format!("must be less than or equal to {name} limit of {}", limit.0),
+            ));
+        }
+    }
+}
+
+/// A kind stored as sent, with only its metadata validated.
+fn only_meta<T>(
+    kind: ResourceKind,
+    body: &Value,
+    errors: &mut Vec<FieldError>,
+) -> Result<Value, ApiError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let object: T = parse_typed(kind, body)?;
+    validate_meta(object.metadata(), errors);
+    to_value(&object)
+}
+
+fn prepare_pod(
+    body: &Value,
+    display_name: &str,
+    errors: &mut Vec<FieldError>,
+) -> Result<Value, ApiError> {
+    let kind = ResourceKind::Pod;
+    if body["spec"]["containers"].is_null() {
+        return Err(ApiError::invalid(
+            kind,
+            display_name,
+            &[FieldError::required("spec.containers", "")],
+        ));
+    }
+    let mut pod: Pod = parse_typed(kind, body)?;
+    default_pod(&mut pod);
+    validate_meta(&pod.metadata, errors);
+    validate_pod(&pod, errors);
+    pod.status = Some(PodStatus {
+        phase: Some("Pending".to_owned()),
+        qos_class: Some(qos_class(&pod).to_owned()),
+        ..PodStatus::default()
+    });
+    to_value(&pod)
+}
+
+/// The registry's create strategy: `stringData` is merged into `data` (it wins on conflicts)
+/// and never stored; the type defaults to `Opaque`.
+fn default_secret(secret: &mut Secret) {
+    if let Some(strings) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in strings {
+            data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+        }
+    }
+    secret.type_.get_or_insert_with(|| "Opaque".to_owned());
 }
 
 fn parse_typed<T: serde::de::DeserializeOwned>(
@@ -426,6 +492,7 @@ fn validate_container(
             &["Always", "IfNotPresent", "Never"],
         ));
     }
+    validate_requests_within_limits(path, container, errors);
     let mut port_names = BTreeSet::new();
     for (j, port) in container.ports.iter().flatten().enumerate() {
         let field = format!("{path}.ports[{j}]");
@@ -647,6 +714,11 @@ fn validate_pvc(pvc: &PersistentVolumeClaim, errors: &mut Vec<FieldError>) {
 
 /// Binds a claim at once, as a cluster with an immediate-binding default storage class would.
 fn bind_pvc(pvc: &mut PersistentVolumeClaim) {
+    // The StorageObjectInUseProtection admission plugin's finalizer.
+    let finalizers = pvc.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers.iter().any(|f| f == crate::store::PVC_PROTECTION) {
+        finalizers.push(crate::store::PVC_PROTECTION.to_owned());
+    }
     let spec = pvc.spec.get_or_insert_with(Default::default);
     spec.storage_class_name
         .get_or_insert_with(|| "standard".to_owned());

@@ -63,6 +63,17 @@ impl ApiError {
         .with_details(kind.status_details(name))
     }
 
+    /// 415 for a PATCH body type the fake does not take.
+    pub(crate) fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format ({content_type:?}) - accepted media types include: application/merge-patch+json"
+            ),
+        )
+    }
+
     /// 409 for a failed precondition or a concurrent modification.
     pub(crate) fn conflict(kind: ResourceKind, name: &str, detail: &str) -> Self {
         Self::new(
@@ -93,6 +104,12 @@ impl ApiError {
     }
 
     /// 400 with a free-form message.
+    pub(crate) fn forbidden(kind: ResourceKind, name: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+            .with_details(kind.status_details(name))
+    }
+
+    /// 400 with a message.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }

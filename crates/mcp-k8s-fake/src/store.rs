@@ -92,6 +92,30 @@ pub(crate) enum DeleteOutcome {
 
 /// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
 /// pod already being deleted keeps its timestamp unless the period shortens it.
+/// The finalizer that keeps a claim while a pod uses it.
+pub(crate) const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
+/// Whether a pod that has not finished mounts the claim `name` of `namespace`.
+fn claim_in_use<'a>(
+    mut objects: impl Iterator<Item = (&'a ObjectKey, &'a Value)>,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    objects.any(|(k, pod)| {
+        k.kind == ResourceKind::Pod
+            && k.namespace == namespace
+            && !matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            )
+            && pod["spec"]["volumes"].as_array().is_some_and(|volumes| {
+                volumes
+                    .iter()
+                    .any(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(name))
+            })
+    })
+}
+
 pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
     let mut next = pod.clone();
     let meta = &mut next["metadata"];
@@ -377,9 +401,23 @@ impl Store {
         if uid.is_some_and(|uid| current["metadata"]["uid"].as_str() != Some(uid)) {
             return Ok(None);
         }
-        let action = decide(&current)?;
+        let mut action = decide(&current)?;
         if matches!(action, DeleteAction::Unchanged) {
             return Ok(Some(DeleteOutcome::Kept(current)));
+        }
+        // pvc-protection: a claim a pod still uses only gets its deletionTimestamp; the
+        // controller removes it (and the finalizer) once no pod uses it.
+        if key.kind == ResourceKind::PersistentVolumeClaim
+            && matches!(action, DeleteAction::Remove)
+            && claim_in_use(inner.objects.iter(), &key.namespace, &key.name)
+        {
+            if !current["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(Some(DeleteOutcome::Kept(current)));
+            }
+            let mut next = current.clone();
+            next["metadata"]["deletionTimestamp"] = json!(time::format_seconds(time::now()));
+            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            action = DeleteAction::Update(next);
         }
         inner.rv += 1;
         let rv = inner.rv;
@@ -404,6 +442,7 @@ impl Store {
                 )
             }
         };
+        let removed = event_type == EventType::Deleted;
         self.record(
             &mut inner,
             StoreEvent {
@@ -411,10 +450,96 @@ impl Store {
                 key: key.clone(),
                 event_type,
                 object,
-                previous: Some(current),
+                previous: Some(current.clone()),
             },
         );
+        if removed && let Some(uid) = current["metadata"]["uid"].as_str() {
+            self.collect_dependents(&mut inner, &key.namespace, uid);
+        }
+        if removed && key.kind == ResourceKind::Pod {
+            self.release_claims(&mut inner, &key.namespace);
+        }
         Ok(Some(outcome))
+    }
+
+    /// The pvc-protection controller: claims being deleted that no pod uses any more go.
+    fn release_claims(&self, inner: &mut Inner, namespace: &str) {
+        let released: Vec<ObjectKey> = inner
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.kind == ResourceKind::PersistentVolumeClaim
+                    && k.namespace == namespace
+                    && !o["metadata"]["deletionTimestamp"].is_null()
+                    && !claim_in_use(inner.objects.iter(), namespace, &k.name)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in released {
+            let Some(mut last) = inner.objects.remove(&key) else {
+                continue;
+            };
+            inner.rv += 1;
+            let rv = inner.rv;
+            let previous = last.clone();
+            last["metadata"]["resourceVersion"] = json!(rv.to_string());
+            last["metadata"]["finalizers"] = json!([]);
+            let uid = last["metadata"]["uid"].as_str().map(str::to_owned);
+            self.record(
+                inner,
+                StoreEvent {
+                    rv,
+                    key,
+                    event_type: EventType::Deleted,
+                    object: last,
+                    previous: Some(previous),
+                },
+            );
+            if let Some(uid) = uid {
+                self.collect_dependents(inner, namespace, &uid);
+            }
+        }
+    }
+
+    /// The garbage collector's background deletion: the objects of the namespace owned by the
+    /// removed object `uid` go too (and theirs in turn). Pods among them are left alone: their
+    /// deletion is graceful and the kubelet's (not modelled).
+    fn collect_dependents(&self, inner: &mut Inner, namespace: &str, uid: &str) {
+        let owned: Vec<ObjectKey> = inner
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.namespace == namespace
+                    && k.kind != ResourceKind::Pod
+                    && o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in owned {
+            let Some(mut last) = inner.objects.remove(&key) else {
+                continue;
+            };
+            inner.rv += 1;
+            let rv = inner.rv;
+            let previous = last.clone();
+            last["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let dependent_uid = last["metadata"]["uid"].as_str().map(str::to_owned);
+            self.record(
+                inner,
+                StoreEvent {
+                    rv,
+                    key: key.clone(),
+                    event_type: EventType::Deleted,
+                    object: last,
+                    previous: Some(previous),
+                },
+            );
+            if let Some(dependent) = dependent_uid {
+                self.collect_dependents(inner, namespace, &dependent);
+            }
+        }
     }
 
     /// Forgets the event history and invalidates every continue token and watch position issued
@@ -424,6 +549,19 @@ impl Store {
         inner.rv += 1;
         inner.compacted_rv = inner.rv;
         inner.history.clear();
+    }
+
+    /// The etcd compactor's step: forgets the history up to `rv` (continue tokens and watch
+    /// positions older than it answer 410 from now on).
+    pub(crate) fn compact_to(&self, rv: u64) {
+        let mut inner = self.lock();
+        if rv <= inner.compacted_rv {
+            return;
+        }
+        inner.compacted_rv = rv;
+        while inner.history.front().is_some_and(|e| e.rv <= rv) {
+            inner.history.pop_front();
+        }
     }
 
     /// The objects of `kind` in scope as they were at `rv` (which must not be compacted).

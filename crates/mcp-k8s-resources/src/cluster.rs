@@ -47,12 +47,13 @@ const BACKEND_RULES: &[RoleRule] = &[
     RoleRule {
         api_group: "networking.k8s.io",
         resource: "networkpolicies",
-        verbs: &["create", "get", "list", "delete"],
+        // `patch`: the pod becomes its owner once it exists (see mcp-k8s `lifecycle`).
+        verbs: &["create", "get", "list", "patch", "delete"],
     },
     RoleRule {
         api_group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["create", "get", "list", "delete"],
+        verbs: &["create", "get", "list", "patch", "delete"],
     },
     RoleRule {
         api_group: "",

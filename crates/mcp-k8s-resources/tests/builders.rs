@@ -784,12 +784,13 @@ fn rbac_grants_exactly_the_backend_verbs() {
         (
             "networking.k8s.io",
             "networkpolicies",
-            &["create", "get", "list", "delete"][..],
+            // `patch`: the pod becomes the owner of what was created before it.
+            &["create", "get", "list", "patch", "delete"][..],
         ),
         (
             "",
             "persistentvolumeclaims",
-            &["create", "get", "list", "delete"][..],
+            &["create", "get", "list", "patch", "delete"][..],
         ),
         ("", "services", &["create", "get", "list", "delete"][..]),
     ]

@@ -4,6 +4,7 @@
 //!
 //! | HTTP status / kube error            | `OrchestratorError`                          |
 //! |-------------------------------------|----------------------------------------------|
+//! | 403 from admission (PodSecurity, ResourceQuota, LimitRange, ServiceAccount) | `PolicyRefused` with the server's message and what to change |
 //! | 401, 403, client auth failures      | `PermissionDenied`                           |
 //! | 404 (of a namespace)                | `InvalidArgument { what: "namespace" }`      |
 //! | 404                                 | `NotFound` (the instance id)                 |
@@ -157,6 +158,11 @@ pub(crate) fn map_error(error: impl Into<EngineError>, target: &Target<'_>) -> O
                 status.message.clone()
             };
             let details_kind = status.details.as_ref().map(|d| d.kind.as_str());
+            if status.code == 403
+                && let Some((policy, change)) = admission_policy(&message)
+            {
+                return OrchestratorError::policy_refused(policy, message, change);
+            }
             match status.code {
                 401 | 403 => OrchestratorError::PermissionDenied {
                     message: format!("{}: {message}", target.describe()),
@@ -210,6 +216,38 @@ pub(crate) fn map_error(error: impl Into<EngineError>, target: &Target<'_>) -> O
             Some(Box::new(error)),
         ),
         other => OrchestratorError::backend(BACKEND, other),
+    }
+}
+
+/// Which admission plugin refused a request (403 `Forbidden`), recognised by the wording each
+/// plugin uses, and what to change. An RBAC refusal (`... cannot create resource ...`) matches
+/// none of them and stays `PermissionDenied`.
+fn admission_policy(message: &str) -> Option<(&'static str, &'static str)> {
+    if message.contains("violates PodSecurity") {
+        Some((
+            "PodSecurity",
+            "the namespace's pod-security.kubernetes.io/enforce level refuses this pod: run in a namespace whose level allows it, or relax the level",
+        ))
+    } else if message.contains("exceeded quota:") || message.contains("failed quota:") {
+        Some((
+            "ResourceQuota",
+            "the namespace's ResourceQuota is used up or needs requests/limits the spec lacks: stop other instances, lower the spec's resources, or raise the quota",
+        ))
+    } else if message.contains("error looking up service account") {
+        Some((
+            "ServiceAccount",
+            "the configured service account does not exist: create it (see docs/KUBERNETES_DEPLOYMENT.md) or configure an existing one",
+        ))
+    } else if message.contains(" usage per Container is ")
+        || message.contains(" usage per Pod is ")
+        || message.contains(" limit to request ratio per ")
+    {
+        Some((
+            "LimitRange",
+            "the namespace's LimitRange bounds the containers' resources: bring the spec's requests and limits within them",
+        ))
+    } else {
+        None
     }
 }
 
@@ -327,6 +365,53 @@ mod tests {
             _ => assert!(text.contains("the server says no"), "{text}"),
         }
         assert_eq!(mapped.is_transient(), expected == "Unavailable");
+    }
+
+    #[rstest]
+    #[case::pod_security(
+        "pods \"mcp-x-\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"mcp-server\" must set securityContext.allowPrivilegeEscalation=false)",
+        "PodSecurity"
+    )]
+    #[case::quota_exceeded(
+        "pods \"mcp-x-\" is forbidden: exceeded quota: compute, requested: limits.memory=256Mi, used: limits.memory=1Gi, limited: limits.memory=1Gi",
+        "ResourceQuota"
+    )]
+    #[case::quota_unspecified(
+        "pods \"mcp-x-\" is forbidden: failed quota: compute: must specify limits.cpu",
+        "ResourceQuota"
+    )]
+    #[case::service_account(
+        "pods \"mcp-x-\" is forbidden: error looking up service account mcpctl/runner: serviceaccount \"runner\" not found",
+        "ServiceAccount"
+    )]
+    #[case::limit_range(
+        "pods \"mcp-x-\" is forbidden: maximum memory usage per Container is 256Mi, but limit is 512Mi",
+        "LimitRange"
+    )]
+    fn admission_refusals_say_which_policy(#[case] message: &str, #[case] policy: &str) {
+        let target = Target::pod("create pod", "mcp-x-");
+        let mapped = map_error(status(403, "Forbidden", message), &target);
+        let OrchestratorError::PolicyRefused {
+            policy: got,
+            message: kept,
+            change,
+            ..
+        } = &mapped
+        else {
+            panic!("{mapped:?}");
+        };
+        assert_eq!((*got, kept.as_str()), (policy, message));
+        assert!(!change.is_empty());
+        assert!(mapped.to_string().contains(message), "{mapped}");
+        assert!(!mapped.is_transient());
+    }
+
+    #[test]
+    fn rbac_refusals_stay_permission_denied() {
+        let target = Target::pod("create pod", "mcp-x-");
+        let message = "pods is forbidden: User \"system:serviceaccount:mcpctl:orch\" cannot create resource \"pods\" in API group \"\" in the namespace \"mcpctl\"";
+        let mapped = map_error(status(403, "Forbidden", message), &target);
+        assert_eq!(variant(&mapped), "PermissionDenied", "{mapped:?}");
     }
 
     fn status_json(value: serde_json::Value) -> kube::Error {

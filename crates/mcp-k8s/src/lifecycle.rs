@@ -3,17 +3,19 @@
 //!
 //! Creation order: PersistentVolumeClaims and the NetworkPolicy first, then the Pod, then the
 //! Service. Claims must exist before the pod can mount them, and the policy is in place before
-//! the pod starts so the server never runs unisolated; both are labelled with the instance and
-//! removed explicitly by `stop` (an ownerReference would need the pod's uid, which does not exist
-//! yet). The Service comes after the pod and carries an ownerReference to it, so the garbage
-//! collector removes it even if the pod is deleted by other means.
+//! the pod starts so the server never runs unisolated. The Service comes after the pod and carries
+//! an ownerReference to it; the claims and the policy, created before the pod had a uid, get
+//! theirs by a merge patch once it exists (the Role grants `patch` on them for exactly this).
+//! So every per-instance companion is owned by its pod, and the garbage collector removes it
+//! however the pod goes (eviction, node drain, pod garbage collection, `kubectl delete`); `stop`
+//! still removes them by label, and sweeps the leftovers of a pod that is already gone.
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::wait::await_condition;
 use kube::{Resource, ResourceExt};
 use mcp_k8s_resources::names::instance_selector;
@@ -28,7 +30,7 @@ use crate::KubernetesOrchestrator;
 use crate::error::{
     RETRY_ATTEMPTS, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, Target, idempotent, map_error, once,
 };
-use crate::status::{has_run, is_managed};
+use crate::status::{has_run, is_finished, is_managed};
 
 /// How long after the grace period a stop waits for the pod to go before forcing it.
 pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(10);
@@ -126,7 +128,53 @@ async fn create_all(
         )
         .await?;
     }
+    if let Some(owner) = owner_reference(&pod) {
+        for object in created.clone() {
+            match object {
+                Created::Claim(name) => {
+                    own(&o.claims, "persistentvolumeclaim", &name, id, &owner).await?;
+                }
+                Created::Policy(name) => {
+                    own(&o.policies, "networkpolicy", &name, id, &owner).await?;
+                }
+                Created::Pod(_) | Created::Service(_) => {}
+            }
+        }
+    }
     Ok(())
+}
+
+/// Makes the pod the owner of a companion created before it (a merge patch of
+/// `metadata.ownerReferences`: idempotent, so retried like a read).
+async fn own<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    name: &str,
+    instance: &str,
+    owner: &OwnerReference,
+) -> Result<()>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    #[derive(Debug, Serialize)]
+    struct OwnerPatch<'a> {
+        metadata: OwnerMeta<'a>,
+    }
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct OwnerMeta<'a> {
+        owner_references: [&'a OwnerReference; 1],
+    }
+    let target = Target::object("set the owner of", kind, name, instance);
+    let patch = Patch::Merge(OwnerPatch {
+        metadata: OwnerMeta {
+            owner_references: [owner],
+        },
+    });
+    let params = PatchParams::default();
+    idempotent(&target, || Box::pin(api.patch(name, &params, &patch)))
+        .await
+        .map(drop)
 }
 
 /// Creates one object (a single attempt: a create is not idempotent). An object whose create
@@ -233,6 +281,72 @@ where
     first_error.map_or(Ok(()), Err)
 }
 
+/// See [`KubernetesOrchestrator::sweep_orphans`].
+pub(crate) async fn sweep_orphans(
+    o: &KubernetesOrchestrator,
+    min_age: Duration,
+) -> Result<Vec<String>> {
+    let managed = format!("{}=true", labels::MANAGED);
+    let params = ListParams::default().labels(&managed);
+    let target = Target::collection("list", "pod");
+    let pods = idempotent(&target, || Box::pin(o.pods.list(&params))).await?;
+    let live: std::collections::BTreeSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let cutoff = jiff_cutoff(min_age);
+    let (services, policies, claims) = futures::join!(
+        remove_orphans(&o.services, "service", &params, &live, cutoff),
+        remove_orphans(&o.policies, "networkpolicy", &params, &live, cutoff),
+        remove_orphans(&o.claims, "persistentvolumeclaim", &params, &live, cutoff),
+    );
+    let mut removed = services?;
+    removed.extend(policies?);
+    removed.extend(claims?);
+    Ok(removed)
+}
+
+/// The creation time before which a companion counts as old enough to sweep.
+fn jiff_cutoff(min_age: Duration) -> Option<Timestamp> {
+    let now = Timestamp::now();
+    let age = jiff::SignedDuration::try_from(min_age).ok()?;
+    now.checked_sub(age).ok()
+}
+
+async fn remove_orphans<K>(
+    api: &Api<K>,
+    kind: &'static str,
+    params: &ListParams,
+    live: &std::collections::BTreeSet<String>,
+    cutoff: Option<Timestamp>,
+) -> Result<Vec<String>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    let target = Target::collection("list", kind);
+    let list = idempotent(&target, || Box::pin(api.list(params))).await?;
+    let mut removed = Vec::new();
+    for object in list.items {
+        let meta = object.meta();
+        let Some(instance) = meta.labels.as_ref().and_then(|l| l.get(labels::INSTANCE)) else {
+            continue;
+        };
+        let old_enough = match (cutoff, meta.creation_timestamp.as_ref()) {
+            (Some(cutoff), Some(created)) => created.0 <= cutoff,
+            // Without a creation time (or with an unrepresentable age) it is kept.
+            _ => false,
+        };
+        if live.contains(instance) || !old_enough {
+            continue;
+        }
+        let name = object.name_any();
+        delete_named(api, kind, &name, instance, &DeleteParams::default()).await?;
+        removed.push(format!("{kind}/{name}"));
+    }
+    Ok(removed)
+}
+
 /// Removes the instance's Services, NetworkPolicies and PersistentVolumeClaims.
 async fn delete_companions(o: &KubernetesOrchestrator, id: &str) -> Result<()> {
     let (services, policies, claims) = futures::join!(
@@ -336,8 +450,9 @@ async fn wait_gone(
         .map(|found| found.is_some())
 }
 
-/// Watches the pod until the container has started (`Ok(true)`) or the pod is gone or replaced
-/// (`Ok(false)`), however long that takes.
+/// Watches the pod until the container has started (`Ok(true)`) or the pod is gone, replaced or
+/// finished without a readable run (`Ok(false)`: evicted before its container started, say),
+/// however long that takes.
 pub(crate) async fn wait_until_started(
     api: &Api<Pod>,
     id: &str,
@@ -346,7 +461,7 @@ pub(crate) async fn wait_until_started(
     let same = move |p: &Pod| uid.is_none() || p.metadata.uid == uid;
     let cond = {
         let same = same.clone();
-        move |pod: Option<&Pod>| pod.is_none_or(|p| !same(p) || has_run(p))
+        move |pod: Option<&Pod>| pod.is_none_or(|p| !same(p) || has_run(p) || is_finished(p))
     };
     let found = watch_until(api, id, None, cond).await?;
     Ok(found.flatten().is_some_and(|p| same(&p) && has_run(&p)))

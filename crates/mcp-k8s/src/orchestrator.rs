@@ -41,6 +41,30 @@ pub struct KubernetesOrchestrator {
     pub(crate) attached: StdioClaims,
 }
 
+/// A log read the kubelet refused (400) because the run is gone by now (the runtime lost the
+/// container, e.g. an eviction between looking at the pod and reading): no lines. Any other
+/// failure stays what it was.
+async fn lost_run(
+    pods: &Api<Pod>,
+    id: &str,
+    previous: bool,
+    error: OrchestratorError,
+) -> Result<Vec<mcp_types::LogLine>> {
+    if !matches!(error, OrchestratorError::InvalidArgument { .. }) {
+        return Err(error);
+    }
+    let target = Target::pod("get pod", id);
+    let Ok(pod) = idempotent(&target, || Box::pin(pods.get(id))).await else {
+        return Err(error);
+    };
+    let readable = if previous {
+        has_previous_run(&pod)
+    } else {
+        has_run(&pod)
+    };
+    if readable { Err(error) } else { Ok(Vec::new()) }
+}
+
 impl fmt::Debug for KubernetesOrchestrator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubernetesOrchestrator")
@@ -112,6 +136,20 @@ impl KubernetesOrchestrator {
     /// The namespace every object goes to.
     pub fn namespace(&self) -> &str {
         &self.config.namespace
+    }
+
+    /// Removes the per-instance companions (managed Services, NetworkPolicies and
+    /// PersistentVolumeClaims) whose instance has no pod any more and that are older than
+    /// `min_age`; returns them as `kind/name`. The garbage collector does this for companions
+    /// owned by their pod; this catches the rest: those created before companions were owned, or
+    /// left by a start interrupted between the first create and the ownership patch. `min_age`
+    /// spares a start in progress (its claims and policy exist before its pod); a minute is
+    /// plenty.
+    ///
+    /// # Errors
+    /// A failed list or delete (the sweep stops at the first failure of each kind).
+    pub async fn sweep_orphans(&self, min_age: Duration) -> Result<Vec<String>> {
+        lifecycle::sweep_orphans(self, min_age).await
     }
 
     /// The pod of a managed instance.
@@ -192,12 +230,16 @@ impl McpOrchestrator for KubernetesOrchestrator {
             if !started {
                 return Ok(stream::empty().boxed());
             }
-            let lines = logs::read_all(&self.pods, id.as_str(), &plan).await?;
+            let lines = match logs::read_all(&self.pods, id.as_str(), &plan).await {
+                Ok(lines) => lines,
+                Err(e) => lost_run(&self.pods, id.as_str(), options.previous, e).await?,
+            };
             return Ok(stream::iter(lines.into_iter().map(Ok)).boxed());
         }
         let pods = self.pods.clone();
         let id = id.as_str().to_owned();
         let uid = pod.metadata.uid.clone();
+        let previous = options.previous;
         let lines = async move {
             if !started {
                 match lifecycle::wait_until_started(&pods, &id, uid).await {
@@ -206,9 +248,12 @@ impl McpOrchestrator for KubernetesOrchestrator {
                     Err(e) => return stream::once(async { Err(e) }).boxed(),
                 }
             }
-            match logs::follow(pods, id, plan).await {
+            match logs::follow(pods.clone(), id.clone(), plan).await {
                 Ok(lines) => lines,
-                Err(e) => stream::once(async { Err(e) }).boxed(),
+                Err(e) => match lost_run(&pods, &id, previous, e).await {
+                    Ok(_) => stream::empty().boxed(),
+                    Err(e) => stream::once(async { Err(e) }).boxed(),
+                },
             }
         };
         Ok(stream::once(lines).flatten().boxed())

@@ -633,16 +633,29 @@ async fn start_creates_claims_and_policy_then_pod_then_owned_service() {
         .iter()
         .map(|r| (r.method.as_str(), r.path.as_str()))
         .collect();
+    let claim = format!("{PVCS}/{id}-data");
+    let policy = format!("{POLICIES}/{id}-np");
     assert_eq!(
         order,
         [
             ("POST", PVCS),
             ("POST", POLICIES),
             ("POST", PODS),
-            ("POST", SERVICES)
+            ("POST", SERVICES),
+            // The companions created before the pod become the pod's.
+            ("PATCH", claim.as_str()),
+            ("PATCH", policy.as_str()),
         ]
     );
-    for r in log.iter() {
+    let owner = json!([{"apiVersion": "v1", "kind": "Pod", "name": id.as_str(), "uid": format!("uid-{id}")}]);
+    for r in &log[4..] {
+        assert_eq!(
+            r.body,
+            json!({"metadata": {"ownerReferences": owner}}),
+            "{r:?}"
+        );
+    }
+    for r in log.iter().filter(|r| r.method == "POST") {
         assert!(r.query.is_empty(), "{r:?}");
         assert_eq!(
             r.body["metadata"]["labels"]["mcpctl.io/instance"],
@@ -709,6 +722,41 @@ async fn a_failed_service_create_rolls_everything_back() {
 }
 
 #[tokio::test]
+async fn a_refused_ownership_patch_rolls_everything_back() {
+    // A Role from before companions were owned grants no `patch`.
+    let (o, log) = mock(config(), |r| match r.method.as_str() {
+        "POST" => echo(r),
+        "PATCH" => status(403, "Forbidden"),
+        _ => success(),
+    });
+    let error = o
+        .start_server(&http_spec(), &StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, OrchestratorError::PermissionDenied { message }
+            if message.starts_with("set the owner of \"")),
+        "{error:?}"
+    );
+    let log = log.lock().unwrap();
+    let id = log[2].body["metadata"]["name"].as_str().unwrap().to_owned();
+    let deletes: Vec<String> = log
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            format!("{SERVICES}/{id}-svc"),
+            format!("{PODS}/{id}"),
+            format!("{POLICIES}/{id}-np"),
+            format!("{PVCS}/{id}-data"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_name_collision_rolls_back_and_retries_with_a_fresh_name() {
     let mut pod_posts = 0;
     let (o, log) = mock(config(), move |r| {
@@ -721,7 +769,7 @@ async fn a_name_collision_rolls_back_and_retries_with_a_fresh_name() {
                     echo(r)
                 }
             }
-            ("POST", _) => echo(r),
+            ("POST" | "PATCH", _) => echo(r),
             _ => success(),
         }
     });
@@ -749,6 +797,8 @@ async fn a_name_collision_rolls_back_and_retries_with_a_fresh_name() {
             format!("POST {POLICIES}"),
             format!("POST {PODS}"),
             format!("POST {SERVICES}"),
+            format!("PATCH {PVCS}/{id}-data"),
+            format!("PATCH {POLICIES}/{id}-np"),
         ]
     );
 }

@@ -7,13 +7,18 @@
 //! |--------------------------------------------------------------|-------------|---------------------|
 //! | `deletionTimestamp` set                                      | `Stopping`  | `Terminating`       |
 //! | phase `Succeeded`                                            | `Succeeded` | `Completed`         |
-//! | phase `Failed`                                               | `Failed`    | container's (`Error`, `OOMKilled`) or pod's (`Evicted`) |
+//! | phase `Failed`, pod reason set (`Evicted`, `Shutdown`, ...)   | `Failed`    | pod's, with its message |
+//! | phase `Failed`                                               | `Failed`    | container's (`Error`, `OOMKilled`, `ContainerStatusUnknown`) |
 //! | phase `Unknown`                                              | `Unknown`   | pod's               |
 //! | condition `PodScheduled=False`, reason `Unschedulable`       | `Pending`   | `Unschedulable`     |
 //! | container waiting (`ContainerCreating`, `ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`, ...) | `Pending` | the waiting reason |
 //! | container terminated, restart policy `Never` (or `OnFailure` and exit 0) | `Succeeded`/`Failed` | `Completed`/the terminated reason |
 //! | container terminated, a restart will follow                  | `Pending`   | the terminated reason |
 //! | container running                                            | `Running`   | none                |
+//!
+//! A container the runtime lost (the kubelet reports `terminated{reason: ContainerStatusUnknown,
+//! exitCode: 137}` without a container id, e.g. after an eviction) has no output to read: it does
+//! not count as "has run" for logs, and the pod's reason (`Evicted`) explains it.
 //!
 //! The terminated rows follow the shared rule of `mcp_types::exit` (the phase from the exit code
 //! and the pod's restart policy; `Completed`/`Error` when the container has no reason).
@@ -58,13 +63,21 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
         Some("Failed") => {
             let terminated = container.and_then(current_terminated);
             out.phase = Phase::Failed;
+            // The kubelet sets a pod reason only when it ended the pod itself (eviction, node
+            // shutdown, admission): that says why, not the container's kill.
+            if status.reason.is_some() {
+                out.reason.clone_from(&status.reason);
+                out.message = status
+                    .message
+                    .clone()
+                    .or_else(|| terminated.and_then(|t| t.message.clone()));
+                return out;
+            }
             out.reason = terminated
                 .and_then(|t| t.reason.clone())
-                .or_else(|| status.reason.clone())
                 .or_else(|| Some(reasons::ERROR.to_owned()));
             out.message = terminated
                 .and_then(|t| t.message.clone())
-                .or_else(|| status.message.clone())
                 .or_else(|| out.exit_code.map(exit_message));
             return out;
         }
@@ -177,18 +190,39 @@ pub(crate) fn has_run(pod: &Pod) -> bool {
         .and_then(server_container)
         .is_some_and(|c| {
             let state = c.state.clone().unwrap_or_default();
-            state.running.is_some() || state.terminated.is_some() || last_run(c).is_some()
+            state.running.is_some()
+                || state.terminated.as_ref().is_some_and(is_readable)
+                || last_run(c).is_some_and(is_readable)
         })
 }
 
-/// Whether the server container has a previous, terminated run.
+/// Whether the server container has a previous, terminated run whose output can be read.
 pub(crate) fn has_previous_run(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(server_container)
         .and_then(last_run)
-        .is_some()
+        .is_some_and(is_readable)
 }
+
+/// Whether the pod has ended for good (no container will run in it again).
+pub(crate) fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether a terminated run left a container the kubelet can read a log from: not one the
+/// runtime lost (`ContainerStatusUnknown` without a container id, which the kubelet refuses
+/// with 400 "is terminated").
+fn is_readable(t: &ContainerStateTerminated) -> bool {
+    t.container_id.as_deref().is_some_and(|id| !id.is_empty())
+        || t.reason.as_deref() != Some(CONTAINER_STATUS_UNKNOWN)
+}
+
+/// The kubelet's reason for a container the runtime no longer knows.
+const CONTAINER_STATUS_UNKNOWN: &str = "ContainerStatusUnknown";
 
 fn endpoint(pod: &Pod, id: &str) -> Option<String> {
     let namespace = pod.metadata.namespace.as_deref()?;
@@ -403,6 +437,16 @@ mod tests {
         expect(Phase::Failed, Some("OOMKilled")).exit(137))]
     #[case::evicted("Always", json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
         expect(Phase::Failed, Some("Evicted")).message("low on resource"))]
+    #[case::evicted_lost_container("Always", with_phase(container(
+        json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated"}}),
+        Value::Null, 0), "Failed")
+        .as_object().cloned().map(|mut o| { o.insert("reason".into(), json!("Evicted"));
+            o.insert("message".into(), json!("The node was low on resource: memory. ")); Value::Object(o) }).unwrap(),
+        expect(Phase::Failed, Some("Evicted")).exit(137).message("low on resource: memory"))]
+    #[case::lost_container_without_pod_reason("Never", with_phase(container(
+        json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}}), Value::Null, 0), "Failed"),
+        expect(Phase::Failed, Some("ContainerStatusUnknown")).exit(137))]
     #[case::unknown("Always", json!({"phase": "Unknown", "reason": "NodeLost"}), expect(Phase::Unknown, Some("NodeLost")))]
     fn pod_to_status(#[case] policy: &str, #[case] status: Value, #[case] want: Expect) {
         let got = instance_status(&pod(policy, status));
@@ -522,5 +566,21 @@ mod tests {
             container(waiting("CrashLoopBackOff", ""), terminated(1, "Error"), 1),
         );
         assert!(has_run(&looping) && has_previous_run(&looping));
+        // A container the runtime lost has no log the kubelet can read, now or as a previous run.
+        let lost = json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}});
+        let evicted = pod(
+            "Always",
+            with_phase(container(lost.clone(), Value::Null, 0), "Failed"),
+        );
+        assert!(!has_run(&evicted) && !has_previous_run(&evicted));
+        assert!(is_finished(&evicted));
+        let restarted = pod(
+            "Always",
+            container(waiting("ContainerCreating", ""), lost, 1),
+        );
+        assert!(!has_run(&restarted) && !has_previous_run(&restarted));
+        let mut with_id = terminated(137, "ContainerStatusUnknown");
+        with_id["terminated"]["containerID"] = json!("containerd://abc");
+        assert!(has_run(&pod("Never", container(with_id, Value::Null, 0))));
     }
 }

@@ -1078,3 +1078,485 @@ async fn the_default_chain_reads_kubeconfig_from_the_environment() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
     o.stop_server(&id, GRACE).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a real cluster does that a happy path never shows (issue #15)
+
+#[tokio::test]
+async fn an_evicted_pod_reports_the_eviction_and_its_lost_log_is_not_an_error() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&idle("evicted"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    assert_eq!(texts(&o, &id, &LogOptions::default()).await, ["ready"]);
+    // Following the log while the node evicts the pod: the stream ends, without an error.
+    let follow = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut follow = std::pin::pin!(follow);
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert_eq!(first.map(|l| l.unwrap().text).as_deref(), Some("ready"));
+    server
+        .handle()
+        .evict_for_node_pressure(NS, id.as_str(), "memory")
+        .unwrap();
+    let followed = tokio::time::timeout(WAIT, follow.collect::<Vec<_>>())
+        .await
+        .expect("the follow ends with the pod");
+    assert!(followed.iter().all(Result::is_ok), "{followed:?}");
+    // Following after the eviction: no lines, no error.
+    let late = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let late = tokio::time::timeout(WAIT, late.collect::<Vec<_>>())
+        .await
+        .expect("a late follow ends");
+    assert!(late.iter().all(Result::is_ok), "{late:?}");
+
+    let status = o
+        .wait_for(&id, WAIT, "evicted", |s| s.phase == Phase::Failed)
+        .await
+        .unwrap();
+    // The pod's reason and message, not the lost container's ContainerStatusUnknown.
+    assert_eq!(status.reason.as_deref(), Some("Evicted"), "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("The node was low on resource: memory"),
+        "{status:?}"
+    );
+    assert_eq!(status.exit_code, Some(137), "{status:?}");
+    // The kubelet cannot read a lost container's log (400): the instance has no lines, which is
+    // not an invalid argument of the caller's.
+    assert!(texts(&o, &id, &LogOptions::default()).await.is_empty());
+    let error = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                previous: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .err();
+    assert!(
+        matches!(
+            error,
+            Some(OrchestratorError::InvalidArgument {
+                what: "previous",
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    // Following a finished pod with no readable run ends at once.
+    let follow = o
+        .get_logs(
+            &id,
+            &LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let lines = tokio::time::timeout(WAIT, follow.collect::<Vec<_>>())
+        .await
+        .expect("following an evicted pod ends");
+    assert!(lines.is_empty(), "{lines:?}");
+    o.stop_server(&id, GRACE).await.unwrap();
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[tokio::test]
+async fn a_missing_secret_ends_the_wait_and_creating_it_brings_the_server_up() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let mut spec = idle("secretive");
+    spec.env.insert(
+        "API_TOKEN".to_owned(),
+        mcp_types::EnvValue::secret("api-token", "token"),
+    );
+    let id = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap();
+    // The wait ends on the kubelet's CreateContainerConfigError, long before its timeout.
+    let started = std::time::Instant::now();
+    let error = o
+        .wait_until_running(&id, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
+    let OrchestratorError::Exited { status, .. } = error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Phase::Pending, Some(reasons::CREATE_CONTAINER_CONFIG_ERROR)),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.message.as_deref(),
+        Some("secret \"api-token\" not found")
+    );
+    // The outside action: the Secret appears (first without the key, then with it).
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(server.client().await, NS);
+    let mut secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "api-token"}, "stringData": {"other": "x"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let status = o
+        .wait_for(&id, WAIT, "the missing key", |s| {
+            s.message.as_deref() == Some("couldn't find key token in Secret mcpctl/api-token")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(reasons::CREATE_CONTAINER_CONFIG_ERROR)
+    );
+    secrets
+        .delete("api-token", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    secret.string_data = Some([("token".to_owned(), "s3cret".to_owned())].into());
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // The kubelet retries on its own: the server comes up without a restart.
+    o.wait_for(&id, WAIT, "running", |s| s.phase == Phase::Running)
+        .await
+        .unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+    secrets
+        .delete("api-token", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+fn create_in_namespace<K>(
+    server: &FakeKubeServer,
+    object: serde_json::Value,
+) -> impl Future<Output = K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let server_client = server.client();
+    async move {
+        let api: kube::Api<K> = kube::Api::namespaced(server_client.await, NS);
+        let object: K = serde_json::from_value(object).unwrap();
+        api.create(&kube::api::PostParams::default(), &object)
+            .await
+            .unwrap()
+    }
+}
+
+fn refused_by(error: &OrchestratorError) -> (&'static str, &str) {
+    match error {
+        OrchestratorError::PolicyRefused {
+            policy, message, ..
+        } => (policy, message.as_str()),
+        other => panic!("expected PolicyRefused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pods_pass_the_restricted_pod_security_level() {
+    let server = FakeKubeServer::start().await;
+    server
+        .handle()
+        .set_namespace_label(NS, mcp_k8s_fake::POD_SECURITY_ENFORCE, Some("restricted"));
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("restricted"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_service_account_is_a_policy_refusal_that_names_it() {
+    let server = FakeKubeServer::start().await;
+    let o = KubernetesOrchestrator::with_client(
+        server.client().await,
+        K8sConfig {
+            service_account: Some("mcp-runner".to_owned()),
+            ..config()
+        },
+    )
+    .unwrap();
+    let error = o
+        .start_server(&idle("account"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "ServiceAccount");
+    assert!(
+        message.ends_with(
+            "is forbidden: error looking up service account mcpctl/mcp-runner: serviceaccount \"mcp-runner\" not found"
+        ),
+        "{message}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+    let _: k8s_openapi::api::core::v1::ServiceAccount = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "mcp-runner"}}),
+    )
+    .await;
+    let id = o
+        .start_server(&idle("account"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.stop_server(&id, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exhausted_quota_is_a_policy_refusal_with_the_quota_message() {
+    let server = FakeKubeServer::start().await;
+    let _: k8s_openapi::api::core::v1::ResourceQuota = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "one-pod"}, "spec": {"hard": {"pods": "1"}}}),
+    )
+    .await;
+    let o = orchestrator(&server).await;
+    let first = o
+        .start_server(&idle("quota"), &StartOptions::default())
+        .await
+        .unwrap();
+    let error = o
+        .start_server(&http_with_volume("quota"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "ResourceQuota");
+    assert!(
+        message.ends_with(
+            "is forbidden: exceeded quota: one-pod, requested: pods=1, used: pods=1, limited: pods=1"
+        ),
+        "{message}"
+    );
+    // The refused instance's companions are gone; the first instance is untouched.
+    o.stop_server(&first, GRACE).await.unwrap();
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[tokio::test]
+async fn a_limit_range_maximum_is_a_policy_refusal() {
+    let server = FakeKubeServer::start().await;
+    let _: k8s_openapi::api::core::v1::LimitRange = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "small"}, "spec": {"limits": [
+            {"type": "Container", "max": {"memory": "32Mi"}}
+        ]}}),
+    )
+    .await;
+    let o = orchestrator(&server).await;
+    let error = o
+        .start_server(&idle("bounded"), &StartOptions::default())
+        .await
+        .unwrap_err();
+    let (policy, message) = refused_by(&error);
+    assert_eq!(policy, "LimitRange");
+    assert!(
+        message.contains("is forbidden: maximum memory usage per Container is 32Mi, but limit is "),
+        "{message}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[rstest::rstest]
+#[case::default_request_above_limit(r#"{"limits": {"memory": "64Mi"}}"#, "resources.limits.memory")]
+#[case::preset_request_above_limit(
+    r#"{"preset": "large", "limits": {"memory": "512Mi"}}"#,
+    "resources.limits.memory"
+)]
+#[tokio::test]
+async fn effective_requests_above_limits_are_refused_before_the_cluster(
+    #[case] resources: &str,
+    #[case] path: &str,
+) {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let mut spec = idle("sized");
+    spec.resources = serde_json::from_str(resources).unwrap();
+    let error = o
+        .start_server(&spec, &StartOptions::default())
+        .await
+        .unwrap_err();
+    let OrchestratorError::InvalidSpec(errors) = &error else {
+        panic!("{error:?}");
+    };
+    // The spec's own field, not the API server's `spec.containers[0].resources.requests[memory]`.
+    assert_eq!(
+        errors
+            .errors()
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        [path],
+        "{error}"
+    );
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[tokio::test]
+async fn companions_are_owned_by_the_pod_and_go_with_it_however_it_is_deleted() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("owned"), &StartOptions::default())
+        .await
+        .unwrap();
+    let h = server.handle();
+    let pod = h.pod(NS, id.as_str()).unwrap();
+    let uid = pod.metadata.uid.clone().unwrap();
+    let owners =
+        |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            refs.unwrap_or_default()
+                .iter()
+                .map(|r| (r.kind.clone(), r.name.clone(), r.uid.clone()))
+                .collect::<Vec<_>>()
+        };
+    let expected = vec![("Pod".to_owned(), id.as_str().to_owned(), uid.clone())];
+    let claims = h.list::<PersistentVolumeClaim>(Some(NS));
+    let policies = h.list::<NetworkPolicy>(Some(NS));
+    let services = h.list::<Service>(Some(NS));
+    assert_eq!((claims.len(), policies.len(), services.len()), (1, 1, 1));
+    assert_eq!(
+        owners(claims[0].metadata.owner_references.clone()),
+        expected
+    );
+    assert_eq!(
+        owners(policies[0].metadata.owner_references.clone()),
+        expected
+    );
+    assert_eq!(
+        owners(services[0].metadata.owner_references.clone()),
+        expected
+    );
+    // `kubectl delete pod --grace-period=0`, not `stop`: the garbage collector removes the rest.
+    let pods: kube::Api<Pod> = kube::Api::namespaced(server.client().await, NS);
+    pods.delete(
+        id.as_str(),
+        &kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..kube::api::DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(h.wait_for_pod_gone(NS, id.as_str(), WAIT).await);
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}
+
+#[tokio::test]
+async fn orphaned_companions_are_swept_and_live_ones_are_not() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let live = o
+        .start_server(&http_with_volume("live"), &StartOptions::default())
+        .await
+        .unwrap();
+    // Companions of an instance whose pod is gone and that no ownerReference ties to it (made
+    // before companions were owned), and an object that is not ours.
+    let gone = "mcp-gone-abcdefghij";
+    let labelled = |name: &str| {
+        serde_json::json!({"metadata": {"name": name, "labels": {
+            "mcpctl.io/managed": "true", "mcpctl.io/instance": gone,
+        }}})
+    };
+    let mut claim = labelled(&format!("{gone}-data"));
+    claim["spec"] = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}
+    });
+    let _: PersistentVolumeClaim = create_in_namespace(&server, claim).await;
+    let mut policy = labelled(&format!("{gone}-np"));
+    policy["spec"] = serde_json::json!({"podSelector": {}});
+    let _: NetworkPolicy = create_in_namespace(&server, policy).await;
+    let _: PersistentVolumeClaim = create_in_namespace(
+        &server,
+        serde_json::json!({"metadata": {"name": "not-ours"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}
+        }}),
+    )
+    .await;
+    // Too young to be an orphan (a start in progress looks the same).
+    assert!(
+        o.sweep_orphans(Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut removed = o.sweep_orphans(Duration::ZERO).await.unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            format!("networkpolicy/{gone}-np"),
+            format!("persistentvolumeclaim/{gone}-data"),
+        ]
+    );
+    let h = server.handle();
+    assert!(h.get::<PersistentVolumeClaim>(NS, "not-ours").is_some());
+    let claims = h.list::<PersistentVolumeClaim>(Some(NS));
+    assert_eq!(instance_labelled(&claims, &live).len(), 1);
+    o.stop_server(&live, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_evicted_pod_collected_by_the_pod_gc_takes_its_companions_along() {
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let id = o
+        .start_server(&http_with_volume("collected"), &StartOptions::default())
+        .await
+        .unwrap();
+    o.wait_until_running(&id, WAIT).await.unwrap();
+    let h = server.handle();
+    h.evict_for_node_pressure(NS, id.as_str(), "ephemeral-storage")
+        .unwrap();
+    let status = o
+        .wait_for(&id, WAIT, "evicted", |s| s.phase == Phase::Failed)
+        .await
+        .unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"), "{status:?}");
+    assert_eq!(
+        h.collect_terminated_pods(0),
+        [format!("{NS}/{}", id.as_str())]
+    );
+    // No stop: the pod garbage collector removed the pod, the garbage collector the rest.
+    assert!(o.get_status(&id).await.unwrap_err().is_not_found());
+    assert!(everything(&server).is_empty(), "{:?}", everything(&server));
+}

@@ -105,6 +105,20 @@ pub enum OrchestratorError {
         #[source]
         source: BoxError,
     },
+    /// A policy of the place the instance would run in refused it (Kubernetes admission: Pod
+    /// Security, a ResourceQuota, a LimitRange, a missing ServiceAccount); nothing was started.
+    /// Unlike [`OrchestratorError::PermissionDenied`] the caller's credentials are fine: the
+    /// spec, the backend's configuration or the policy must change, as `change` says.
+    #[error("refused by the {policy} policy: {message} ({change})")]
+    #[non_exhaustive]
+    PolicyRefused {
+        /// The policy (`PodSecurity`, `ResourceQuota`, `LimitRange`, `ServiceAccount`).
+        policy: &'static str,
+        /// The engine's own message, verbatim.
+        message: String,
+        /// What to change for the request to be accepted.
+        change: &'static str,
+    },
 }
 
 impl OrchestratorError {
@@ -131,6 +145,19 @@ impl OrchestratorError {
             backend,
             message: message.into(),
             source,
+        }
+    }
+
+    /// A [`OrchestratorError::PolicyRefused`].
+    pub fn policy_refused(
+        policy: &'static str,
+        message: impl Into<String>,
+        change: &'static str,
+    ) -> Self {
+        Self::PolicyRefused {
+            policy,
+            message: message.into(),
+            change,
         }
     }
 

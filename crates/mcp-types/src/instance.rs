@@ -144,6 +144,35 @@ pub mod reasons {
     pub const UNHEALTHY: &str = "Unhealthy";
     /// The process supervising the server died and the server was left alone.
     pub const ORPHANED: &str = "Orphaned";
+    /// The container's configuration cannot be built (Kubernetes: a referenced Secret or
+    /// ConfigMap, or a key in it, is missing).
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    /// The runtime refused to create the container.
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    /// The image reference cannot be parsed.
+    pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
+    /// The image is absent and the pull policy forbids pulling it.
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+
+    /// Waiting reasons that last until something outside the instance changes (an image is
+    /// pushed, a Secret created, the spec fixed): the Kubernetes kubelet's image and container
+    /// creation errors (`pkg/kubelet/images`, `pkg/kubelet/kuberuntime`) and a crash loop.
+    pub const NOT_COMING_UP: &[&str] = &[
+        CRASH_LOOP_BACKOFF,
+        ERR_IMAGE_PULL,
+        IMAGE_PULL_BACKOFF,
+        INVALID_IMAGE_NAME,
+        ERR_IMAGE_NEVER_PULL,
+        "ImageInspectError",
+        "RegistryUnavailable",
+        "SignatureValidationFailed",
+        CREATE_CONTAINER_CONFIG_ERROR,
+        CREATE_CONTAINER_ERROR,
+        "PreCreateHookError",
+        "PreStartHookError",
+        "PostStartHookError",
+        "RunContainerError",
+    ];
 }
 
 /// Observed state of an instance.
@@ -178,17 +207,13 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
-    /// Whether the instance is stuck before running (crash-looping or unable to get its image):
-    /// not terminal, but waiting for it to run is pointless until something changes.
+    /// Whether the instance is stuck before running (crash-looping, unable to get its image or
+    /// to create its container: [`reasons::NOT_COMING_UP`]): not terminal, but waiting for it to
+    /// run is pointless until something changes.
     pub fn is_not_coming_up(&self) -> bool {
-        self.reason.as_deref().is_some_and(|r| {
-            [
-                reasons::CRASH_LOOP_BACKOFF,
-                reasons::ERR_IMAGE_PULL,
-                reasons::IMAGE_PULL_BACKOFF,
-            ]
-            .contains(&r)
-        })
+        self.reason
+            .as_deref()
+            .is_some_and(|r| reasons::NOT_COMING_UP.contains(&r))
     }
 
     /// A status with only a phase.
@@ -242,6 +267,10 @@ mod tests {
             reasons::CRASH_LOOP_BACKOFF,
             reasons::ERR_IMAGE_PULL,
             reasons::IMAGE_PULL_BACKOFF,
+            reasons::CREATE_CONTAINER_CONFIG_ERROR,
+            reasons::CREATE_CONTAINER_ERROR,
+            reasons::INVALID_IMAGE_NAME,
+            reasons::ERR_IMAGE_NEVER_PULL,
         ] {
             assert!(
                 InstanceStatus::phase(Phase::Pending)
@@ -253,6 +282,12 @@ mod tests {
         assert!(
             !InstanceStatus::phase(Phase::Pending)
                 .with_reason(reasons::CONTAINER_CREATING)
+                .is_not_coming_up()
+        );
+        // Waiting for an init container is progress, not a dead end.
+        assert!(
+            !InstanceStatus::phase(Phase::Pending)
+                .with_reason("PodInitializing")
                 .is_not_coming_up()
         );
         assert!(!InstanceStatus::phase(Phase::Pending).is_not_coming_up());

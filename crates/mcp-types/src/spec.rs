@@ -216,6 +216,9 @@ impl ResourceRequirements {
         }
     }
 
+    /// The effective requests (explicit, preset or default) must not exceed the effective
+    /// limits: the Kubernetes API server refuses such a pod (422 "must be less than or equal to
+    /// the limit"), and it applies to every backend. The error is on the field the user wrote.
     fn check(&self, prefix: &str, errors: &mut Vec<FieldError>) {
         if let Some(l) = &self.limits.memory
             && l.to_bytes() < MIN_MEMORY_LIMIT_BYTES
@@ -228,25 +231,59 @@ impl ResourceRequirements {
                 ),
             });
         }
+        let (requests, limits) = self.effective();
         let pairs = [
-            ("cpu", &self.requests.cpu, &self.limits.cpu),
-            ("memory", &self.requests.memory, &self.limits.memory),
+            (
+                "cpu",
+                &requests.cpu,
+                &limits.cpu,
+                self.requests.cpu.is_some(),
+            ),
+            (
+                "memory",
+                &requests.memory,
+                &limits.memory,
+                self.requests.memory.is_some(),
+            ),
         ];
-        for (what, req, lim) in pairs {
-            if let (Some(r), Some(l)) = (req, lim) {
-                let (rv, lv) = if what == "cpu" {
-                    (r.to_nanos(), l.to_nanos())
-                } else {
-                    (r.to_bytes(), l.to_bytes())
+        for (what, req, lim, explicit_request) in pairs {
+            let (Some(r), Some(l)) = (req, lim) else {
+                continue;
+            };
+            let (rv, lv) = if what == "cpu" {
+                (r.to_nanos(), l.to_nanos())
+            } else {
+                (r.to_bytes(), l.to_bytes())
+            };
+            if rv <= lv {
+                continue;
+            }
+            if explicit_request {
+                errors.push(FieldError {
+                    path: format!("{prefix}requests.{what}"),
+                    message: format!("request {r} is greater than limit {l}"),
+                });
+            } else {
+                let source = match self.preset {
+                    Some(p) => format!("the {} preset's request", preset_name(p)),
+                    None => "the default request".to_owned(),
                 };
-                if rv > lv {
-                    errors.push(FieldError {
-                        path: format!("{prefix}requests.{what}"),
-                        message: format!("request {r} is greater than limit {l}"),
-                    });
-                }
+                errors.push(FieldError {
+                    path: format!("{prefix}limits.{what}"),
+                    message: format!(
+                        "limit {l} is less than {source} {r}: set requests.{what} to at most {l}, or raise the limit"
+                    ),
+                });
             }
         }
+    }
+}
+
+fn preset_name(p: SizePreset) -> &'static str {
+    match p {
+        SizePreset::Small => "small",
+        SizePreset::Medium => "medium",
+        SizePreset::Large => "large",
     }
 }
 
@@ -731,6 +768,9 @@ mod tests {
     #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: \"/a b\"\n"), "path", "is not allowed in a URL path")]
     #[case(&spec_yaml("transport: streamable-http\nport: 80\npath: /mcp?x=1\n"), "path", "is not allowed in a URL path")]
     #[case(&spec_yaml("resources: { limits: { memory: 1Gi }, requests: { memory: 2Gi } }\n"), "resources.requests.memory", "request 2Gi is greater than limit 1Gi")]
+    #[case(&spec_yaml("resources: { limits: { memory: 64Mi } }\n"), "resources.limits.memory", "limit 64Mi is less than the default request 128Mi: set requests.memory")]
+    #[case(&spec_yaml("resources: { limits: { cpu: 50m } }\n"), "resources.limits.cpu", "limit 50m is less than the default request 100m")]
+    #[case(&spec_yaml("resources: { preset: large, limits: { memory: 512Mi } }\n"), "resources.limits.memory", "limit 512Mi is less than the large preset's request 2Gi")]
     #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: data }]\n"), "volumes[0].mountPath", "\"data\" must be an absolute path")]
     #[case(&spec_yaml("volumes: [{ name: d, size: 0, mountPath: /d }]\n"), "volumes[0].size", "must be greater than zero")]
     #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /d }, { name: d, size: 1Gi, mountPath: /e }]\n"), "volumes[1].name", "duplicate volume name \"d\"")]

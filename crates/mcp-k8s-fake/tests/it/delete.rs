@@ -196,3 +196,173 @@ async fn huge_grace_periods_are_accepted() {
     // The container exits on SIGTERM long before the grace period ends.
     assert!(server.handle().wait_for_pod_gone("huge", "p", WAIT).await);
 }
+
+#[tokio::test]
+async fn merge_patches_set_owners_and_the_garbage_collector_follows_them() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let (server, client) = crate::start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "gc");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, "gc");
+    let pod = crate::create(&pods, &crate::idle_pod("owner", &[])).await;
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    let owner = serde_json::json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "Pod", "name": "owner",
+        "uid": pod.metadata.uid.clone().unwrap(),
+    }], "labels": {"a": "b"}}});
+    let patched = claims
+        .patch("data", &PatchParams::default(), &Patch::Merge(&owner))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.owner_references.unwrap()[0].name, "owner");
+    assert_eq!(patched.metadata.labels.unwrap()["a"], "b");
+    assert_eq!(patched.metadata.name.as_deref(), Some("data"));
+    // An owner reference without a uid is invalid; spec patches and other patch types are not
+    // modelled.
+    let bad = serde_json::json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "owner"}]}});
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Merge(&bad))
+            .await,
+    );
+    assert_eq!(status.code, 422, "{status:?}");
+    let spec = serde_json::json!({"spec": {"volumeName": "x"}});
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Merge(&spec))
+            .await,
+    );
+    assert_eq!(status.code, 405, "{status:?}");
+    let status = crate::status_of(
+        claims
+            .patch("data", &PatchParams::default(), &Patch::Strategic(&owner))
+            .await,
+    );
+    assert_eq!(status.code, 415, "{status:?}");
+    // The owner goes: so does what it owns.
+    pods.delete(
+        "owner",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        server
+            .handle()
+            .wait_for_pod_gone("gc", "owner", crate::WAIT)
+            .await
+    );
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("gc", "data")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_eviction_api_deletes_the_pod_gracefully() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "ev");
+    create(&pods, &idle_pod("p", &[])).await;
+    wait_running(&server, "ev", "p").await;
+    let status = pods
+        .evict("p", &kube::api::EvictParams::default())
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status:?}");
+    assert_eq!(status.code, 201);
+    // Graceful: the pod is Terminating first, then gone.
+    let pod = server.handle().pod("ev", "p");
+    assert!(
+        pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "evicted pod not terminating"
+    );
+    assert!(server.handle().wait_for_pod_gone("ev", "p", WAIT).await);
+    let missing = status_of(pods.evict("p", &kube::api::EvictParams::default()).await);
+    assert_eq!(missing.code, 404);
+}
+
+#[tokio::test]
+async fn a_claim_in_use_waits_for_its_pod_before_it_goes() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use kube::api::PostParams;
+    let (server, client) = start().await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "prot");
+    let pods: Api<Pod> = Api::namespaced(client, "prot");
+    let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap();
+    let created = claims.create(&PostParams::default(), &claim).await.unwrap();
+    assert_eq!(
+        created.metadata.finalizers,
+        Some(vec!["kubernetes.io/pvc-protection".to_owned()])
+    );
+    let mut pod = idle_pod("user", &[]);
+    pod.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(
+            serde_json::json!({"name": "d", "persistentVolumeClaim": {"claimName": "data"}}),
+        )
+        .unwrap(),
+    ]);
+    create(&pods, &pod).await;
+    wait_running(&server, "prot", "user").await;
+    // In use: the delete only marks it.
+    let kept = claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_some());
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_some()
+    );
+    // The pod goes: so does the claim.
+    pods.delete(
+        "user",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        server
+            .handle()
+            .wait_for_pod_gone("prot", "user", WAIT)
+            .await
+    );
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_none()
+    );
+    // A claim no pod uses goes at once.
+    claims.create(&PostParams::default(), &claim).await.unwrap();
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        server
+            .handle()
+            .get::<PersistentVolumeClaim>("prot", "data")
+            .is_none()
+    );
+}

@@ -237,3 +237,81 @@ async fn shutdown_ends_streams_and_tasks() {
         .expect("shutdown must not wait for open streams");
     drop((watch, follow));
 }
+
+#[tokio::test]
+async fn node_pressure_eviction_loses_the_containers() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "ev");
+    create(&pods, &idle_pod("p", &[])).await;
+    wait(&server, "ev", "p", is_running).await;
+    server
+        .handle()
+        .evict_for_node_pressure("ev", "p", "memory")
+        .unwrap();
+    let evicted = wait(&server, "ev", "p", |p| phase(p) == "Failed").await;
+    let status = evicted.status.clone().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("The node was low on resource: memory.")
+    );
+    assert_eq!(
+        condition(&evicted, "DisruptionTarget"),
+        Some(("True".to_owned(), Some("TerminationByKubelet".to_owned())))
+    );
+    let c = container(&evicted, 0);
+    assert_eq!(c.container_id, None);
+    assert!(!c.ready);
+    let t = c.state.unwrap().terminated.unwrap();
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref(), t.container_id),
+        (137, Some("ContainerStatusUnknown"), None)
+    );
+    assert_eq!(
+        t.message.as_deref(),
+        Some("The container could not be located when the pod was terminated")
+    );
+    // The kubelet cannot read a container it lost.
+    let status = crate::status_of(pods.logs("p", &kube::api::LogParams::default()).await);
+    assert_eq!(status.code, 400);
+    assert_eq!(
+        status.message,
+        "container \"main\" in pod \"p\" is terminated"
+    );
+    // The pod object stays until it is deleted; a pod that is not there cannot be evicted.
+    assert!(server.handle().pod("ev", "p").is_some());
+    assert!(
+        server
+            .handle()
+            .evict_for_node_pressure("ev", "absent", "memory")
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn containers_wait_in_pod_initializing_while_init_containers_run() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "init");
+    let mut pod = idle_pod("p", &[]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![
+        serde_json::from_value(serde_json::json!({"name": "setup", "image": "busybox:1"})).unwrap(),
+    ]);
+    create(&pods, &pod).await;
+    let initializing = wait(&server, "init", "p", |p| {
+        waiting_reason(p).as_deref() == Some("PodInitializing")
+    })
+    .await;
+    assert_eq!(phase(&initializing), "Pending");
+    assert_eq!(
+        condition(&initializing, "Initialized"),
+        Some((
+            "False".to_owned(),
+            Some("ContainersNotInitialized".to_owned())
+        ))
+    );
+    let running = wait(&server, "init", "p", is_running).await;
+    assert_eq!(condition(&running, "Initialized").unwrap().0, "True");
+}

@@ -164,3 +164,28 @@ async fn expired_and_invalid_continue_tokens() {
     );
     assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
 }
+
+#[tokio::test]
+async fn the_compactor_expires_tokens_after_one_to_two_intervals() {
+    let interval = std::time::Duration::from_millis(200);
+    let server = mcp_k8s_fake::FakeKubeServer::with_options(mcp_k8s_fake::FakeKubeOptions {
+        compaction_interval: Some(interval),
+        ..mcp_k8s_fake::FakeKubeOptions::default()
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(server.client().await, "compact");
+    for name in ["a", "b", "c"] {
+        create(&pods, &idle_pod(name, &[])).await;
+    }
+    let first = pods.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    // The revision moves on, then two compactions pass: the first compacts to where the
+    // previous one stood, the second past the token.
+    create(&pods, &idle_pod("d", &[])).await;
+    tokio::time::sleep(interval * 3).await;
+    let status = status_of(
+        pods.list(&ListParams::default().limit(1).continue_token(&token))
+            .await,
+    );
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+}

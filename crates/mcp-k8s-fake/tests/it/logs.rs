@@ -302,3 +302,21 @@ async fn kubelet_log_errors() {
         404
     );
 }
+
+#[tokio::test]
+async fn an_unscheduled_pod_has_an_empty_log() {
+    let (server, client) = crate::start().await;
+    server.handle().inject(
+        mcp_k8s_fake::FailureTarget::pod("unsched", "p"),
+        mcp_k8s_fake::Failure::Unschedulable,
+    );
+    let pods: Api<Pod> = Api::namespaced(client, "unsched");
+    crate::create(&pods, &crate::idle_pod("p", &[])).await;
+    // The registry has no node to ask: an empty 200, not an error.
+    assert_eq!(
+        pods.logs("p", &kube::api::LogParams::default())
+            .await
+            .unwrap(),
+        ""
+    );
+}

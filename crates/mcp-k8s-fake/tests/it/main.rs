@@ -1,5 +1,6 @@
 //! Integration tests: a real `kube::Client` against the fake apiserver.
 
+mod admission;
 mod attach;
 mod delete;
 mod kubelet;

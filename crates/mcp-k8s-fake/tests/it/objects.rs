@@ -241,7 +241,7 @@ async fn services_get_a_cluster_ip_and_delete_with_the_object() {
 }
 
 #[tokio::test]
-async fn claims_bind_at_once_and_delete_with_a_status() {
+async fn claims_bind_at_once_and_delete_returning_the_claim() {
     let (_server, client) = start().await;
     let labels = BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
     let meta = |name: &str| ObjectMeta {
@@ -287,14 +287,13 @@ async fn claims_bind_at_once_and_delete_with_a_status() {
         "spec.resources[storage]"
     );
 
-    // Claims and policies answer a delete with a Success status.
+    // The claim registry returns the deleted object (`ReturnDeletedObject: true`), not a Status.
     let deleted = claims
         .delete("data", &DeleteParams::default())
         .await
         .unwrap();
-    let status = deleted.right().unwrap();
-    assert!(status.is_success());
-    assert_eq!(status.details.unwrap().name, "data");
+    let claim = deleted.left().unwrap();
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
     assert_eq!(status_of(claims.get("data").await).code, 404);
 }
 
@@ -347,11 +346,15 @@ async fn network_policies_default_and_select() {
             .is_some()
     );
 
+    // Policies answer a delete with a Success status.
     let deleted = policies
         .delete("deny", &DeleteParams::default())
         .await
         .unwrap();
     assert!(deleted.is_right());
+    let status = deleted.right().unwrap();
+    assert!(status.is_success());
+    assert_eq!(status.details.unwrap().name, "deny");
     assert!(server.handle().list::<NetworkPolicy>(None).is_empty());
 }
 
@@ -385,13 +388,23 @@ async fn version_content_types_unknown_paths_and_request_log() {
         .body(Vec::new())
         .unwrap();
     assert_eq!(status_of(client.request_text(request).await).code, 404);
-    let request = http::Request::patch("/api/v1/namespaces/default/pods/x")
+    // PUT is not modelled; PATCH is (merge patches of metadata), so one without a patch
+    // content type is refused as an unsupported media type.
+    let request = http::Request::put("/api/v1/namespaces/default/pods/x")
         .body(b"{}".to_vec())
         .unwrap();
     let status = status_of(client.request_text(request).await);
     assert_eq!(
         (status.code, status.reason.as_str()),
         (405, "MethodNotAllowed")
+    );
+    let request = http::Request::patch("/api/v1/namespaces/default/pods/x")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let status = status_of(client.request_text(request).await);
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (415, "UnsupportedMediaType")
     );
 
     server.handle().clear_requests();
