@@ -255,7 +255,8 @@ impl ResourceRequirements {
             } else {
                 (r.to_bytes(), l.to_bytes())
             };
-            if rv <= lv {
+            // A memory limit below the minimum is already refused above: one error for it.
+            if rv <= lv || (what == "memory" && lv < MIN_MEMORY_LIMIT_BYTES) {
                 continue;
             }
             if explicit_request {
