@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Toleration, Volume, VolumeMount,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction,
+    Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mcp_types::labels::TRANSPORT;
 use mcp_types::{
     EnvValue, InstanceId, K8sSecurityContext, McpServer, ResourceList, ValidationErrors,
@@ -125,6 +127,20 @@ fn container(spec: &McpServer, security: &K8sSecurityContext) -> Container {
                 ..ContainerPort::default()
             }]
         }),
+        // An HTTP server is Ready (and gets Service traffic) once its port accepts connections;
+        // MCP-level readiness (a handshake) is the gateway's and `mcp-orch run`'s to check.
+        readiness_probe: spec
+            .port
+            .filter(|_| spec.transport.is_http())
+            .map(|_| Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String(PORT_NAME.to_owned()),
+                    ..TCPSocketAction::default()
+                }),
+                period_seconds: Some(5),
+                failure_threshold: Some(3),
+                ..Probe::default()
+            }),
         // stdio servers speak MCP on stdin; the backend attaches to it.
         stdin: (!spec.transport.is_http()).then_some(true),
         resources: Some(ResourceRequirements {
