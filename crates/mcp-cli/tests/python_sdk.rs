@@ -328,8 +328,13 @@ fn python_sdk_reaches_servers_in_containers_including_mcp_server_time() {
     );
     assert_echo(&sdk_http(&python, &url), "over http");
 
-    // The gateway in front of the same containers: the SDK's streamable-HTTP client reaches the
-    // stdio server in a container and mcp-server-time through `mcp-orch serve`.
+    through_the_gateway(&python, &env, &id, &time_id);
+    drop(cleanup);
+}
+
+/// The gateway in front of the same containers: the SDK's streamable-HTTP client reaches the
+/// stdio server in a container and mcp-server-time through `mcp-orch serve`.
+fn through_the_gateway(python: &PathBuf, env: &Env, id: &str, time_id: &str) {
     let port = free_port();
     let serving = Serving(
         std::process::Command::new(assert_cmd::cargo::cargo_bin("mcp-orch"))
@@ -348,17 +353,16 @@ fn python_sdk_reaches_servers_in_containers_including_mcp_server_time() {
             .expect("mcp-orch serve"),
     );
     let gateway = |id: &str| format!("http://127.0.0.1:{port}/servers/{id}/mcp");
-    assert_echo(&sdk_http(&python, &gateway(&id)), "over http");
+    assert_echo(&sdk_http(python, &gateway(id)), "over http");
     let now = sdk(
-        &python,
+        python,
         "http",
         "get_current_time",
         &serde_json::json!({"timezone": "UTC"}),
-        &[&gateway(&time_id)],
+        &[&gateway(time_id)],
     );
     assert_eq!(now["server"], "mcp-time", "{now}");
     drop(serving);
-    drop(cleanup);
 }
 
 /// Kills `mcp-orch serve` however the test ends.
