@@ -233,13 +233,11 @@ async fn conformance_kit_passes() {
         return;
     };
     let servers = env.servers();
-    let h = Harness {
-        timeout: WAIT,
-        grace: GRACE,
+    let h = Harness::new(&env.o, &servers)
+        .with_timeout(WAIT)
+        .with_grace(GRACE)
         // The engine keeps one log across restarts.
-        previous_logs: PreviousLogs::Refused,
-        ..Harness::new(&env.o, &servers)
-    };
+        .with_previous_logs(PreviousLogs::Refused);
     let started = Instant::now();
     let result = conformance::run_all(&h).await;
     eprintln!("conformance kit on docker: {:.1?}", started.elapsed());

@@ -194,6 +194,8 @@ struct ContainerSpec {
     args: Vec<String>,
     /// Literal `env` values (`valueFrom` is not resolved).
     env: Vec<(String, String)>,
+    /// `workingDir` (interpreted programs print it; the image's default is `/`).
+    working_dir: Option<String>,
     stdin: bool,
     stdin_once: bool,
 }
@@ -305,6 +307,7 @@ impl PodRuntime {
                         .flatten()
                         .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
                         .collect(),
+                    working_dir: c.working_dir.clone(),
                     stdin: c.stdin.unwrap_or(false),
                     stdin_once: c.stdin_once.unwrap_or(false),
                 },
@@ -632,9 +635,11 @@ impl PodRuntime {
         let injected = self.failure(image, |f| {
             matches!(f, Failure::CrashLoop { .. } | Failure::OomKilled)
         });
+        let steps = fixture::program_for(&spec.command, &spec.args);
         let ignores_sigterm = self
             .failure(image, |f| *f == Failure::IgnoreSigterm)
-            .is_some();
+            .is_some()
+            || steps.contains(&Step::IgnoreSigterm);
         if injected.is_none()
             && let Some(program) = self.kubelet.programs.lookup(&spec.image)
         {
@@ -657,14 +662,7 @@ impl PodRuntime {
                     tokio::time::sleep(crash_after).await;
                     Exit::from_code(exit_code)
                 }
-                _ => {
-                    run_program(
-                        &fixture::program_for(&spec.command, &spec.args),
-                        &logs,
-                        container_id,
-                    )
-                    .await
-                }
+                _ => run_program(&steps, spec, &logs, container_id).await,
             }
         };
         let mut program = pin!(program);
@@ -800,9 +798,25 @@ async fn wait_for_removed(signal: &mut watch::Receiver<PodSignal>) {
 }
 
 /// Executes a container program; a program without `Exit` runs until it is stopped.
-async fn run_program(steps: &[Step], logs: &LogStore, container_id: &str) -> Exit {
+async fn run_program(
+    steps: &[Step],
+    spec: &ContainerSpec,
+    logs: &LogStore,
+    container_id: &str,
+) -> Exit {
     for step in steps {
         match step {
+            Step::PrintEnv(name) => {
+                let value = spec.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                let line = mcp_orchestrator_api::fixture::env_line(name, value.map(String::as_str));
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            Step::PrintCwd => {
+                let cwd = spec.working_dir.as_deref().unwrap_or("/");
+                logs.append(container_id, LogStream::Stdout, cwd);
+            }
+            // Decided before the program starts (`ignores_sigterm` in `execute`).
+            Step::IgnoreSigterm => {}
             Step::Stdout(text) => {
                 logs.append(container_id, LogStream::Stdout, text);
             }
@@ -1074,6 +1088,7 @@ mod tests {
                 command: Vec::new(),
                 args: Vec::new(),
                 env: Vec::new(),
+                working_dir: None,
                 stdin: false,
                 stdin_once: false,
             },

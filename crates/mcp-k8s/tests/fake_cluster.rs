@@ -59,14 +59,12 @@ async fn passes_the_conformance_kit() {
     server.handle().run_image_as(REAL_IMAGE, binary);
     let o = orchestrator(&server).await;
     let servers = FakeClusterServers;
-    let h = Harness {
-        timeout: Duration::from_secs(15),
+    let h = Harness::new(&o, &servers)
+        .with_timeout(Duration::from_secs(15))
         // The container log merges stdout and stderr.
-        streams: StreamSupport::Merged,
+        .with_streams(StreamSupport::Merged)
         // An HTTP server's URL is its Service's cluster DNS name.
-        http_connect: HttpConnect::InEngineNetwork,
-        ..Harness::new(&o, &servers)
-    };
+        .with_http_connect(HttpConnect::InEngineNetwork);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }

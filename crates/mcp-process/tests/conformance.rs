@@ -16,11 +16,9 @@ async fn process_backend_passes_the_conformance_kit() {
         program: common::test_server().await.display().to_string(),
     };
     let recording = common::Recording::new(env.orchestrator.clone());
-    let harness = Harness {
-        timeout: Duration::from_secs(30),
-        grace: Duration::from_secs(5),
-        ..Harness::new(&recording, &servers)
-    };
+    let harness = Harness::new(&recording, &servers)
+        .with_timeout(Duration::from_secs(30))
+        .with_grace(Duration::from_secs(5));
     if let Err(report) = conformance::run_all(&harness).await {
         panic!("{report}");
     }
