@@ -9,7 +9,7 @@ use mcp_k8s::KubernetesOrchestrator;
 use mcp_k8s_fake::FakeKubeServer;
 use mcp_orchestrator_api::McpOrchestrator;
 use mcp_orchestrator_api::conformance::{
-    self, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport,
+    self, Capability, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport, Support,
 };
 use mcp_types::{InstanceFilters, K8sConfig};
 
@@ -64,7 +64,10 @@ async fn passes_the_conformance_kit() {
         // The container log merges stdout and stderr.
         .with_streams(StreamSupport::Merged)
         // An HTTP server's URL is its Service's cluster DNS name.
-        .with_http_connect(HttpConnect::InEngineNetwork);
+        .with_http_connect(HttpConnect::InEngineNetwork)
+        // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.
+        .with_capability(Capability::Volumes, Support::Honoured)
+        .with_capability(Capability::Egress, Support::Honoured);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }

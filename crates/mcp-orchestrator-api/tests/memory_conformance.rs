@@ -1042,7 +1042,7 @@ delegate_except!(StopSkipsBackoff {
 
 delegate_except!(DropsEnv {
     async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
-        self.0.start_server(&McpServer { env: Default::default(), ..spec.clone() }, o).await
+        self.0.start_server(&McpServer { env: std::collections::BTreeMap::new(), ..spec.clone() }, o).await
     }
     async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
     async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
