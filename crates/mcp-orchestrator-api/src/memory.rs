@@ -394,6 +394,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+        crate::filters::validate_filters(filters)?;
         let after = filters
             .continue_token
             .as_deref()
