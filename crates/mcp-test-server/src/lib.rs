@@ -136,12 +136,14 @@ pub enum Error {
 /// [`STATIC_TARGET_DIR`], and returns its path. It runs anywhere, including a `FROM scratch`
 /// image.
 ///
-/// The build goes through the calling package's own workspace (the `CARGO_MANIFEST_DIR` that
-/// `cargo test` sets for the test process; this crate's manifest when run otherwise), so it
-/// uses the caller's lock file, patches and target directory, and works the same from this
-/// repository and from any crate that depends on `mcp-test-server`. The profile is defined
-/// through `CARGO_PROFILE_TEST_STATIC_*` variables, so the caller's workspace needs no
-/// `[profile.test-static]` section.
+/// The build uses this crate's own manifest (in this repository: its workspace; as a
+/// dependency: the package source, with the `Cargo.lock` it was published with), and puts the
+/// result under the *calling* package's target directory (found from the `CARGO_MANIFEST_DIR`
+/// that `cargo test` sets for the test process), so nothing is written next to a registry's
+/// sources. Cargo configuration found from the current directory (such as a
+/// `[patch.crates-io]`) applies as usual. The profile is defined through
+/// `CARGO_PROFILE_TEST_STATIC_*` variables, so no workspace needs a `[profile.test-static]`
+/// section.
 ///
 /// The build runs once per process (later calls return the cached path at once); concurrent
 /// processes are serialized by cargo's own lock on the target dir. It blocks, and takes minutes
@@ -162,8 +164,8 @@ pub fn static_binary() -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// The manifest whose workspace builds the binary: the running test's package (cargo sets
-/// `CARGO_MANIFEST_DIR` at run time too), else this crate's own.
+/// The running test's package manifest (cargo sets `CARGO_MANIFEST_DIR` at run time too), whose
+/// target directory receives the build; this crate's own when there is none.
 fn caller_manifest() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(|dir| Path::new(&dir).join("Cargo.toml"))
@@ -196,8 +198,8 @@ fn static_build_command(cargo: &OsString, manifest: &Path, target_dir: &Path) ->
     cmd
 }
 
-/// The command line [`static_binary`] runs from the package at `manifest` (for documentation
-/// and for building the binary by hand), as one shell-ready string.
+/// The command line [`static_binary`] runs for this crate's manifest at `manifest` (for
+/// documentation and for building the binary by hand), as one shell-ready string.
 pub fn static_binary_command(manifest: &Path) -> String {
     format!(
         "CARGO_ENCODED_RUSTFLAGS={STATIC_RUSTFLAGS} CARGO_PROFILE_TEST_STATIC_INHERITS=dev \
@@ -210,8 +212,8 @@ pub fn static_binary_command(manifest: &Path) -> String {
 
 fn build_static() -> Result<PathBuf, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let manifest = caller_manifest();
-    let target_dir = workspace_target_dir(&cargo, &manifest)?.join(STATIC_TARGET_DIR);
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let target_dir = workspace_target_dir(&cargo, &caller_manifest())?.join(STATIC_TARGET_DIR);
     let started = Instant::now();
     run(&mut static_build_command(&cargo, &manifest, &target_dir))?;
     let binary = target_dir
