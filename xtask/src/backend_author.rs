@@ -48,8 +48,10 @@ pub(crate) fn check() -> Result<()> {
         let file = target
             .join("package")
             .join(format!("{name}-{version}.crate"));
+        // `-m`: the files get the current time. `.crate` files carry fixed mtimes, which would
+        // make cargo take a changed crate's old build in the shared target dir as up to date.
         let status = Command::new("tar")
-            .arg("-xzf")
+            .arg("-xzmf")
             .arg(&file)
             .arg("-C")
             .arg(&crates)
