@@ -5,7 +5,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::{
-    bench, cargo, features, kind_test, leftovers, manifests, python, run_cmd, tidy, workspace_root,
+    backend_author, bench, cargo, features, kind_test, leftovers, manifests, python, run_cmd, tidy,
+    workspace_root,
 };
 
 /// Runs every CI step. `--skip-tests` stops after the static checks (for quick local runs).
@@ -76,6 +77,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 ("PATH", &path),
             ],
         )?;
+        // From outside: the packaged author crates, and a backend that is no workspace member
+        // passing the whole kit against them.
+        println!("\n==> backend-author example against the packaged crates");
+        backend_author::check()?;
         // Every benchmark at tiny sizes: proves they work; timings never gate.
         bench::ci_smoke()?;
         println!("\n==> nothing left running");

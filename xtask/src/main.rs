@@ -1,6 +1,7 @@
 //! Project automation entry point (`cargo xtask <command>`), in the cargo-xtask style: plain
 //! Rust instead of shell scripts, so "green locally" means green CI.
 
+mod backend_author;
 mod bench;
 mod ci;
 mod features;
@@ -22,7 +23,8 @@ commands:
   tidy               layering and file-header rules only
   manifests          regenerate examples/k8s (--check: fail if stale; --validate: also kubernetes-validate)
   kind-test          Kubernetes integration tests on a throw-away kind cluster (--dry-run, --keep, --require)
-  bench              side-by-side benchmarks, writes docs/BENCHMARKS.md (--smoke, --footprint, --only LIST, --no-write)";
+  bench              side-by-side benchmarks, writes docs/BENCHMARKS.md (--smoke, --footprint, --only LIST, --no-write)
+  backend-author     package the author crates, publish --dry-run, run examples/backend-author's kit against them";
 
 fn main() {
     if let Err(e) = run() {
@@ -42,6 +44,7 @@ fn run() -> Result<()> {
         "manifests" => manifests::run(rest),
         "kind-test" => kind_test::run(rest),
         "bench" => bench::run(rest),
+        "backend-author" => backend_author::check(),
         "tidy" => {
             let violations = tidy::check(&workspace_root())?;
             if violations.is_empty() {

@@ -20,7 +20,9 @@ use bollard::query_parameters::{
 };
 use futures::{StreamExt, TryStreamExt};
 use mcp_docker::{DockerConfig, DockerOrchestrator};
-use mcp_orchestrator_api::conformance::{self, Harness, ImageServers, PreviousLogs};
+use mcp_orchestrator_api::conformance::{
+    self, Capability, Harness, ImageServers, PreviousLogs, Support,
+};
 use mcp_orchestrator_api::{FixtureScript, McpOrchestrator, OrchestratorError, OrchestratorExt};
 use mcp_types::{
     EnvValue, GpuSpec, InstanceFilters, InstanceId, LogOptions, McpServer, Quantity, RestartPolicy,
@@ -233,13 +235,14 @@ async fn conformance_kit_passes() {
         return;
     };
     let servers = env.servers();
-    let h = Harness {
-        timeout: WAIT,
-        grace: GRACE,
+    let h = Harness::new(&env.o, &servers)
+        .with_timeout(WAIT)
+        .with_grace(GRACE)
         // The engine keeps one log across restarts.
-        previous_logs: PreviousLogs::Refused,
-        ..Harness::new(&env.o, &servers)
-    };
+        .with_previous_logs(PreviousLogs::Refused)
+        .with_capability(Capability::Volumes, Support::Honoured)
+        // Docker networks cannot restrict egress to an allow-list.
+        .with_capability(Capability::Egress, Support::Refused);
     let started = Instant::now();
     let result = conformance::run_all(&h).await;
     eprintln!("conformance kit on docker: {:.1?}", started.elapsed());

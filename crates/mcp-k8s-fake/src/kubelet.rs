@@ -233,6 +233,8 @@ struct ContainerSpec {
     env: Vec<(String, String)>,
     /// `env` values from `secretKeyRef`s, resolved before each start.
     secret_env: Vec<SecretEnv>,
+    /// `workingDir` (interpreted programs print it; the image's default is `/`).
+    working_dir: Option<String>,
     stdin: bool,
     stdin_once: bool,
 }
@@ -373,6 +375,7 @@ impl PodRuntime {
                             })
                         })
                         .collect(),
+                    working_dir: c.working_dir.clone(),
                     stdin: c.stdin.unwrap_or(false),
                     stdin_once: c.stdin_once.unwrap_or(false),
                 },
@@ -801,9 +804,11 @@ impl PodRuntime {
         let injected = self.failure(image, |f| {
             matches!(f, Failure::CrashLoop { .. } | Failure::OomKilled)
         });
+        let steps = fixture::program_for(&spec.command, &spec.args);
         let ignores_sigterm = self
             .failure(image, |f| *f == Failure::IgnoreSigterm)
-            .is_some();
+            .is_some()
+            || steps.contains(&Step::IgnoreSigterm);
         if injected.is_none()
             && let Some(program) = self.kubelet.programs.lookup(&spec.image)
         {
@@ -826,14 +831,7 @@ impl PodRuntime {
                     tokio::time::sleep(crash_after).await;
                     Exit::from_code(exit_code)
                 }
-                _ => {
-                    run_program(
-                        &fixture::program_for(&spec.command, &spec.args),
-                        &logs,
-                        container_id,
-                    )
-                    .await
-                }
+                _ => run_program(&steps, spec, &logs, container_id).await,
             }
         };
         let mut program = pin!(program);
@@ -969,9 +967,25 @@ async fn wait_for_removed(signal: &mut watch::Receiver<PodSignal>) {
 }
 
 /// Executes a container program; a program without `Exit` runs until it is stopped.
-async fn run_program(steps: &[Step], logs: &LogStore, container_id: &str) -> Exit {
+async fn run_program(
+    steps: &[Step],
+    spec: &ContainerSpec,
+    logs: &LogStore,
+    container_id: &str,
+) -> Exit {
     for step in steps {
         match step {
+            Step::PrintEnv(name) => {
+                let value = spec.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+                let line = mcp_orchestrator_api::fixture::env_line(name, value.map(String::as_str));
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            Step::PrintCwd => {
+                let cwd = spec.working_dir.as_deref().unwrap_or("/");
+                logs.append(container_id, LogStream::Stdout, cwd);
+            }
+            // Decided before the program starts (`ignores_sigterm` in `execute`).
+            Step::IgnoreSigterm => {}
             Step::Stdout(text) => {
                 logs.append(container_id, LogStream::Stdout, text);
             }
@@ -1317,6 +1331,7 @@ mod tests {
                 args: Vec::new(),
                 env: Vec::new(),
                 secret_env: Vec::new(),
+                working_dir: None,
                 stdin: false,
                 stdin_once: false,
             },

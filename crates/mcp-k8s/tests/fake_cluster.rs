@@ -9,7 +9,7 @@ use mcp_k8s::KubernetesOrchestrator;
 use mcp_k8s_fake::FakeKubeServer;
 use mcp_orchestrator_api::McpOrchestrator;
 use mcp_orchestrator_api::conformance::{
-    self, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport,
+    self, Capability, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport, Support,
 };
 use mcp_types::{InstanceFilters, K8sConfig};
 
@@ -59,14 +59,15 @@ async fn passes_the_conformance_kit() {
     server.handle().run_image_as(REAL_IMAGE, binary);
     let o = orchestrator(&server).await;
     let servers = FakeClusterServers;
-    let h = Harness {
-        timeout: Duration::from_secs(15),
+    let h = Harness::new(&o, &servers)
+        .with_timeout(Duration::from_secs(15))
         // The container log merges stdout and stderr.
-        streams: StreamSupport::Merged,
+        .with_streams(StreamSupport::Merged)
         // An HTTP server's URL is its Service's cluster DNS name.
-        http_connect: HttpConnect::InEngineNetwork,
-        ..Harness::new(&o, &servers)
-    };
+        .with_http_connect(HttpConnect::InEngineNetwork)
+        // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.
+        .with_capability(Capability::Volumes, Support::Honoured)
+        .with_capability(Capability::Egress, Support::Honoured);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }

@@ -120,7 +120,53 @@ pub enum HttpConnect {
     Unsupported,
 }
 
-/// What the kit runs against.
+/// A spec feature a backend may lack. Declared on the [`Harness`] with
+/// [`Harness::with_capability`]; [`spec_capabilities`] and [`working_dir`] check the
+/// declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Capability {
+    /// `workingDir`: the server runs in that directory.
+    WorkingDir,
+    /// `volumes`: persistent storage mounted into the server.
+    Volumes,
+    /// `gpu`: GPUs handed to the server.
+    Gpu,
+    /// `egress`: outbound network restricted to the listed destinations.
+    Egress,
+}
+
+impl Capability {
+    /// Every capability, in a stable order.
+    pub const ALL: [Self; 4] = [Self::WorkingDir, Self::Volumes, Self::Gpu, Self::Egress];
+
+    /// The spec field (camelCase path) the capability is about.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::WorkingDir => "workingDir",
+            Self::Volumes => "volumes",
+            Self::Gpu => "gpu",
+            Self::Egress => "egress",
+        }
+    }
+}
+
+/// What a backend declares about a [`Capability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Support {
+    /// The backend honours the field. The kit checks what it can observe: the working
+    /// directory a server sees; that a spec with volumes or egress starts and runs (what the
+    /// server can then reach is left to the backend's own tests); GPUs are not checked.
+    Honoured,
+    /// The backend cannot honour the field and refuses a spec that uses it with
+    /// [`NotSupported`](OrchestratorError::NotSupported), starting nothing. The kit checks that.
+    Refused,
+}
+
+/// What the kit runs against. Build it with [`Harness::new`] and the `with_*` methods; it is
+/// `#[non_exhaustive]` so that new declarations can be added without breaking callers.
+#[non_exhaustive]
 pub struct Harness<'a> {
     /// The backend under test.
     pub orchestrator: &'a dyn McpOrchestrator,
@@ -136,11 +182,14 @@ pub struct Harness<'a> {
     pub previous_logs: PreviousLogs,
     /// Where an HTTP server's URL from `connect` can be reached.
     pub http_connect: HttpConnect,
+    /// Declared spec capabilities; a capability not in the map is not checked.
+    pub capabilities: BTreeMap<Capability, Support>,
 }
 
 impl<'a> Harness<'a> {
     /// A harness with a 60 s timeout, a 5 s grace period, separate streams, kept previous
-    /// logs and HTTP URLs reachable from the kit.
+    /// logs, HTTP URLs reachable from the kit, `workingDir` honoured and no other capability
+    /// declared.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
             orchestrator,
@@ -150,7 +199,70 @@ impl<'a> Harness<'a> {
             streams: StreamSupport::Separate,
             previous_logs: PreviousLogs::Kept,
             http_connect: HttpConnect::Reachable,
+            capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
         }
+    }
+
+    /// Sets the longest wait for any single state change.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the grace period used when stopping.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Declares how the backend keeps stdout and stderr.
+    pub fn with_streams(mut self, streams: StreamSupport) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// Declares whether the previous run's logs are kept after a restart.
+    pub fn with_previous_logs(mut self, previous_logs: PreviousLogs) -> Self {
+        self.previous_logs = previous_logs;
+        self
+    }
+
+    /// Declares where an HTTP server's URL from `connect` can be reached.
+    pub fn with_http_connect(mut self, http_connect: HttpConnect) -> Self {
+        self.http_connect = http_connect;
+        self
+    }
+
+    /// Declares what the backend does with a spec capability (replacing an earlier
+    /// declaration).
+    pub fn with_capability(mut self, capability: Capability, support: Support) -> Self {
+        self.capabilities.insert(capability, support);
+        self
+    }
+
+    /// Removes a capability's declaration: the kit does not check it.
+    pub fn without_declaration(mut self, capability: Capability) -> Self {
+        self.capabilities.remove(&capability);
+        self
+    }
+
+    /// What the backend declared about `capability`, if anything.
+    pub fn support(&self, capability: Capability) -> Option<Support> {
+        self.capabilities.get(&capability).copied()
+    }
+}
+
+impl fmt::Debug for Harness<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("backend", &self.orchestrator.backend_name())
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
+            .field("streams", &self.streams)
+            .field("previous_logs", &self.previous_logs)
+            .field("http_connect", &self.http_connect)
+            .field("capabilities", &self.capabilities)
+            .finish_non_exhaustive()
     }
 }
 
@@ -288,6 +400,22 @@ impl<'h, 'a> Run<'h, 'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(id.clone());
         Ok(id)
+    }
+
+    /// Stops tracking `id` (it was stopped by the check itself).
+    fn forget(&self, id: &InstanceId) {
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|s| s != id);
+    }
+
+    /// Tracks `id` for clean-up (started outside [`Run::start_spec`]).
+    fn adopt(&self, id: InstanceId) {
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
     }
 
     async fn start(&self, name: &str, script: &FixtureScript) -> Result<InstanceId, Failure> {
@@ -1551,6 +1679,13 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+mod semantics;
+
+pub use semantics::{
+    continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
+    spec_capabilities, stop_during_backoff, stop_escalates_to_kill, working_dir,
+};
+
 /// Every check, in a stable order, with its name.
 pub fn checks() -> Vec<&'static str> {
     vec![
@@ -1572,6 +1707,14 @@ pub fn checks() -> Vec<&'static str> {
         "connect_stdio",
         "connect_http",
         "connect_refused",
+        "list_phase_filter",
+        "continue_token_malformed",
+        "stop_escalates_to_kill",
+        "stop_during_backoff",
+        "env_propagation",
+        "working_dir",
+        "spec_capabilities",
+        "follow_with_tail_and_since",
     ]
 }
 
@@ -1599,6 +1742,14 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "connect_stdio" => connect_stdio(h).await,
         "connect_http" => connect_http(h).await,
         "connect_refused" => connect_refused(h).await,
+        "list_phase_filter" => list_phase_filter(h).await,
+        "continue_token_malformed" => continue_token_malformed(h).await,
+        "stop_escalates_to_kill" => stop_escalates_to_kill(h).await,
+        "stop_during_backoff" => stop_during_backoff(h).await,
+        "env_propagation" => env_propagation(h).await,
+        "working_dir" => working_dir(h).await,
+        "spec_capabilities" => spec_capabilities(h).await,
+        "follow_with_tail_and_since" => follow_with_tail_and_since(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

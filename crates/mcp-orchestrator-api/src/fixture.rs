@@ -1,5 +1,6 @@
-//! Fixture scripts: what a conformance test asks a server to do (print known lines, sleep, exit
-//! with a code, keep running), encoded as command-line arguments that every backend can run.
+//! Fixture scripts: what a conformance test asks a server to do (print known lines, print an
+//! environment variable or the working directory, ignore SIGTERM, sleep, exit with a code, serve
+//! MCP, keep running), encoded as command-line arguments that every backend can run.
 //!
 //! The workspace's test server binary (`mcp-test-server fixture ...`) executes a script from its
 //! arguments; Docker and Kubernetes run that binary's image with the arguments; the process
@@ -33,6 +34,20 @@ pub enum FixtureStep {
     /// Serve MCP until stopped (the last step; later steps never run). Steps before it should
     /// print on stderr only when serving stdio: stdout is then the MCP channel.
     Serve(ServeMode),
+    /// Print `NAME=value` on stdout, or `NAME unset` when the variable is not set.
+    PrintEnv(String),
+    /// Print the working directory on stdout.
+    PrintCwd,
+    /// From here on SIGTERM (and SIGINT) no longer stop the server: only a kill does.
+    IgnoreSigterm,
+}
+
+/// The line [`FixtureStep::PrintEnv`] prints for `name` with `value` (`None`: unset).
+pub fn env_line(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{name}={v}"),
+        None => format!("{name} unset"),
+    }
 }
 
 /// How a [`FixtureStep::Serve`] step speaks MCP.
@@ -127,6 +142,29 @@ impl FixtureScript {
         self
     }
 
+    /// Adds a line with an environment variable's value ([`env_line`]).
+    pub fn print_env(mut self, name: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::PrintEnv(name.into()));
+        self
+    }
+
+    /// Adds a line with the working directory.
+    pub fn print_cwd(mut self) -> Self {
+        self.steps.push(FixtureStep::PrintCwd);
+        self
+    }
+
+    /// Ignores SIGTERM from here on, so stopping needs the grace period's kill.
+    pub fn ignore_sigterm(mut self) -> Self {
+        self.steps.push(FixtureStep::IgnoreSigterm);
+        self
+    }
+
+    /// Whether the script ignores SIGTERM at some point.
+    pub fn ignores_sigterm(&self) -> bool {
+        self.steps.contains(&FixtureStep::IgnoreSigterm)
+    }
+
     /// Ends by serving MCP.
     pub fn serve(mut self, mode: ServeMode) -> Self {
         self.steps.push(FixtureStep::Serve(mode));
@@ -150,7 +188,8 @@ impl FixtureScript {
     }
 
     /// The lines the script prints on stdout and stderr, in order, with their stream
-    /// (`true` = stdout).
+    /// (`true` = stdout). Lines whose text depends on where the script runs
+    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`]) are not included.
     pub fn expected_lines(&self) -> Vec<(bool, String)> {
         let mut out = Vec::new();
         for s in &self.steps {
@@ -160,7 +199,10 @@ impl FixtureScript {
                 FixtureStep::StdoutLines { prefix, count } => {
                     out.extend((1..=*count).map(|i| (true, format!("{prefix}-{i}"))));
                 }
-                FixtureStep::Sleep(_) => {}
+                FixtureStep::Sleep(_)
+                | FixtureStep::PrintEnv(_)
+                | FixtureStep::PrintCwd
+                | FixtureStep::IgnoreSigterm => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
@@ -168,11 +210,21 @@ impl FixtureScript {
     }
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
-    /// --sleep-ms MS --exit CODE --serve stdio|http:PORT`, in step order.
+    /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --exit CODE
+    /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
         for s in &self.steps {
             let (flag, value) = match s {
+                FixtureStep::PrintCwd => {
+                    args.push("--print-cwd".to_owned());
+                    continue;
+                }
+                FixtureStep::IgnoreSigterm => {
+                    args.push("--ignore-sigterm".to_owned());
+                    continue;
+                }
+                FixtureStep::PrintEnv(name) => ("--print-env", name.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -201,6 +253,17 @@ impl FixtureScript {
         }
         let mut steps = Vec::new();
         while let Some(flag) = it.next() {
+            match flag {
+                "--print-cwd" => {
+                    steps.push(FixtureStep::PrintCwd);
+                    continue;
+                }
+                "--ignore-sigterm" => {
+                    steps.push(FixtureStep::IgnoreSigterm);
+                    continue;
+                }
+                _ => {}
+            }
             let value = it
                 .next()
                 .ok_or_else(|| FixtureParseError(format!("{flag} needs a value")))?;
@@ -208,6 +271,7 @@ impl FixtureScript {
             steps.push(match flag {
                 "--stdout" => FixtureStep::Stdout(value.to_owned()),
                 "--stderr" => FixtureStep::Stderr(value.to_owned()),
+                "--print-env" => FixtureStep::PrintEnv(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
                         .split_once(':')
@@ -261,6 +325,30 @@ mod tests {
                 .serves(),
             Some(ServeMode::Stdio)
         );
+        let probes = FixtureScript::new()
+            .ignore_sigterm()
+            .print_env("GREETING")
+            .print_cwd()
+            .stdout("x");
+        assert_eq!(
+            probes.to_args()[1..],
+            [
+                "--ignore-sigterm",
+                "--print-env",
+                "GREETING",
+                "--print-cwd",
+                "--stdout",
+                "x"
+            ]
+        );
+        assert_eq!(
+            FixtureScript::parse_args(&probes.to_args()).unwrap(),
+            probes
+        );
+        assert!(probes.ignores_sigterm() && !s.ignores_sigterm());
+        assert_eq!(probes.expected_lines(), [(true, "x".to_owned())]);
+        assert_eq!(env_line("A", Some("b")), "A=b");
+        assert_eq!(env_line("A", None), "A unset");
         let args = s.to_args();
         assert_eq!(args[0], "fixture");
         assert_eq!(FixtureScript::parse_args(&args).unwrap(), s);
@@ -275,6 +363,7 @@ mod tests {
         assert!(FixtureScript::parse_args(&["fixture", "--exit"]).is_err());
         assert!(FixtureScript::parse_args(&["fixture", "--exit", "x"]).is_err());
         assert!(FixtureScript::parse_args(&["fixture", "--bogus", "1"]).is_err());
+        assert!(FixtureScript::parse_args(&["fixture", "--print-env"]).is_err());
         for bad in ["http", "http:0", "http:x", "tcp:1"] {
             let e = FixtureScript::parse_args(&["fixture", "--serve", bad]).unwrap_err();
             assert!(e.0.contains(bad), "{e}");

@@ -57,9 +57,17 @@ struct Entry {
     /// The script ends by serving MCP on stdio (an in-process rmcp server answers `connect`).
     serves_stdio: bool,
     state: Mutex<State>,
+    /// Literal env values of the spec (references to secrets are not resolved: there is no
+    /// secret store), which `PrintEnv` steps print. The host's environment is not inherited.
+    env: BTreeMap<String, String>,
+    /// The spec's `workingDir`, which `PrintCwd` steps print (`/` when unset).
+    working_dir: Option<String>,
     /// Bumped on every change so log followers wake up.
     changed: watch::Sender<u64>,
+    /// SIGTERM: stops the simulated process unless its script ignores it.
     cancel: CancellationToken,
+    /// SIGKILL: stops it whatever it does, when the grace period ended.
+    kill: CancellationToken,
     done: tokio::sync::Notify,
 }
 
@@ -135,13 +143,28 @@ impl Entry {
         self.done.notify_waiters();
     }
 
+    /// The token that stops the current run: SIGTERM, or only the kill once SIGTERM is ignored.
+    fn stop_token(&self, ignoring: bool) -> &CancellationToken {
+        if ignoring { &self.kill } else { &self.cancel }
+    }
+
     /// One run of the script: `Some(exit code)`, or `None` when cancelled.
     async fn run_once(&self, script: &FixtureScript) -> Option<i32> {
+        let mut ignoring = false;
         for step in &script.steps {
-            if self.cancel.is_cancelled() {
+            if self.stop_token(ignoring).is_cancelled() {
                 return None;
             }
             match step {
+                FixtureStep::PrintEnv(name) => self.print(
+                    LogStream::Stdout,
+                    crate::fixture::env_line(name, self.env.get(name).map(String::as_str)),
+                ),
+                FixtureStep::PrintCwd => self.print(
+                    LogStream::Stdout,
+                    self.working_dir.clone().unwrap_or_else(|| "/".to_owned()),
+                ),
+                FixtureStep::IgnoreSigterm => ignoring = true,
                 FixtureStep::Stdout(l) => self.print(LogStream::Stdout, l.clone()),
                 FixtureStep::Stderr(l) => self.print(LogStream::Stderr, l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -151,7 +174,7 @@ impl Entry {
                 }
                 FixtureStep::Sleep(d) => {
                     tokio::select! {
-                        () = self.cancel.cancelled() => return None,
+                        () = self.stop_token(ignoring).cancelled() => return None,
                         () = tokio::time::sleep(*d) => {}
                     }
                 }
@@ -160,7 +183,7 @@ impl Entry {
                 FixtureStep::Serve(_) => break,
             }
         }
-        self.cancel.cancelled().await;
+        self.stop_token(ignoring).cancelled().await;
         None
     }
 
@@ -215,8 +238,20 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 status: InstanceStatus::phase(Phase::Pending),
                 ..State::default()
             }),
+            env: spec
+                .env
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    mcp_types::EnvValue::Plain(value) => {
+                        Some((k.clone(), value.expose().to_owned()))
+                    }
+                    mcp_types::EnvValue::Secret { .. } => None,
+                })
+                .collect(),
+            working_dir: spec.working_dir.clone(),
             changed,
             cancel: CancellationToken::new(),
+            kill: CancellationToken::new(),
             done: tokio::sync::Notify::new(),
         });
         {
@@ -243,9 +278,16 @@ impl McpOrchestrator for InMemoryOrchestrator {
         // Register interest before cancelling so the wake-up cannot be missed.
         let done = entry.done.notified();
         entry.cancel.cancel();
-        if !lock(&entry.state).finished {
-            // The simulated process obeys cancellation at once; the grace period bounds the wait.
-            let _ = tokio::time::timeout(grace.max(Duration::from_secs(1)), done).await;
+        if !lock(&entry.state).finished
+            && tokio::time::timeout(grace, done).await.is_err()
+            && !lock(&entry.state).finished
+        {
+            // The script ignores SIGTERM: the grace period is over, kill it.
+            let killed = entry.done.notified();
+            entry.kill.cancel();
+            if !lock(&entry.state).finished {
+                let _ = tokio::time::timeout(Duration::from_secs(1), killed).await;
+            }
         }
         lock(&self.instances).remove(id);
         entry.update(|s| {
@@ -353,6 +395,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
+        crate::filters::validate_filters(filters)?;
         let after = filters
             .continue_token
             .as_deref()

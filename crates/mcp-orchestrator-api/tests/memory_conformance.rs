@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_orchestrator_api::conformance::{
-    self, CommandServers, Harness, HttpConnect, PreviousLogs, StreamSupport,
+    self, Capability, CommandServers, Harness, HttpConnect, PreviousLogs, StreamSupport, Support,
 };
 use mcp_orchestrator_api::{
     DynOrchestrator, InMemoryOrchestrator, LogLines, McpChannel, McpOrchestrator,
@@ -26,11 +26,9 @@ fn servers() -> CommandServers {
 }
 
 fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a> {
-    Harness {
-        timeout: Duration::from_secs(10),
-        http_connect: HttpConnect::Unsupported,
-        ..Harness::new(o, s)
-    }
+    Harness::new(o, s)
+        .with_timeout(Duration::from_secs(10))
+        .with_http_connect(HttpConnect::Unsupported)
 }
 
 #[tokio::test]
@@ -181,12 +179,10 @@ async fn fails(o: &dyn McpOrchestrator, check: &str) -> String {
 
 async fn fails_with(o: &dyn McpOrchestrator, check: &str, streams: StreamSupport) -> String {
     let s = servers();
-    let h = Harness {
-        timeout: Duration::from_secs(3),
-        streams,
-        http_connect: HttpConnect::Unsupported,
-        ..Harness::new(o, &s)
-    };
+    let h = Harness::new(o, &s)
+        .with_timeout(Duration::from_secs(3))
+        .with_streams(streams)
+        .with_http_connect(HttpConnect::Unsupported);
     match conformance::run_check(&h, check).await {
         Ok(()) => panic!("{check} passed against a broken backend"),
         Err(f) => {
@@ -230,11 +226,9 @@ async fn kit_catches_merged_streams_on_a_backend_that_claims_separate_ones() {
 async fn merged_stream_backends_pass_when_they_say_so() {
     let o = MergedStreams::default();
     let s = servers();
-    let h = Harness {
-        timeout: Duration::from_secs(10),
-        streams: StreamSupport::Merged,
-        ..Harness::new(&o, &s)
-    };
+    let h = Harness::new(&o, &s)
+        .with_timeout(Duration::from_secs(10))
+        .with_streams(StreamSupport::Merged);
     for check in ["logs_timestamps_and_streams", "logs_previous"] {
         if let Err(f) = conformance::run_check(&h, check).await {
             panic!("{f}");
@@ -726,11 +720,9 @@ async fn previous_check(
     previous_logs: PreviousLogs,
 ) -> conformance::CheckResult {
     let s = servers();
-    let h = Harness {
-        timeout: Duration::from_secs(10),
-        previous_logs,
-        ..Harness::new(o, &s)
-    };
+    let h = Harness::new(o, &s)
+        .with_timeout(Duration::from_secs(10))
+        .with_previous_logs(previous_logs);
     conformance::run_check(&h, "logs_previous").await
 }
 
@@ -759,10 +751,7 @@ async fn previous_logs_are_held_to_what_the_backend_claims() {
 async fn run_all_reports_every_failure() {
     let s = servers();
     let o = ManyBugs::default();
-    let h = Harness {
-        timeout: Duration::from_secs(3),
-        ..Harness::new(&o, &s)
-    };
+    let h = Harness::new(&o, &s).with_timeout(Duration::from_secs(3));
     let report = conformance::run_all(&h).await.unwrap_err();
     for check in [
         "exit_code_reaches_failed",
@@ -936,10 +925,7 @@ async fn kit_holds_backends_to_their_http_connect_claim() {
     // The in-memory backend cannot serve HTTP; a harness claiming it can makes the check fail.
     let s = servers();
     let o = InMemoryOrchestrator::new();
-    let h = Harness {
-        timeout: Duration::from_secs(3),
-        ..Harness::new(&o, &s)
-    };
+    let h = Harness::new(&o, &s).with_timeout(Duration::from_secs(3));
     let f = conformance::run_check(&h, "connect_http")
         .await
         .unwrap_err();
@@ -976,4 +962,258 @@ async fn a_restarted_server_shows_the_last_exit_code_while_it_runs_again() {
         "{again:?}"
     );
     o.stop_server(&id, Duration::from_secs(1)).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken backends for the semantics checks (`conformance::semantics`).
+
+/// Ignores the phase filter when listing.
+#[derive(Debug, Default)]
+struct IgnoresPhase(InMemoryOrchestrator);
+
+/// Treats a continue token it never returned as "from the start".
+#[derive(Debug, Default)]
+struct LenientTokens(InMemoryOrchestrator);
+
+/// Kills at once, ignoring the grace period.
+#[derive(Debug, Default)]
+struct KillsAtOnce(InMemoryOrchestrator);
+
+/// Sends SIGTERM, waits out the grace period and gives up with `Timeout` instead of killing.
+#[derive(Debug, Default)]
+struct NeverKills(InMemoryOrchestrator);
+
+/// Thinks an instance backing off between restarts is already stopped.
+#[derive(Debug, Default)]
+struct StopSkipsBackoff(InMemoryOrchestrator);
+
+/// Drops the spec's env.
+#[derive(Debug, Default)]
+struct DropsEnv(InMemoryOrchestrator);
+
+/// Drops the spec's `workingDir`.
+#[derive(Debug, Default)]
+struct DropsWorkingDir(InMemoryOrchestrator);
+
+/// Refuses GPUs with `NotSupported` (a correct refusal).
+#[derive(Debug, Default)]
+struct RefusesGpu(InMemoryOrchestrator);
+
+/// Refuses GPUs, but as an invalid spec.
+#[derive(Debug, Default)]
+struct RefusesGpuAsInvalid(InMemoryOrchestrator);
+
+/// Applies `tail` only when not following.
+#[derive(Debug, Default)]
+struct FollowIgnoresTail(InMemoryOrchestrator);
+
+/// Applies `since` only when not following.
+#[derive(Debug, Default)]
+struct FollowIgnoresSince(InMemoryOrchestrator);
+
+delegate_except!(IgnoresPhase {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        self.0.list_instances(&InstanceFilters { phase: None, ..f.clone() }).await
+    }
+});
+
+delegate_except!(LenientTokens {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> {
+        match self.0.list_instances(f).await {
+            Err(OrchestratorError::InvalidArgument { .. }) => {
+                self.0.list_instances(&InstanceFilters { continue_token: None, ..f.clone() }).await
+            }
+            other => other,
+        }
+    }
+});
+
+delegate_except!(KillsAtOnce {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, _: Duration) -> Result<()> { self.0.stop_server(id, Duration::ZERO).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(NeverKills {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> {
+        // The process is still there after the grace period: report it instead of killing it.
+        tokio::time::sleep(g).await;
+        match self.0.get_status(id).await?.phase {
+            Phase::Running => Err(OrchestratorError::Timeout { what: format!("stopping {id}"), after: g }),
+            _ => self.0.stop_server(id, g).await,
+        }
+    }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(StopSkipsBackoff {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> {
+        if self.0.get_status(id).await?.phase == Phase::Pending {
+            return Ok(());
+        }
+        self.0.stop_server(id, g).await
+    }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(DropsEnv {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        self.0.start_server(&McpServer { env: std::collections::BTreeMap::new(), ..spec.clone() }, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(DropsWorkingDir {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        self.0.start_server(&McpServer { working_dir: None, ..spec.clone() }, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(RefusesGpu {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        if spec.gpu.is_some() {
+            return Err(OrchestratorError::NotSupported { backend: "broken", what: "GPUs".into() });
+        }
+        self.0.start_server(spec, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(RefusesGpuAsInvalid {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> {
+        if spec.gpu.is_some() {
+            return Err(OrchestratorError::InvalidSpec(mcp_types::ValidationErrors::single("gpu", "no GPUs here")));
+        }
+        self.0.start_server(spec, o).await
+    }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> { self.0.get_logs(id, o).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(FollowIgnoresTail {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let tail = if o.follow { None } else { o.tail };
+        self.0.get_logs(id, &LogOptions { tail, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+delegate_except!(FollowIgnoresSince {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let since = if o.follow { None } else { o.since };
+        self.0.get_logs(id, &LogOptions { since, ..o.clone() }).await
+    }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+});
+
+#[tokio::test]
+async fn kit_catches_an_ignored_phase_filter() {
+    let msg = fails(&IgnoresPhase::default(), "list_phase_filter").await;
+    assert!(msg.contains("phase=Running"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_a_malformed_continue_token_taken_as_a_fresh_listing() {
+    let msg = fails(&LenientTokens::default(), "continue_token_malformed").await;
+    assert!(msg.contains("expected InvalidArgument"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_a_stop_that_skips_the_grace_period() {
+    let msg = fails(&KillsAtOnce::default(), "stop_escalates_to_kill").await;
+    assert!(msg.contains("before the grace period"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_a_stop_that_never_kills() {
+    let msg = fails(&NeverKills::default(), "stop_escalates_to_kill").await;
+    assert!(
+        msg.contains("ignoring SIGTERM") && msg.contains("timed out"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn kit_catches_a_stop_that_skips_instances_in_backoff() {
+    let msg = fails(&StopSkipsBackoff::default(), "stop_during_backoff").await;
+    assert!(msg.contains("expected NotFound"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_dropped_env() {
+    let msg = fails(&DropsEnv::default(), "env_propagation").await;
+    assert!(msg.contains("MCP_KIT_GREETING unset"), "{msg}");
+}
+
+#[tokio::test]
+async fn kit_catches_an_ignored_working_dir() {
+    let msg = fails(&DropsWorkingDir::default(), "working_dir").await;
+    assert!(msg.contains("[\"/\"]"), "{msg}");
+}
+
+async fn capabilities_check(o: &dyn McpOrchestrator) -> std::result::Result<(), String> {
+    let s = servers();
+    let h = harness(o, &s).with_capability(Capability::Gpu, Support::Refused);
+    conformance::run_check(&h, "spec_capabilities")
+        .await
+        .map_err(|f| f.message)
+}
+
+#[tokio::test]
+async fn kit_catches_a_capability_declared_refused_but_accepted() {
+    let msg = capabilities_check(&InMemoryOrchestrator::new())
+        .await
+        .unwrap_err();
+    assert!(
+        msg.contains("declared refused but a spec using it started"),
+        "{msg}"
+    );
+    let msg = capabilities_check(&RefusesGpuAsInvalid::default())
+        .await
+        .unwrap_err();
+    assert!(msg.contains("expected NotSupported"), "{msg}");
+    // The same check passes for a backend that refuses as it declares.
+    capabilities_check(&RefusesGpu::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn kit_catches_follow_ignoring_tail_or_since() {
+    let msg = fails(&FollowIgnoresTail::default(), "follow_with_tail_and_since").await;
+    assert!(msg.contains("follow with tail 2"), "{msg}");
+    let msg = fails(&FollowIgnoresSince::default(), "follow_with_tail_and_since").await;
+    assert!(msg.contains("follow with since"), "{msg}");
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use mcp_orchestrator_api::McpOrchestrator;
-use mcp_orchestrator_api::conformance::{self, CommandServers, Harness};
+use mcp_orchestrator_api::conformance::{self, Capability, CommandServers, Harness, Support};
 use mcp_types::InstanceFilters;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,11 +16,13 @@ async fn process_backend_passes_the_conformance_kit() {
         program: common::test_server().await.display().to_string(),
     };
     let recording = common::Recording::new(env.orchestrator.clone());
-    let harness = Harness {
-        timeout: Duration::from_secs(30),
-        grace: Duration::from_secs(5),
-        ..Harness::new(&recording, &servers)
-    };
+    let harness = Harness::new(&recording, &servers)
+        .with_timeout(Duration::from_secs(30))
+        .with_grace(Duration::from_secs(5))
+        // A local process shares the host's file system, devices and network.
+        .with_capability(Capability::Volumes, Support::Refused)
+        .with_capability(Capability::Gpu, Support::Refused)
+        .with_capability(Capability::Egress, Support::Refused);
     if let Err(report) = conformance::run_all(&harness).await {
         panic!("{report}");
     }

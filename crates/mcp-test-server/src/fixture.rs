@@ -1,20 +1,21 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), sleeps, exits with its code, serves MCP, or idles until a stop signal.
+//! see them at once), an environment variable or the working directory, sleeps, exits with its
+//! code, serves MCP, or idles until a stop signal (which it may be told to ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use mcp_orchestrator_api::fixture::{FixtureScript, FixtureStep, ServeMode};
+use mcp_orchestrator_api::fixture::{FixtureScript, FixtureStep, ServeMode, env_line};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::signals::Signals;
 
 /// Runs `script` and returns the process exit code: the script's own, 1 when serving MCP
-/// failed, or 0 once stopped by SIGTERM/SIGINT (also in the middle of a sleep).
+/// failed, or 0 once stopped by SIGTERM/SIGINT (also in the middle of a sleep) unless an
+/// [`FixtureStep::IgnoreSigterm`] step ran.
 pub(crate) async fn run(script: &FixtureScript, mut signals: Signals) -> i32 {
-    let outcome = tokio::select! {
-        end = execute(script) => end,
-        _ = signals.recv() => return 0,
-    };
+    let outcome = execute(script, &mut signals).await;
+    let Some(outcome) = outcome else { return 0 };
     let served = match outcome {
         End::Exit(code) => return code,
         End::Idle => {
@@ -42,12 +43,30 @@ enum End {
     Idle,
 }
 
-/// Runs the steps up to an exit or a serve step.
-async fn execute(script: &FixtureScript) -> End {
+/// Runs the steps up to an exit or a serve step; `None` when a stop signal came first.
+async fn execute(script: &FixtureScript, signals: &mut Signals) -> Option<End> {
+    let ignore = signals.ignore_switch();
+    tokio::select! {
+        end = steps(script, &ignore) => Some(end),
+        _ = signals.recv() => None,
+    }
+}
+
+async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     for step in &script.steps {
         match step {
+            FixtureStep::PrintEnv(name) => {
+                let value = std::env::var(name).ok();
+                print(&mut stdout, &env_line(name, value.as_deref())).await;
+            }
+            FixtureStep::PrintCwd => {
+                let cwd = std::env::current_dir()
+                    .map_or_else(|e| format!("unknown: {e}"), |d| d.display().to_string());
+                print(&mut stdout, &cwd).await;
+            }
+            FixtureStep::IgnoreSigterm => ignore.store(true, Ordering::SeqCst),
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,
             FixtureStep::Stderr(line) => print(&mut stderr, line).await,
             FixtureStep::StdoutLines { prefix, count } => {

@@ -9,8 +9,8 @@
 //!
 //! # Use from another crate's tests
 //!
-//! Add `mcp-test-server.workspace = true` to `[dev-dependencies]` (with
-//! `features = ["docker"]` for the image helpers), then:
+//! Add `mcp-test-server = "0.1"` to `[dev-dependencies]` (with `features = ["docker"]` for the
+//! image helpers; inside this repository `mcp-test-server.workspace = true`), then:
 //!
 //! ```no_run
 //! use mcp_orchestrator_api::fixture::FixtureScript;
@@ -61,9 +61,10 @@ pub const BINARY_NAME: &str = "mcp-test-server";
 /// The target the static binary is built for; naming it keeps the static `RUSTFLAGS` away from
 /// build scripts and proc-macros, which are built for the host.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
-/// The cargo profile of the static build (defined in the workspace `Cargo.toml`).
+/// The cargo profile of the static build (defined by [`static_binary`] through environment
+/// variables; this repository's `Cargo.toml` also declares it).
 pub const STATIC_PROFILE: &str = "test-static";
-/// Directory under the workspace target dir that holds the static build, so that it never
+/// Directory under the caller's target dir that holds the static build, so that it never
 /// invalidates the normal build's artifacts.
 pub const STATIC_TARGET_DIR: &str = "static-test-server";
 /// Where the binary sits in the test image (its entry point).
@@ -131,9 +132,18 @@ pub enum Error {
 }
 
 /// Builds `mcp-test-server` as a fully static executable (glibc, `+crt-static`) for
-/// [`STATIC_TARGET`] with the [`STATIC_PROFILE`] profile, in `<workspace target>/`
+/// [`STATIC_TARGET`] with the [`STATIC_PROFILE`] profile, in `<target dir>/`
 /// [`STATIC_TARGET_DIR`], and returns its path. It runs anywhere, including a `FROM scratch`
 /// image.
+///
+/// The build uses this crate's own manifest (in this repository: its workspace; as a
+/// dependency: the package source, with the `Cargo.lock` it was published with), and puts the
+/// result under the *calling* package's target directory (found from the `CARGO_MANIFEST_DIR`
+/// that `cargo test` sets for the test process), so nothing is written next to a registry's
+/// sources. Cargo configuration found from the current directory (such as a
+/// `[patch.crates-io]`) applies as usual. The profile is defined through
+/// `CARGO_PROFILE_TEST_STATIC_*` variables, so no workspace needs a `[profile.test-static]`
+/// section.
 ///
 /// The build runs once per process (later calls return the cached path at once); concurrent
 /// processes are serialized by cargo's own lock on the target dir. It blocks, and takes minutes
@@ -154,27 +164,58 @@ pub fn static_binary() -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-fn build_static() -> Result<PathBuf, Error> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let target_dir = workspace_target_dir(&cargo, &manifest)?.join(STATIC_TARGET_DIR);
-    let started = Instant::now();
-    let mut cmd = Command::new(&cargo);
+/// The running test's package manifest (cargo sets `CARGO_MANIFEST_DIR` at run time too), whose
+/// target directory receives the build; this crate's own when there is none.
+fn caller_manifest() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|dir| Path::new(&dir).join("Cargo.toml"))
+        .filter(|m| m.is_file())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+}
+
+/// The `cargo build` command for the static binary (also what [`static_binary_command`]
+/// prints).
+fn static_build_command(cargo: &OsString, manifest: &Path, target_dir: &Path) -> Command {
+    let mut cmd = Command::new(cargo);
     cmd.arg("build")
         .arg("--manifest-path")
-        .arg(&manifest)
+        .arg(manifest)
         .args(["--package", BINARY_NAME, "--bin", BINARY_NAME])
         .args(["--profile", STATIC_PROFILE, "--target", STATIC_TARGET])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         // CARGO_ENCODED_RUSTFLAGS wins over every other rustflags source (env or config), so a
         // caller's own flags cannot drop crt-static.
         .env("CARGO_ENCODED_RUSTFLAGS", STATIC_RUSTFLAGS)
+        // The profile, for workspaces that do not define it (values as in this repository's).
+        .env("CARGO_PROFILE_TEST_STATIC_INHERITS", "dev")
+        .env("CARGO_PROFILE_TEST_STATIC_DEBUG", "false")
+        .env("CARGO_PROFILE_TEST_STATIC_STRIP", "true")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
-    run(&mut cmd)?;
+    cmd
+}
+
+/// The command line [`static_binary`] runs for this crate's manifest at `manifest` (for
+/// documentation and for building the binary by hand), as one shell-ready string.
+pub fn static_binary_command(manifest: &Path) -> String {
+    format!(
+        "CARGO_ENCODED_RUSTFLAGS={STATIC_RUSTFLAGS} CARGO_PROFILE_TEST_STATIC_INHERITS=dev \
+         CARGO_PROFILE_TEST_STATIC_DEBUG=false CARGO_PROFILE_TEST_STATIC_STRIP=true \
+         cargo build --manifest-path {} --package {BINARY_NAME} --bin {BINARY_NAME} \
+         --profile {STATIC_PROFILE} --target {STATIC_TARGET}",
+        manifest.display()
+    )
+}
+
+fn build_static() -> Result<PathBuf, Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let target_dir = workspace_target_dir(&cargo, &caller_manifest())?.join(STATIC_TARGET_DIR);
+    let started = Instant::now();
+    run(&mut static_build_command(&cargo, &manifest, &target_dir))?;
     let binary = target_dir
         .join(STATIC_TARGET)
         .join(STATIC_PROFILE)

@@ -182,3 +182,51 @@ async fn help_and_version_exit_zero() {
     assert_eq!(code, Some(0));
     assert!(out.starts_with("mcp-test-server "), "{out}");
 }
+
+#[tokio::test]
+async fn prints_env_and_working_dir() {
+    let script = FixtureScript::new()
+        .print_env("FIXTURE_GREETING")
+        .print_env("FIXTURE_NEVER_SET")
+        .print_cwd()
+        .exit(0);
+    let dir = std::env::temp_dir();
+    let out = tokio::process::Command::new(BIN)
+        .args(script.to_args())
+        .env("FIXTURE_GREETING", "hi there")
+        .env_remove("FIXTURE_NEVER_SET")
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("running the fixture");
+    assert_eq!(out.status.code(), Some(0));
+    let cwd = dir.canonicalize().expect("temp dir");
+    assert_eq!(
+        String::from_utf8(out.stdout).expect("utf-8"),
+        format!(
+            "FIXTURE_GREETING=hi there\nFIXTURE_NEVER_SET unset\n{}\n",
+            cwd.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn ignoring_sigterm_leaves_only_a_kill() {
+    let script = FixtureScript::new().ignore_sigterm().stdout("stubborn");
+    let mut child = command(BIN.as_ref(), &script.to_args())
+        .spawn()
+        .expect("spawning");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+        .await
+        .expect("no line in time");
+    assert_eq!(line.expect("stdout").as_deref(), Some("stubborn"));
+    sigterm(&child).await;
+    // Still running well after the signal.
+    let waited = tokio::time::timeout(Duration::from_millis(700), child.wait()).await;
+    assert!(waited.is_err(), "exited after SIGTERM: {waited:?}");
+    child.start_kill().expect("kill");
+    let status = wait_exit(&mut child).await;
+    assert_eq!(status.code(), None, "killed by a signal: {status}");
+    reap(child).await;
+}

@@ -16,13 +16,11 @@ use crate::support::{TIMEOUT, cluster};
 async fn the_conformance_kit_passes_on_kind() {
     let kind = cluster().await;
     let servers = kind.servers();
-    let h = Harness {
-        timeout: TIMEOUT,
-        grace: Duration::from_secs(5),
+    let h = Harness::new(&kind.orchestrator, &servers)
+        .with_timeout(TIMEOUT)
+        .with_grace(Duration::from_secs(5))
         // The container log merges stdout and stderr (the kubelet keeps one log per container).
-        streams: StreamSupport::Merged,
-        ..Harness::new(&kind.orchestrator, &servers)
-    };
+        .with_streams(StreamSupport::Merged);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
