@@ -477,12 +477,7 @@ impl McpOrchestrator for DockerOrchestrator {
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
-        filters
-            .validate()
-            .map_err(|e| OrchestratorError::InvalidArgument {
-                what: "filters",
-                message: e.to_string(),
-            })?;
+        mcp_orchestrator_api::validate_filters(filters)?;
         let after = filters
             .continue_token
             .as_deref()

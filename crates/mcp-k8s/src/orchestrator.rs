@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream;
-use garde::Validate;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
@@ -16,7 +15,7 @@ use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result}
 use mcp_types::names::check_label_value;
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions, McpServer, Page,
-    StartOptions, ValidationErrors, labels,
+    StartOptions, labels,
 };
 
 use crate::error::{BACKEND, Target, idempotent};
@@ -293,12 +292,7 @@ impl McpOrchestrator for KubernetesOrchestrator {
     /// after the server has cut the page, so a page can hold fewer than `limit` instances (even
     /// none) while a continue token is still returned: keep paging until the token is `None`.
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {
-        filters
-            .validate()
-            .map_err(|report| OrchestratorError::InvalidArgument {
-                what: "list filters",
-                message: ValidationErrors::from(report).to_string(),
-            })?;
+        mcp_orchestrator_api::validate_filters(filters)?;
         let params = ListParams {
             label_selector: Some(Self::list_selector(filters)?),
             limit: filters.limit,

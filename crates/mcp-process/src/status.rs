@@ -192,6 +192,7 @@ pub(crate) fn list(
     config: &ProcessConfig,
     filters: &InstanceFilters,
 ) -> Result<Page<Instance>> {
+    mcp_orchestrator_api::validate_filters(filters)?;
     let after = filters
         .continue_token
         .as_deref()
