@@ -40,6 +40,7 @@ async fn every_subcommand_on_docker() {
         .await
         .expect("test image");
     let network = format!("mcpctl-cli-test-{}", std::process::id());
+    let _guard = NetworkGuard(network.clone());
     let env = Env::docker(&network);
     let script = FixtureScript::new()
         .stdout("hello from docker")
@@ -90,6 +91,29 @@ async fn every_subcommand_on_docker() {
     }
 }
 
+/// Removes every container on the test's network and then the network, however the test ends
+/// (also when `run` itself fails or is killed before the test could learn the instance's id).
+struct NetworkGuard(String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let listed = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("network={}", self.0))
+            .output();
+        if let Ok(out) = listed {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", "-v", id])
+                    .output();
+            }
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
 /// Containers (running or not) on `network`, by name.
 async fn containers_on(docker: &Docker, network: &str) -> Vec<String> {
     let filters = std::collections::HashMap::from([("network", vec![network.to_owned()])]);
@@ -117,6 +141,7 @@ async fn failed_runs_leave_no_container() {
         .await
         .expect("test image");
     let network = format!("mcpctl-cli-fail-{}", std::process::id());
+    let _guard = NetworkGuard(network.clone());
     let env = Env::docker(&network);
     let spec_for = |name: &str, script: &FixtureScript| {
         let args: Vec<String> = script.to_args().iter().map(|a| format!("{a:?}")).collect();
