@@ -43,7 +43,8 @@ pub const TIME_SERVER_PACKAGE: &str = "mcp-server-time";
 /// Bump when the build steps below change what ends up in the image: it is hashed into the tag.
 const BUILD_SCRIPT_VERSION: &str = "2";
 /// The project's pinned Python tools (one requirement a line).
-const PINNED_REQUIREMENTS: &str = include_str!("../../../xtask/python-requirements.txt");
+// A symlink to `xtask/python-requirements.txt` (one list of pins), copied into the package.
+const PINNED_REQUIREMENTS: &str = include_str!("../python-requirements.txt");
 /// Directory under the workspace target dir for lock files and the (temporary) root file systems.
 const CACHE_DIR: &str = "python-images";
 /// Used when the machine's apt sources name no mirror for [`DEBIAN_SUITE`].
