@@ -59,6 +59,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     kind_test::run(&["--dry-run".to_owned()])?;
 
     if !skip_tests {
+        // What earlier runs or other programs left is not this run's to answer for.
+        let before = leftovers::before(&workspace_root(), true)?;
         let tools = python::ensure_tools()?;
         let path = python::path_with_tools(&tools);
         // Engines and tools that CI has must be present: a missing one fails instead of skipping.
@@ -85,7 +87,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         bench::ci_smoke()?;
         println!("\n==> nothing left running");
         // The tests ran with MCPCTL_REQUIRE_DOCKER=1: an engine that cannot be asked fails.
-        leftovers::check(&workspace_root(), true)?;
+        leftovers::check(&workspace_root(), true, &before)?;
     }
     println!("\nci: all steps passed in {:.0?}", started.elapsed());
     Ok(())

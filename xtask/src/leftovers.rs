@@ -39,15 +39,37 @@ const TEST_NETWORK_PREFIXES: &[&str] = &[
     "mcpctl-bench-",
 ];
 
-/// Fails, listing them, when test processes, containers, volumes or networks are left, or when
-/// Docker is required and cannot be asked.
-pub(crate) fn check(root: &Path, require_docker: bool) -> Result<()> {
-    check_with(root, "docker", require_docker)
+/// What is there before the tests run (objects an earlier run or another program left, which
+/// this run must neither blame on itself nor remove), to be passed to [`check`].
+pub(crate) fn before(root: &Path, require_docker: bool) -> Result<Vec<String>> {
+    find(root, "docker", require_docker)
+}
+
+/// Fails, listing them, when test processes, containers, volumes or networks are left that were
+/// not there `before` the run, or when Docker is required and cannot be asked.
+pub(crate) fn check(root: &Path, require_docker: bool, before: &[String]) -> Result<()> {
+    check_with(root, "docker", require_docker, before)
+}
+
+/// The identity of a finding: its kind and name (`network X`, `container Y`, `process 12:`),
+/// without the status that changes while it sits there.
+fn identity(found: &str) -> String {
+    found
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// [`check`] asking `docker` (the program to run).
-fn check_with(root: &Path, docker: &str, require_docker: bool) -> Result<()> {
-    let left = find(root, docker, require_docker)?;
+fn check_with(root: &Path, docker: &str, require_docker: bool, before: &[String]) -> Result<()> {
+    let earlier: std::collections::BTreeSet<String> = before.iter().map(|b| identity(b)).collect();
+    let (old, left): (Vec<String>, Vec<String>) = find(root, docker, require_docker)?
+        .into_iter()
+        .partition(|f| earlier.contains(&identity(f)));
+    for o in &old {
+        println!("    there before this run (not counted): {o}");
+    }
     if !left.is_empty() {
         bail!(
             "the tests left {} thing(s) behind:\n  {}",
@@ -251,7 +273,8 @@ esac"#,
                 "network mcpctl-bench-7",
             ]
         );
-        let err = check_with(&stub.dir, stub.dir.join("docker").to_str().unwrap(), false)
+        let docker = stub.dir.join("docker");
+        let err = check_with(&stub.dir, docker.to_str().unwrap(), false, &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -259,6 +282,22 @@ esac"#,
                 && err.contains("volume mcp-echo-1-data"),
             "{err}"
         );
+        // What was there before the run is not counted, whatever its status has become since.
+        let before = [
+            "container mcp-echo-1 (mcp-test-server:test, Up 3 seconds)".to_owned(),
+            "network mcpctl-test-logs-abc".to_owned(),
+        ];
+        let err = check_with(&stub.dir, docker.to_str().unwrap(), false, &before)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the tests left 3 thing(s) behind")
+                && !err.contains("mcp-echo-1 ")
+                && !err.contains("mcpctl-test-logs-abc"),
+            "{err}"
+        );
+        let all: Vec<String> = found.clone();
+        check_with(&stub.dir, docker.to_str().unwrap(), false, &all).unwrap();
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::ContainerInspectResponse;
+use bollard::models::{
+    ContainerInspectResponse, ContainerUpdateBody, NetworkDisconnectRequest, RestartPolicy,
+    RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder,
@@ -392,7 +395,34 @@ impl McpOrchestrator for DockerOrchestrator {
     async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
         let span = info_span!("docker.stop", instance = %id, ?grace);
         async {
-            self.inspect_managed(id).await?;
+            let info = self.inspect_managed(id).await?;
+            // A container the engine may restart is first told not to: removing one that is
+            // between restarts can leave its network endpoint behind in the engine (the network
+            // then cannot be removed), and a restart racing the stop would start it again.
+            let restarts = info
+                .host_config
+                .as_ref()
+                .and_then(|h| h.restart_policy.as_ref())
+                .and_then(|p| p.name)
+                .is_some_and(|n| !matches!(n, RestartPolicyNameEnum::NO | RestartPolicyNameEnum::EMPTY));
+            if restarts {
+                let never = ContainerUpdateBody {
+                    restart_policy: Some(RestartPolicy {
+                        name: Some(RestartPolicyNameEnum::NO),
+                        maximum_retry_count: None,
+                    }),
+                    ..ContainerUpdateBody::default()
+                };
+                match self
+                    .docker
+                    .update_container(id.as_str(), never)
+                    .await
+                    .map_err(self.err(Target::Container(id.as_str())))
+                {
+                    Ok(()) | Err(OrchestratorError::NotFound { .. }) => {}
+                    Err(e) => warn!(instance = %id, error = %e, "could not turn off restarts before the stop"),
+                }
+            }
             let secs = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
                 .unwrap_or(i32::MAX);
             let stopper = self.docker.clone().with_timeout(grace + STOP_SLACK);
@@ -421,6 +451,19 @@ impl McpOrchestrator for DockerOrchestrator {
                 Err(e) => return Err(e),
             }
             self.wait_gone(id.as_str()).await?;
+            // Under load the engine can keep a removed container's endpoint on the network
+            // (the network then refuses removal, and the name can clash later): drop it. When
+            // nothing is left, as usual, the engine answers that the container is not connected.
+            let _ = self
+                .docker
+                .disconnect_network(
+                    &self.config.network,
+                    NetworkDisconnectRequest {
+                        container: id.as_str().to_owned(),
+                        force: Some(true),
+                    },
+                )
+                .await;
             crate::attach::forget(id);
             remove_volumes(&self.docker, id.as_str(), &self.endpoint).await?;
             info!("stopped and removed");

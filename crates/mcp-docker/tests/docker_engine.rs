@@ -97,8 +97,17 @@ async fn remove_network_and_containers(docker: &Docker, network: &str) -> Vec<Ve
             )
             .await;
     }
-    for id in networks_named(docker, network).await {
-        let _ = docker.remove_network(&id).await;
+    // The engine releases a removed container's endpoint asynchronously: a network removal right
+    // after may still see it, so try again for a few seconds.
+    for _ in 0..50 {
+        let ids = networks_named(docker, network).await;
+        if ids.is_empty() {
+            break;
+        }
+        for id in ids {
+            let _ = docker.remove_network(&id).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     left.iter().filter_map(|c| c.names.clone()).collect()
 }
