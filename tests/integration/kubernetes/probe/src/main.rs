@@ -233,9 +233,18 @@ mod tests {
                 let Ok((mut conn, _)) = listener.accept() else {
                     return;
                 };
+                // The whole request first (it may come in several writes): answering and closing
+                // while the client still writes would break its pipe.
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut got = Vec::new();
                 let mut buf = [0_u8; 1024];
-                let n = conn.read(&mut buf).unwrap_or(0);
-                if buf[..n].starts_with(b"POST /mcp") {
+                while !got.ends_with(b"}}}") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if got.starts_with(b"POST /mcp") {
                     let _ =
                         conn.write_all(b"HTTP/1.1 406 Not Acceptable\r\ncontent-length: 0\r\n\r\n");
                     return;
