@@ -134,6 +134,7 @@ mod kubelet;
 mod logs;
 mod names;
 mod process;
+mod quantity;
 mod requests;
 mod resources;
 mod selector;

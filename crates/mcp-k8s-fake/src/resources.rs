@@ -16,6 +16,9 @@ use crate::kind::ResourceKind;
 use crate::names;
 use crate::status::{ApiError, FieldError};
 
+/// The finalizer that keeps a claim while a pod uses it.
+pub(crate) const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+
 /// Counters the apiserver uses to allocate addresses.
 #[derive(Debug, Default)]
 pub(crate) struct Allocators {
@@ -149,8 +152,8 @@ fn validate_requests_within_limits(
     let limits = resources.limits.clone().unwrap_or_default();
     for (name, request) in resources.requests.iter().flatten() {
         if let Some(limit) = limits.get(name)
-            && crate::admission::parse_quantity(&request.0)
-                > crate::admission::parse_quantity(&limit.0)
+            && crate::quantity::parse_quantity(&request.0)
+                > crate::quantity::parse_quantity(&limit.0)
         {
             errors.push(FieldError::invalid(
                 format!("{path}.resources.requests[{name}]"),
@@ -716,8 +719,8 @@ fn validate_pvc(pvc: &PersistentVolumeClaim, errors: &mut Vec<FieldError>) {
 fn bind_pvc(pvc: &mut PersistentVolumeClaim) {
     // The StorageObjectInUseProtection admission plugin's finalizer.
     let finalizers = pvc.metadata.finalizers.get_or_insert_with(Vec::new);
-    if !finalizers.iter().any(|f| f == crate::store::PVC_PROTECTION) {
-        finalizers.push(crate::store::PVC_PROTECTION.to_owned());
+    if !finalizers.iter().any(|f| f == PVC_PROTECTION) {
+        finalizers.push(PVC_PROTECTION.to_owned());
     }
     let spec = pvc.spec.get_or_insert_with(Default::default);
     spec.storage_class_name

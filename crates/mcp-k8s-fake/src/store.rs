@@ -90,11 +90,6 @@ pub(crate) enum DeleteOutcome {
     Kept(Value),
 }
 
-/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
-/// pod already being deleted keeps its timestamp unless the period shortens it.
-/// The finalizer that keeps a claim while a pod uses it.
-pub(crate) const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
-
 /// Whether a pod that has not finished mounts the claim `name` of `namespace`.
 fn claim_in_use<'a>(
     mut objects: impl Iterator<Item = (&'a ObjectKey, &'a Value)>,
@@ -116,6 +111,8 @@ fn claim_in_use<'a>(
     })
 }
 
+/// The pod with `deletionTimestamp` = now + `period` and `deletionGracePeriodSeconds`; a
+/// pod already being deleted keeps its timestamp unless the period shortens it.
 pub(crate) fn stamp_deletion(pod: &Value, period: i64) -> Value {
     let mut next = pod.clone();
     let meta = &mut next["metadata"];

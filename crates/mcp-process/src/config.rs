@@ -279,7 +279,16 @@ impl ProcessConfig {
     pub(crate) fn start_timeout(&self) -> Duration {
         Duration::from_millis(self.start_timeout_ms)
     }
+
+    /// How long an instance may have no recorded supervisor before it counts as abandoned.
+    pub(crate) fn startup_window(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.start_timeout() + SUPERVISOR_MARGIN)
+            .unwrap_or(jiff::SignedDuration::from_secs(60))
+    }
 }
+
+/// How long after the grace period a stop waits for the supervisor before killing it.
+pub(crate) const SUPERVISOR_MARGIN: Duration = Duration::from_secs(5);
 
 /// `$XDG_STATE_HOME/mcpctl/process` when `XDG_STATE_HOME` is an absolute path, else
 /// `$HOME/.local/state/mcpctl/process`.

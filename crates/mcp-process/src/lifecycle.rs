@@ -19,7 +19,7 @@ use mcp_types::{
 use rustix::process::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::config::{ProcessConfig, is_executable, search_path};
+use crate::config::{ProcessConfig, SUPERVISOR_MARGIN, is_executable, search_path};
 use crate::error::{BACKEND, ProcessError};
 use crate::layout::{
     Handoff, INSTANCES, InstancePaths, Launch, Meta, State, StopRequest, TRASH, create_private_dir,
@@ -31,8 +31,6 @@ use crate::supervisor::READY;
 
 /// How often stop waits look again.
 const POLL: Duration = Duration::from_millis(20);
-/// How long after the grace period a stop waits for the supervisor before killing it.
-const SUPERVISOR_MARGIN: Duration = Duration::from_secs(5);
 /// How long a killed process group may take to disappear before stop reports a timeout.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -498,10 +496,4 @@ fn tail_of(path: &Path) -> String {
     } else {
         tail
     }
-}
-
-/// How long an instance may have no recorded supervisor before it counts as abandoned.
-pub(crate) fn startup_window(config: &ProcessConfig) -> jiff::SignedDuration {
-    jiff::SignedDuration::try_from(config.start_timeout() + SUPERVISOR_MARGIN)
-        .unwrap_or(jiff::SignedDuration::from_secs(60))
 }

@@ -21,7 +21,6 @@ use std::path::Path;
 use crate::config::ProcessConfig;
 use crate::error::ProcessError;
 use crate::layout::{INSTANCES, InstancePaths, Meta, State, read_json};
-use crate::lifecycle::startup_window;
 use crate::procfs::ProcIdentity;
 
 /// The processes behind an instance, as recorded in its state directory.
@@ -86,7 +85,7 @@ pub(crate) fn observe(
         Err(e) => return Err(ProcessError::io("reading", &paths.state())(e)),
     };
     let server = state.as_ref().and_then(|s| s.server);
-    let young = Timestamp::now().duration_since(meta.created_at) < startup_window(config);
+    let young = Timestamp::now().duration_since(meta.created_at) < config.startup_window();
     let status = match state {
         Some(s) if supervisor_alive || s.status.phase.is_terminal() => s.status,
         None if supervisor_alive || (supervisor.is_none() && young) => {
