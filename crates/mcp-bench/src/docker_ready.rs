@@ -6,24 +6,23 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bollard::container::LogOutput;
 use bollard::models::PortBinding;
 use bollard::query_parameters::AttachContainerOptionsBuilder;
 use futures::{StreamExt, TryStreamExt};
+use mcp_orchestrator_api::McpOrchestrator;
 use mcp_orchestrator_api::fixture::{FixtureScript, ServeMode};
-use mcp_orchestrator_api::{McpChannel, McpOrchestrator, OrchestratorError, OrchestratorExt};
 use mcp_types::{StartOptions, Transport};
 use rmcp::ServiceExt;
 use tokio_util::io::StreamReader;
 
 use crate::docker_env::DockerEnv;
-use crate::ready::http_ready;
+use crate::ready::{http_ready, mcp_ready};
 use crate::report::{Row, timing_row};
 use crate::stats::{Samples, Target};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-const RETRY: Duration = Duration::from_millis(5);
 /// The port the test server listens on inside its container.
 const CONTAINER_PORT: u16 = 8080;
 
@@ -120,29 +119,7 @@ async fn ready_ours(env: &DockerEnv, transport: Transport) -> Result<Duration> {
         .start_server(&spec, &StartOptions::default())
         .await
         .context("start_server")?;
-    let outcome = async {
-        o.wait_until_running(&id, READY_TIMEOUT).await?;
-        let channel = loop {
-            match o.connect(&id).await {
-                Ok(c) => break c,
-                Err(OrchestratorError::Unavailable { .. }) if started.elapsed() < READY_TIMEOUT => {
-                    tokio::time::sleep(RETRY).await;
-                }
-                Err(e) => return Err(anyhow::Error::new(e)),
-            }
-        };
-        match channel {
-            McpChannel::Stdio(stdio) => {
-                let client = ().serve(stdio).await.context("stdio handshake")?;
-                client.list_all_tools().await.context("tools/list")?;
-                let _ = client.cancel().await;
-            }
-            McpChannel::Http(endpoint) => http_ready(&endpoint.url).await?,
-            other => bail!("unexpected channel {other:?}"),
-        }
-        Ok(started.elapsed())
-    }
-    .await;
+    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT).await;
     env.remove(id.as_str()).await?;
     outcome
 }

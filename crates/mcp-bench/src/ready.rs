@@ -134,6 +134,37 @@ fn serve_script(transport: Transport, port: u16) -> FixtureScript {
 }
 
 /// Handshake and `tools/list` over streamable HTTP, retried until the server listens.
+/// From a started instance to a completed MCP session: waits for Running, connects (retrying
+/// while the backend says Unavailable) and does the handshake and `tools/list` through the
+/// channel. Returns the time since `started`.
+pub(crate) async fn mcp_ready(
+    o: &dyn McpOrchestrator,
+    id: &mcp_types::InstanceId,
+    started: Instant,
+    timeout: Duration,
+) -> Result<Duration> {
+    o.wait_until_running(id, timeout).await?;
+    let channel = loop {
+        match o.connect(id).await {
+            Ok(c) => break c,
+            Err(OrchestratorError::Unavailable { .. }) if started.elapsed() < timeout => {
+                tokio::time::sleep(RETRY).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e)),
+        }
+    };
+    match channel {
+        McpChannel::Stdio(stdio) => {
+            let client = ().serve(stdio).await.context("stdio handshake")?;
+            client.list_all_tools().await.context("tools/list")?;
+            let _ = client.cancel().await;
+        }
+        McpChannel::Http(endpoint) => http_ready(&endpoint.url).await?,
+        other => bail!("unexpected channel {other:?}"),
+    }
+    Ok(started.elapsed())
+}
+
 pub(crate) async fn http_ready(url: &str) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
@@ -165,29 +196,7 @@ async fn ready_ours(
         .start_server(&spec, &StartOptions::default())
         .await
         .context("start_server")?;
-    let outcome = async {
-        o.wait_until_running(&id, READY_TIMEOUT).await?;
-        let channel = loop {
-            match o.connect(&id).await {
-                Ok(c) => break c,
-                Err(OrchestratorError::Unavailable { .. }) if started.elapsed() < READY_TIMEOUT => {
-                    tokio::time::sleep(RETRY).await;
-                }
-                Err(e) => return Err(anyhow::Error::new(e)),
-            }
-        };
-        match channel {
-            McpChannel::Stdio(stdio) => {
-                let client = ().serve(stdio).await.context("stdio handshake")?;
-                client.list_all_tools().await.context("tools/list")?;
-                let _ = client.cancel().await;
-            }
-            McpChannel::Http(endpoint) => http_ready(&endpoint.url).await?,
-            other => bail!("unexpected channel {other:?}"),
-        }
-        Ok(started.elapsed())
-    }
-    .await;
+    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT).await;
     let stopped = o.stop_server(&id, GRACE).await;
     let elapsed = outcome?;
     stopped.context("stop_server")?;
