@@ -973,6 +973,8 @@ async fn run_program(
     logs: &LogStore,
     container_id: &str,
 ) -> Exit {
+    // The container's writable layer as far as file steps go: path -> the line written.
+    let mut files: HashMap<&str, &str> = HashMap::new();
     for step in steps {
         match step {
             Step::PrintEnv(name) => {
@@ -986,6 +988,18 @@ async fn run_program(
             }
             // Decided before the program starts (`ignores_sigterm` in `execute`).
             Step::IgnoreSigterm => {}
+            Step::WriteFile { path, content } => {
+                files.insert(path, content);
+                let line = mcp_orchestrator_api::fixture::write_line(path, None);
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            Step::PrintFile(path) => {
+                let line = files.get(path.as_str()).map_or_else(
+                    || mcp_orchestrator_api::fixture::missing_line(path),
+                    |text| (*text).to_owned(),
+                );
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
             Step::Stdout(text) => {
                 logs.append(container_id, LogStream::Stdout, text);
             }

@@ -1,5 +1,5 @@
 //! Fixture scripts: what a conformance test asks a server to do (print known lines, print an
-//! environment variable or the working directory, ignore SIGTERM, sleep, exit with a code, serve
+//! environment variable or the working directory, write and print files, ignore SIGTERM, sleep, exit with a code, serve
 //! MCP, keep running), encoded as command-line arguments that every backend can run.
 //!
 //! The workspace's test server binary (`mcp-test-server fixture ...`) executes a script from its
@@ -40,6 +40,31 @@ pub enum FixtureStep {
     PrintCwd,
     /// From here on SIGTERM (and SIGINT) no longer stop the server: only a kill does.
     IgnoreSigterm,
+    /// Write `content` (and a newline) to the file at `path`, replacing it; the parent
+    /// directory must exist. Prints [`write_line`] on stdout when done.
+    WriteFile {
+        /// Absolute path inside the server's filesystem.
+        path: String,
+        /// One line of text.
+        content: String,
+    },
+    /// Print the lines of the file at `path` on stdout, or [`missing_line`] when it cannot be
+    /// read.
+    PrintFile(String),
+}
+
+/// The line [`FixtureStep::WriteFile`] prints once `path` is written, or `wrote PATH failed:
+/// REASON` when it could not be.
+pub fn write_line(path: &str, error: Option<&str>) -> String {
+    match error {
+        None => format!("wrote {path}"),
+        Some(e) => format!("wrote {path} failed: {e}"),
+    }
+}
+
+/// The line [`FixtureStep::PrintFile`] prints when `path` cannot be read.
+pub fn missing_line(path: &str) -> String {
+    format!("{path} unreadable")
 }
 
 /// The line [`FixtureStep::PrintEnv`] prints for `name` with `value` (`None`: unset).
@@ -154,6 +179,21 @@ impl FixtureScript {
         self
     }
 
+    /// Adds writing one line of `content` to the file at `path`.
+    pub fn write_file(mut self, path: impl Into<String>, content: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::WriteFile {
+            path: path.into(),
+            content: content.into(),
+        });
+        self
+    }
+
+    /// Adds printing the lines of the file at `path`.
+    pub fn print_file(mut self, path: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::PrintFile(path.into()));
+        self
+    }
+
     /// Ignores SIGTERM from here on, so stopping needs the grace period's kill.
     pub fn ignore_sigterm(mut self) -> Self {
         self.steps.push(FixtureStep::IgnoreSigterm);
@@ -189,7 +229,7 @@ impl FixtureScript {
 
     /// The lines the script prints on stdout and stderr, in order, with their stream
     /// (`true` = stdout). Lines whose text depends on where the script runs
-    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`]) are not included.
+    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`], the file steps) are not included.
     pub fn expected_lines(&self) -> Vec<(bool, String)> {
         let mut out = Vec::new();
         for s in &self.steps {
@@ -202,7 +242,9 @@ impl FixtureScript {
                 FixtureStep::Sleep(_)
                 | FixtureStep::PrintEnv(_)
                 | FixtureStep::PrintCwd
-                | FixtureStep::IgnoreSigterm => {}
+                | FixtureStep::IgnoreSigterm
+                | FixtureStep::WriteFile { .. }
+                | FixtureStep::PrintFile(_) => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
@@ -210,7 +252,8 @@ impl FixtureScript {
     }
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
-    /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --exit CODE
+    /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --write-file PATH=CONTENT
+    /// --print-file PATH --exit CODE
     /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
@@ -225,6 +268,10 @@ impl FixtureScript {
                     continue;
                 }
                 FixtureStep::PrintEnv(name) => ("--print-env", name.clone()),
+                FixtureStep::WriteFile { path, content } => {
+                    ("--write-file", format!("{path}={content}"))
+                }
+                FixtureStep::PrintFile(path) => ("--print-file", path.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -272,6 +319,16 @@ impl FixtureScript {
                 "--stdout" => FixtureStep::Stdout(value.to_owned()),
                 "--stderr" => FixtureStep::Stderr(value.to_owned()),
                 "--print-env" => FixtureStep::PrintEnv(value.to_owned()),
+                "--write-file" => {
+                    let (path, content) = value
+                        .split_once('=')
+                        .ok_or_else(|| bad("expected PATH=CONTENT"))?;
+                    FixtureStep::WriteFile {
+                        path: path.to_owned(),
+                        content: content.to_owned(),
+                    }
+                }
+                "--print-file" => FixtureStep::PrintFile(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
                         .split_once(':')
@@ -355,6 +412,21 @@ mod tests {
         assert_eq!(s.exit_code(), Some(3));
         assert_eq!(s.expected_lines().len(), 5);
         assert_eq!(s.expected_lines()[4], (true, "line-3".to_owned()));
+        let files = FixtureScript::new()
+            .write_file("/data/a.txt", "x=1 y")
+            .print_file("/data/a.txt");
+        assert_eq!(
+            files.to_args()[1..],
+            [
+                "--write-file",
+                "/data/a.txt=x=1 y",
+                "--print-file",
+                "/data/a.txt"
+            ]
+        );
+        assert_eq!(FixtureScript::parse_args(&files.to_args()).unwrap(), files);
+        assert!(files.expected_lines().is_empty());
+        assert!(FixtureScript::parse_args(&["fixture", "--write-file", "nopath"]).is_err());
     }
 
     #[test]

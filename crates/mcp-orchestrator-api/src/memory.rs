@@ -62,6 +62,9 @@ struct Entry {
     env: BTreeMap<String, String>,
     /// The spec's `workingDir`, which `PrintCwd` steps print (`/` when unset).
     working_dir: Option<String>,
+    /// The simulated filesystem of file steps (path -> the one line written), kept for the
+    /// instance's life: every run of the instance sees it, the next instance does not.
+    files: Mutex<BTreeMap<String, String>>,
     /// Bumped on every change so log followers wake up.
     changed: watch::Sender<u64>,
     /// SIGTERM: stops the simulated process unless its script ignores it.
@@ -165,6 +168,15 @@ impl Entry {
                     self.working_dir.clone().unwrap_or_else(|| "/".to_owned()),
                 ),
                 FixtureStep::IgnoreSigterm => ignoring = true,
+                FixtureStep::WriteFile { path, content } => {
+                    lock(&self.files).insert(path.clone(), content.clone());
+                    self.print(LogStream::Stdout, crate::fixture::write_line(path, None));
+                }
+                FixtureStep::PrintFile(path) => {
+                    let text = lock(&self.files).get(path).cloned();
+                    let line = text.unwrap_or_else(|| crate::fixture::missing_line(path));
+                    self.print(LogStream::Stdout, line);
+                }
                 FixtureStep::Stdout(l) => self.print(LogStream::Stdout, l.clone()),
                 FixtureStep::Stderr(l) => self.print(LogStream::Stderr, l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -249,6 +261,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 })
                 .collect(),
             working_dir: spec.working_dir.clone(),
+            files: Mutex::default(),
             changed,
             cancel: CancellationToken::new(),
             kill: CancellationToken::new(),

@@ -5,7 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mcp_orchestrator_api::fixture::{FixtureScript, FixtureStep, ServeMode, env_line};
+use mcp_orchestrator_api::fixture::{
+    FixtureScript, FixtureStep, ServeMode, env_line, missing_line, write_line,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::signals::Signals;
@@ -67,6 +69,19 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
                 print(&mut stdout, &cwd).await;
             }
             FixtureStep::IgnoreSigterm => ignore.store(true, Ordering::SeqCst),
+            FixtureStep::WriteFile { path, content } => {
+                let written = std::fs::write(path, format!("{content}\n"));
+                let error = written.err().map(|e| e.to_string());
+                print(&mut stdout, &write_line(path, error.as_deref())).await;
+            }
+            FixtureStep::PrintFile(path) => match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        print(&mut stdout, line).await;
+                    }
+                }
+                Err(_) => print(&mut stdout, &missing_line(path)).await,
+            },
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,
             FixtureStep::Stderr(line) => print(&mut stderr, line).await,
             FixtureStep::StdoutLines { prefix, count } => {

@@ -211,6 +211,36 @@ async fn prints_env_and_working_dir() {
 }
 
 #[tokio::test]
+async fn writes_and_prints_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("note.txt").display().to_string();
+    let absent = dir.path().join("absent.txt").display().to_string();
+    let unwritable = dir.path().join("no-such-dir/x").display().to_string();
+    let script = FixtureScript::new()
+        .print_file(&file)
+        .write_file(&file, "kept data")
+        .print_file(&file)
+        .print_file(&absent)
+        .write_file(&unwritable, "x")
+        .exit(0);
+    let (code, out, _) = run_to_end(BIN, &script.to_args()).await;
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("{file} unreadable"));
+    assert_eq!(lines[1], format!("wrote {file}"));
+    assert_eq!(lines[2], "kept data");
+    assert_eq!(lines[3], format!("{absent} unreadable"));
+    assert!(
+        lines[4].starts_with(&format!("wrote {unwritable} failed: ")),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("written"),
+        "kept data\n"
+    );
+}
+
+#[tokio::test]
 async fn ignoring_sigterm_leaves_only_a_kill() {
     let script = FixtureScript::new().ignore_sigterm().stdout("stubborn");
     let mut child = command(BIN.as_ref(), &script.to_args())
