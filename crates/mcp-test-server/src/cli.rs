@@ -16,9 +16,15 @@ commands:
   probe URL [--attempts N]       MCP initialize against http://HOST:PORT/PATH (names resolved
                                  through /etc/resolv.conf); exit 0 when mcp-test-server answers
   fixture [STEP]...              run a fixture script; steps, in order:
-      --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS | --exit CODE
-      | --serve stdio|http:PORT (MCP as the commands above; HTTP on 0.0.0.0:PORT/mcp)
+      --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS
+      | --print-env NAME | --print-cwd | --ignore-sigterm
+      | --write-file PATH=TEXT | --print-file PATH
+      | --exit CODE | --serve stdio|http:PORT (MCP as the commands above; HTTP on 0.0.0.0:PORT/mcp)
     without --exit or --serve the process idles until SIGTERM/SIGINT, then exits 0
+  build-image [--tag TAG]        build this server as a static binary and a FROM-scratch Docker
+                                 image tagged TAG (default mcp-test-server:test) on the local
+                                 engine, nothing pulled; prints the image id (needs the `docker`
+                                 feature)
 
 tools: echo {text}, add {a, b}, env {name}";
 
@@ -38,6 +44,11 @@ pub(crate) enum Command {
     },
     /// Execute a fixture script.
     Fixture(FixtureScript),
+    /// Build the test image on the local Docker engine.
+    BuildImage {
+        /// The tag to give it.
+        tag: String,
+    },
     /// Check that an MCP server answers at a URL.
     Probe {
         /// Where.
@@ -68,12 +79,31 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         },
         "http" => parse_http(&args[1..]),
         "probe" => parse_probe(&args[1..]),
+        "build-image" => parse_build_image(&args[1..]),
         FIXTURE_SUBCOMMAND => FixtureScript::parse_args(&args)
             .map(Command::Fixture)
             .map_err(|e| e.to_string()),
         other => Err(format!(
-            "unknown command {other:?} (expected stdio, http or fixture)"
+            "unknown command {other:?} (expected stdio, http, fixture, probe or build-image)"
         )),
+    }
+}
+
+/// The tag `build-image` uses without `--tag` (the library's `DEFAULT_IMAGE_TAG`).
+pub(crate) const DEFAULT_TAG: &str = "mcp-test-server:test";
+
+fn parse_build_image(args: &[String]) -> Result<Command, String> {
+    match args {
+        [] => Ok(Command::BuildImage {
+            tag: DEFAULT_TAG.to_owned(),
+        }),
+        [flag, tag] if flag == "--tag" => {
+            if tag.is_empty() || tag.chars().any(char::is_whitespace) {
+                return Err(format!("build-image: --tag {tag:?} is not an image tag"));
+            }
+            Ok(Command::BuildImage { tag: tag.clone() })
+        }
+        other => Err(format!("build-image: unexpected arguments {other:?}")),
     }
 }
 
@@ -132,6 +162,20 @@ mod tests {
     #[test]
     fn commands() {
         assert_eq!(p(&["stdio"]), Ok(Command::Stdio));
+        assert_eq!(
+            p(&["build-image"]),
+            Ok(Command::BuildImage {
+                tag: DEFAULT_TAG.to_owned()
+            })
+        );
+        assert_eq!(
+            p(&["build-image", "--tag", "fixture:dev"]),
+            Ok(Command::BuildImage {
+                tag: "fixture:dev".to_owned()
+            })
+        );
+        assert!(p(&["build-image", "--tag"]).is_err());
+        assert!(p(&["build-image", "--tag", "a b"]).is_err());
         assert_eq!(p(&["--help"]), Ok(Command::Help));
         assert_eq!(
             p(&["http", "--port", "8080"]),

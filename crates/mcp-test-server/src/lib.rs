@@ -26,7 +26,11 @@
 //!
 //! With the `docker` feature, `ensure_docker_image(&docker, DEFAULT_IMAGE_TAG).await?` gives an
 //! image whose entry point is the binary: run it with `fixture ...`, `stdio` (the default
-//! command) or `http --port 8080` as container arguments.
+//! command) or `http --port 8080` as container arguments. The same image from a shell, with no
+//! Rust code: `cargo install mcp-test-server --features docker` and then
+//! `mcp-test-server build-image [--tag TAG]` (in this repository:
+//! `cargo run -p mcp-test-server --features docker -- build-image`); it prints the tag and the
+//! image id.
 //!
 //! Also with the `docker` feature, `ensure_time_server_image(&docker).await?` gives the tag of
 //! an image running a real third-party stdio MCP server from PyPI (`mcp-server-time`, pinned in
@@ -139,8 +143,9 @@ pub enum Error {
 /// The build uses this crate's own manifest (in this repository: its workspace; as a
 /// dependency: the package source, with the `Cargo.lock` it was published with), and puts the
 /// result under the *calling* package's target directory (found from the `CARGO_MANIFEST_DIR`
-/// that `cargo test` sets for the test process), so nothing is written next to a registry's
-/// sources. Cargo configuration found from the current directory (such as a
+/// that `cargo test` sets for the test process, or else from a `Cargo.toml` in the current
+/// directory, as when `mcp-test-server build-image` is run by hand in a project), so nothing is
+/// written next to a registry's sources. Cargo configuration found from the current directory (such as a
 /// `[patch.crates-io]`) applies as usual. The profile is defined through
 /// `CARGO_PROFILE_TEST_STATIC_*` variables, so no workspace needs a `[profile.test-static]`
 /// section.
@@ -170,6 +175,8 @@ fn caller_manifest() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(|dir| Path::new(&dir).join("Cargo.toml"))
         .filter(|m| m.is_file())
+        // `mcp-test-server build-image` run by hand from a project: that project's target dir.
+        .or_else(|| Some(PathBuf::from("Cargo.toml")).filter(|m| m.is_file()))
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
 }
 

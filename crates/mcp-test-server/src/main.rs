@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             };
         }
+        Command::BuildImage { tag } => return build_image(&tag),
         Command::Stdio | Command::Http { .. } | Command::Fixture(_) => {}
     }
     // One thread is plenty for a test server, and keeps it light when dozens run at once.
@@ -58,6 +59,52 @@ fn main() -> ExitCode {
     // Blocking stdin readers (stdio mode) must not keep the process alive after we are done.
     runtime.shutdown_background();
     code
+}
+
+/// `build-image`: the library's `ensure_docker_image` on the local engine.
+#[cfg(feature = "docker")]
+fn build_image(tag: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-test-server: starting the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let built = runtime.block_on(async {
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| format!("connecting to the Docker engine: {e}"))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("the Docker engine did not answer: {e}"))?;
+        mcp_test_server::ensure_docker_image(&docker, tag)
+            .await
+            .map_err(|e| format!("building {tag}: {e}"))
+    });
+    match built {
+        Ok(id) => {
+            println!("{tag} {id}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcp-test-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `build-image` in a binary built without the `docker` feature.
+#[cfg(not(feature = "docker"))]
+fn build_image(_tag: &str) -> ExitCode {
+    eprintln!(
+        "mcp-test-server: build-image needs the `docker` feature \
+         (cargo install mcp-test-server --features docker)"
+    );
+    ExitCode::FAILURE
 }
 
 async fn run(command: Command) -> ExitCode {
@@ -78,7 +125,9 @@ async fn run(command: Command) -> ExitCode {
             // Exit codes outside 0..=255 wrap like they do for any process.
             std::process::exit(code);
         }
-        Command::Help | Command::Version | Command::Probe { .. } => Ok(()),
+        Command::Help | Command::Version | Command::Probe { .. } | Command::BuildImage { .. } => {
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

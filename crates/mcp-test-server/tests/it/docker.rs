@@ -266,3 +266,41 @@ async fn scenario(
     client.cancel().await.expect("closing the client");
     stop_promptly(docker, &c).await;
 }
+
+/// `mcp-test-server build-image --tag T`, the documented command for authors without Rust glue:
+/// builds (or reuses) the image, tags it, prints `T sha256:...`, and the image carries the
+/// binary's hash label.
+#[tokio::test]
+async fn build_image_command_tags_the_image() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let tag = format!("mcp-test-server:cli-{}", std::process::id());
+    let out = tokio::process::Command::new(crate::common::BIN)
+        .args(["build-image", "--tag", &tag])
+        .output()
+        .await
+        .expect("running build-image");
+    let outcome = AssertUnwindSafe(async {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "build-image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (printed_tag, id) = stdout.trim().split_once(' ').expect("TAG ID");
+        assert_eq!(printed_tag, tag);
+        assert!(id.starts_with("sha256:"), "{stdout}");
+        let image = docker.inspect_image(&tag).await.expect("the tag exists");
+        assert_eq!(image.id.as_deref(), Some(id));
+        let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+        assert!(labels.contains_key(BINARY_HASH_LABEL), "{labels:?}");
+    })
+    .catch_unwind()
+    .await;
+    let untag = RemoveImageOptionsBuilder::default().noprune(true).build();
+    let _ = docker.remove_image(&tag, Some(untag), None).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
