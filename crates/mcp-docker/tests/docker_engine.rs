@@ -21,7 +21,7 @@ use bollard::query_parameters::{
 use futures::{StreamExt, TryStreamExt};
 use mcp_docker::{DockerConfig, DockerOrchestrator};
 use mcp_orchestrator_api::conformance::{
-    self, Capability, Harness, ImageServers, PreviousLogs, Support,
+    self, Capability, FollowAcrossRestarts, Harness, ImageServers, PreviousLogs, Support,
 };
 use mcp_orchestrator_api::{FixtureScript, McpOrchestrator, OrchestratorError, OrchestratorExt};
 use mcp_types::{
@@ -253,6 +253,8 @@ async fn conformance_kit_passes() {
         .with_grace(GRACE)
         // The engine keeps one log across restarts.
         .with_previous_logs(PreviousLogs::Refused)
+        // The engine's follow request ends with the container, restarted or not.
+        .with_follow_across_restarts(FollowAcrossRestarts::Ends)
         .with_capability(Capability::Volumes, Support::Honoured)
         // Docker networks cannot restrict egress to an allow-list.
         .with_capability(Capability::Egress, Support::Refused);

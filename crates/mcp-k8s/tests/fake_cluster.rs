@@ -9,7 +9,8 @@ use mcp_k8s::KubernetesOrchestrator;
 use mcp_k8s_fake::FakeKubeServer;
 use mcp_orchestrator_api::McpOrchestrator;
 use mcp_orchestrator_api::conformance::{
-    self, Capability, Harness, HttpConnect, ImageServers, ServerFactory, StreamSupport, Support,
+    self, Capability, FollowAcrossRestarts, Harness, HttpConnect, ImageServers, ServerFactory,
+    StreamSupport, Support,
 };
 use mcp_types::{InstanceFilters, K8sConfig};
 
@@ -63,6 +64,8 @@ async fn passes_the_conformance_kit() {
         .with_timeout(Duration::from_secs(15))
         // The container log merges stdout and stderr.
         .with_streams(StreamSupport::Merged)
+        // A log follow request ends with the container (the kubelet's), restarted or not.
+        .with_follow_across_restarts(FollowAcrossRestarts::Ends)
         // An HTTP server's URL is its Service's cluster DNS name.
         .with_http_connect(HttpConnect::InEngineNetwork)
         // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.

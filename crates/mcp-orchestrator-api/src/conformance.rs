@@ -104,6 +104,20 @@ pub enum PreviousLogs {
     Refused,
 }
 
+/// What a following log stream does when the server exits and is restarted, which decides what
+/// [`follow_across_restarts`] demands. Callers must be ready for either.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FollowAcrossRestarts {
+    /// The stream stays open across the exit and yields the next run's lines (the process
+    /// backend, the in-memory backend).
+    #[default]
+    Continues,
+    /// The stream ends when the run it follows exits, even when a restart follows (Docker,
+    /// Kubernetes: the engine's follow request ends with the container); follow again for the
+    /// next run.
+    Ends,
+}
+
 /// Where the URL that `connect` gives for an HTTP server can be reached, which decides what
 /// [`connect_http`] demands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -182,13 +196,15 @@ pub struct Harness<'a> {
     pub previous_logs: PreviousLogs,
     /// Where an HTTP server's URL from `connect` can be reached.
     pub http_connect: HttpConnect,
+    /// Whether a following log stream continues into the next run after a restart.
+    pub follow_restarts: FollowAcrossRestarts,
     /// Declared spec capabilities; a capability not in the map is not checked.
     pub capabilities: BTreeMap<Capability, Support>,
 }
 
 impl<'a> Harness<'a> {
     /// A harness with a 60 s timeout, a 5 s grace period, separate streams, kept previous
-    /// logs, HTTP URLs reachable from the kit, `workingDir` honoured and no other capability
+    /// logs, HTTP URLs reachable from the kit, following that continues across restarts, `workingDir` honoured and no other capability
     /// declared.
     pub fn new(orchestrator: &'a dyn McpOrchestrator, servers: &'a dyn ServerFactory) -> Self {
         Self {
@@ -199,6 +215,7 @@ impl<'a> Harness<'a> {
             streams: StreamSupport::Separate,
             previous_logs: PreviousLogs::Kept,
             http_connect: HttpConnect::Reachable,
+            follow_restarts: FollowAcrossRestarts::Continues,
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
         }
     }
@@ -233,6 +250,12 @@ impl<'a> Harness<'a> {
         self
     }
 
+    /// Declares whether a following log stream continues into the next run after a restart.
+    pub fn with_follow_across_restarts(mut self, follow: FollowAcrossRestarts) -> Self {
+        self.follow_restarts = follow;
+        self
+    }
+
     /// Declares what the backend does with a spec capability (replacing an earlier
     /// declaration).
     pub fn with_capability(mut self, capability: Capability, support: Support) -> Self {
@@ -261,6 +284,7 @@ impl fmt::Debug for Harness<'_> {
             .field("streams", &self.streams)
             .field("previous_logs", &self.previous_logs)
             .field("http_connect", &self.http_connect)
+            .field("follow_restarts", &self.follow_restarts)
             .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
@@ -1679,7 +1703,10 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+mod restarts;
 mod semantics;
+
+pub use restarts::follow_across_restarts;
 
 pub use semantics::{
     continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
@@ -1715,6 +1742,7 @@ pub fn checks() -> Vec<&'static str> {
         "working_dir",
         "spec_capabilities",
         "follow_with_tail_and_since",
+        "follow_across_restarts",
     ]
 }
 
@@ -1750,6 +1778,7 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "working_dir" => working_dir(h).await,
         "spec_capabilities" => spec_capabilities(h).await,
         "follow_with_tail_and_since" => follow_with_tail_and_since(h).await,
+        "follow_across_restarts" => follow_across_restarts(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

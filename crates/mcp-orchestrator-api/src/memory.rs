@@ -81,6 +81,9 @@ struct State {
     logs: Vec<(LogStream, Timestamp, String)>,
     /// Lines of the previous run, after a restart.
     previous: Option<Vec<(LogStream, Timestamp, String)>>,
+    /// Which run `logs` holds (0 for the first), so followers notice a restart even when the
+    /// new run already printed as many lines as they had read of the old one.
+    run: u64,
     /// The run task has finished for good.
     finished: bool,
     /// Removed by stop; followers end.
@@ -140,6 +143,7 @@ impl Entry {
             self.update(|s| {
                 s.status.restart_count += 1;
                 s.previous = Some(std::mem::take(&mut s.logs));
+                s.run += 1;
             });
         }
         self.update(|s| s.finished = true);
@@ -320,7 +324,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
         let accept = move |(stream, ts, text): (LogStream, Timestamp, String)| {
             filter.accept(stream, Some(ts), text)
         };
-        let (existing, next_index) = {
+        let (existing, next_index, run) = {
             let state = lock(&entry.state);
             let source = if options.previous {
                 state
@@ -335,7 +339,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
             };
             let len = source.len();
             let lines = filter.select(source.into_iter().map(|(s, t, x)| (s, Some(t), x)));
-            (lines, len)
+            (lines, len, state.run)
         };
         let head = futures::stream::iter(existing.into_iter().map(Ok));
         if !options.follow || options.previous {
@@ -343,17 +347,18 @@ impl McpOrchestrator for InMemoryOrchestrator {
         }
         let rx = entry.changed.subscribe();
         let tail = futures::stream::unfold(
-            (entry, next_index, rx, Vec::new()),
-            move |(entry, mut next, mut rx, mut buf)| {
+            (entry, (run, next_index), rx, Vec::new()),
+            move |(entry, (mut run, mut next), mut rx, mut buf)| {
                 async move {
                     loop {
                         if let Some(line) = buf.pop() {
-                            return Some((line, (entry, next, rx, buf)));
+                            return Some((line, (entry, (run, next), rx, buf)));
                         }
                         let (fresh, ended) = {
                             let state = lock(&entry.state);
                             // A restart swaps the log buffer; start over in the new run.
-                            if next > state.logs.len() {
+                            if state.run != run {
+                                run = state.run;
                                 next = 0;
                             }
                             let fresh: Vec<_> = state.logs[next..].to_vec();

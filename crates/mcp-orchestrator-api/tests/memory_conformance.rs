@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_orchestrator_api::conformance::{
-    self, Capability, CommandServers, Harness, HttpConnect, PreviousLogs, StreamSupport, Support,
+    self, Capability, CommandServers, FollowAcrossRestarts, Harness, HttpConnect, PreviousLogs,
+    StreamSupport, Support,
 };
 use mcp_orchestrator_api::{
     DynOrchestrator, InMemoryOrchestrator, LogLines, McpChannel, McpOrchestrator,
@@ -1216,4 +1217,73 @@ async fn kit_catches_follow_ignoring_tail_or_since() {
     assert!(msg.contains("follow with tail 2"), "{msg}");
     let msg = fails(&FollowIgnoresSince::default(), "follow_with_tail_and_since").await;
     assert!(msg.contains("follow with since"), "{msg}");
+}
+
+/// Ends every following stream when the instance stops running (the first exit), like an
+/// engine whose follow request ends with the container.
+#[derive(Debug, Default)]
+struct FollowEndsAtExit(InMemoryOrchestrator);
+
+delegate_except!(FollowEndsAtExit {
+    async fn start_server(&self, spec: &McpServer, o: &StartOptions) -> Result<InstanceId> { self.0.start_server(spec, o).await }
+    async fn stop_server(&self, id: &InstanceId, g: Duration) -> Result<()> { self.0.stop_server(id, g).await }
+    async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> { self.0.get_status(id).await }
+    async fn list_instances(&self, f: &InstanceFilters) -> Result<Page<Instance>> { self.0.list_instances(f).await }
+    async fn get_logs(&self, id: &InstanceId, o: &LogOptions) -> Result<LogLines> {
+        let lines = self.0.get_logs(id, o).await?;
+        if !o.follow {
+            return Ok(lines);
+        }
+        let (backend, id) = (self.0.clone(), id.clone());
+        let exited = async move {
+            let mut seen_running = false;
+            loop {
+                match backend.get_status(&id).await {
+                    Ok(s) if s.phase == Phase::Running => seen_running = true,
+                    Ok(_) if !seen_running => {}
+                    _ => return,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        Ok(lines.take_until(Box::pin(exited)).boxed())
+    }
+});
+
+async fn follow_restarts_check(
+    o: &dyn McpOrchestrator,
+    follow: FollowAcrossRestarts,
+) -> std::result::Result<(), String> {
+    let s = servers();
+    let h = harness(o, &s).with_follow_across_restarts(follow);
+    conformance::run_check(&h, "follow_across_restarts")
+        .await
+        .map_err(|f| f.message)
+}
+
+#[tokio::test]
+async fn kit_holds_follow_across_restarts_to_the_declaration() {
+    let (continues, ends) = (FollowAcrossRestarts::Continues, FollowAcrossRestarts::Ends);
+    // The in-memory backend continues, as it declares by default.
+    follow_restarts_check(&InMemoryOrchestrator::new(), continues)
+        .await
+        .unwrap();
+    let msg = follow_restarts_check(&InMemoryOrchestrator::new(), ends)
+        .await
+        .unwrap_err();
+    assert!(
+        msg.contains("declared Ends") && msg.contains("still open"),
+        "{msg}"
+    );
+    let msg = follow_restarts_check(&FollowEndsAtExit::default(), continues)
+        .await
+        .unwrap_err();
+    assert!(
+        msg.contains("declared Continues") && msg.contains("the stream ended"),
+        "{msg}"
+    );
+    // A backend that ends at the exit passes when it says so.
+    follow_restarts_check(&FollowEndsAtExit::default(), ends)
+        .await
+        .unwrap();
 }

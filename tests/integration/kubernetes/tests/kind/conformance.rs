@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use mcp_orchestrator_api::McpOrchestrator;
-use mcp_orchestrator_api::conformance::{self, Harness, StreamSupport};
+use mcp_orchestrator_api::conformance::{self, FollowAcrossRestarts, Harness, StreamSupport};
 use mcp_types::InstanceFilters;
 
 use crate::support::{TIMEOUT, cluster};
@@ -20,7 +20,9 @@ async fn the_conformance_kit_passes_on_kind() {
         .with_timeout(TIMEOUT)
         .with_grace(Duration::from_secs(5))
         // The container log merges stdout and stderr (the kubelet keeps one log per container).
-        .with_streams(StreamSupport::Merged);
+        .with_streams(StreamSupport::Merged)
+        // The kubelet's log follow ends with the container, restarted or not.
+        .with_follow_across_restarts(FollowAcrossRestarts::Ends);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
