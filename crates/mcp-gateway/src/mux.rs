@@ -702,10 +702,16 @@ impl Mux {
         }
     }
 
-    /// One ping through the shared session (connecting first when needed).
+    /// One ping through the shared session (connecting first when needed); a server that
+    /// speaks only the stateless revision, which has no `ping`, is asked `server/discover`.
     pub(crate) async fn ping(&self) -> Result<ReadyInfo, String> {
         let link = self.link().await.map_err(|e| e.to_string())?;
-        link.request("ping", json!({}), self.timeout).await?;
+        let method = if link.stateless.load(Ordering::Relaxed) {
+            "server/discover"
+        } else {
+            "ping"
+        };
+        link.request(method, json!({}), self.timeout).await?;
         link.info()
             .cloned()
             .ok_or_else(|| "the handshake has not finished".to_owned())
