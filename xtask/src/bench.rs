@@ -120,7 +120,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let root = workspace_root();
     // Benchmark 9's baselines: mcp-proxy in its own venv (about 30 s to create, once, so CI's
     // smoke creates it too) and the Python SDK client of the tools venv.
-    if o.only.as_deref().is_none_or(|only| only.split(',').any(|b| b == "gateway")) {
+    if o.only
+        .as_deref()
+        .is_none_or(|only| only.split(',').any(|b| b == "gateway"))
+    {
         let proxy = crate::python::ensure_mcp_proxy()?;
         let python = crate::python::ensure_tools()?.join("python");
         bench_args.extend(["--mcp-proxy".into(), proxy.display().to_string()]);

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rmcp::RoleClient;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::Peer;
-use rmcp::RoleClient;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -364,7 +364,10 @@ async fn echo(peer: &Peer<RoleClient>, text: String) -> Result<f64> {
 async fn session(
     peers: &Peers,
     way: Way,
-) -> Result<(Peer<RoleClient>, Option<rmcp::service::RunningService<RoleClient, ()>>)> {
+) -> Result<(
+    Peer<RoleClient>,
+    Option<rmcp::service::RunningService<RoleClient, ()>>,
+)> {
     match peers.url(way) {
         Some(url) => {
             let client = http_client(url).await?;
@@ -409,7 +412,13 @@ async fn many_clients(
         async move {
             let mut out = Vec::with_capacity(calls);
             for k in 0..calls {
-                out.push(echo(&peer, format!("{} rep {rep} client {c} call {k}", way.name())).await?);
+                out.push(
+                    echo(
+                        &peer,
+                        format!("{} rep {rep} client {c} call {k}", way.name()),
+                    )
+                    .await?,
+                );
             }
             Ok::<_, anyhow::Error>(out)
         }
@@ -564,9 +573,14 @@ async fn python_row(python: &Path, peers: &Peers, calls: usize) -> Result<Row> {
     std::fs::write(&script, PY_SCRIPT).context("writing the Python script")?;
     let mut ours = Samples::new();
     let mut base = Samples::new();
-    for (k, url) in [&peers.gateway_url, &peers.http_url, &peers.http_url, &peers.gateway_url]
-        .iter()
-        .enumerate()
+    for (k, url) in [
+        &peers.gateway_url,
+        &peers.http_url,
+        &peers.http_url,
+        &peers.gateway_url,
+    ]
+    .iter()
+    .enumerate()
     {
         let out = tokio::process::Command::new(python)
             .arg(&script)

@@ -227,10 +227,14 @@ impl Peers {
 
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new(server);
-        cmd.args(FixtureScript::new().serve(ServeMode::Http { port }).to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(
+            FixtureScript::new()
+                .serve(ServeMode::Http { port })
+                .to_args(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let http = Group::spawn(cmd, "HTTP test server")?;
         let http_url = format!("http://127.0.0.1:{port}/mcp");
 
@@ -258,9 +262,13 @@ impl Peers {
             _state: state,
         };
         // Each HTTP way answers before anything is measured.
-        for url in [Some(&peers.gateway_url), peers.proxy_url.as_ref(), Some(&peers.http_url)]
-            .into_iter()
-            .flatten()
+        for url in [
+            Some(&peers.gateway_url),
+            peers.proxy_url.as_ref(),
+            Some(&peers.http_url),
+        ]
+        .into_iter()
+        .flatten()
         {
             let client = http_client(url).await?;
             client.list_all_tools().await.context("tools/list")?;
@@ -298,7 +306,11 @@ impl Peers {
             ..
         } = self;
         let _ = stdio.cancel().await;
-        let mut results = vec![gateway.end().await, http.end().await, stdio_child.end().await];
+        let mut results = vec![
+            gateway.end().await,
+            http.end().await,
+            stdio_child.end().await,
+        ];
         if let Some(proxy) = proxy {
             results.push(proxy.end().await);
         }

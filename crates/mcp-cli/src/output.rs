@@ -22,7 +22,11 @@ pub(crate) fn structured<T: Serialize>(value: &T, format: Output) -> Result<Stri
 
 /// A `docker ps`-like table; `probes[i]` is the live MCP probe of `items[i]` (`None`: not
 /// probed, shown as `-`).
-pub(crate) fn instance_table(items: &[Instance], probes: &[Option<Probe>], now: Timestamp) -> String {
+pub(crate) fn instance_table(
+    items: &[Instance],
+    probes: &[Option<Probe>],
+    now: Timestamp,
+) -> String {
     let rows: Vec<[String; 9]> = items
         .iter()
         .zip(probes.iter().chain(std::iter::repeat(&None)))

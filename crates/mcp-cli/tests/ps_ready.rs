@@ -107,7 +107,11 @@ fn ps_shows_live_readiness_and_protocol_per_instance() {
         assert!(r["PROTOCOL"].starts_with("20"), "{r:?}");
     }
     let r = row(&rows, &mute);
-    assert_eq!((r["READY"].as_str(), r["PROTOCOL"].as_str()), ("no", "-"), "{r:?}");
+    assert_eq!(
+        (r["READY"].as_str(), r["PROTOCOL"].as_str()),
+        ("no", "-"),
+        "{r:?}"
+    );
 
     // The probe let go of the stdio: a client attaches and its own handshake works.
     let mut client = attach(&env, &stdio);
@@ -115,7 +119,11 @@ fn ps_shows_live_readiness_and_protocol_per_instance() {
     assert!(answer.contains(r#""id":1"#), "{answer:?}");
     // While it is attached, ps says busy rather than guessing.
     let r = ps(&env).into_iter().find(|r| r["ID"] == stdio).unwrap();
-    assert_eq!((r["READY"].as_str(), r["PROTOCOL"].as_str()), ("busy", "-"), "{r:?}");
+    assert_eq!(
+        (r["READY"].as_str(), r["PROTOCOL"].as_str()),
+        ("busy", "-"),
+        "{r:?}"
+    );
     client.kill().unwrap();
     let _ = client.wait();
     // Once it is gone (the bridge may need a moment to notice), ready again.
@@ -125,7 +133,10 @@ fn ps_shows_live_readiness_and_protocol_per_instance() {
         if r["READY"] == "yes" {
             break;
         }
-        assert!(Instant::now() < deadline, "still {r:?} after the client left");
+        assert!(
+            Instant::now() < deadline,
+            "still {r:?} after the client left"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 

@@ -525,7 +525,11 @@ impl Mux {
                 } else {
                     return Err(format!(
                         "the server supports protocol versions {supported:?}; the gateway speaks {:?} upstream",
-                        [INITIALIZE_PROTOCOLS[0], INITIALIZE_PROTOCOLS[1], STATELESS_PROTOCOL]
+                        [
+                            INITIALIZE_PROTOCOLS[0],
+                            INITIALIZE_PROTOCOLS[1],
+                            STATELESS_PROTOCOL
+                        ]
                     ));
                 }
             }
@@ -753,7 +757,7 @@ mod tests {
             assert_eq!(discover["method"], "server/discover");
             self.send(json!({"jsonrpc": "2.0", "id": discover["id"], "error": {
                 "code": -32601, "message": "method not found"}}))
-            .await;
+                .await;
             let init = self.recv().await;
             assert_eq!(init["method"], "initialize");
             self.send(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
@@ -977,7 +981,10 @@ mod tests {
             let discover = server.recv().await;
             assert_eq!(discover["method"], "server/discover");
             let meta = &discover["params"]["_meta"];
-            assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
+            assert_eq!(
+                meta["io.modelcontextprotocol/protocolVersion"],
+                "2026-07-28"
+            );
             assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
             server
                 .send(json!({"jsonrpc": "2.0", "id": discover["id"], "result": {
@@ -1008,7 +1015,14 @@ mod tests {
         // and the client's own progress token rewritten.
         let call = tokio::spawn(async move {
             let mut call = mux
-                .call("s1", request(&json!(7), "tools/call", &json!({"name": "t", "_meta": {"progressToken": 5}})))
+                .call(
+                    "s1",
+                    request(
+                        &json!(7),
+                        "tools/call",
+                        &json!({"name": "t", "_meta": {"progressToken": 5}}),
+                    ),
+                )
                 .await
                 .unwrap();
             let answer = call.rx.recv().await.unwrap();
@@ -1017,8 +1031,14 @@ mod tests {
         });
         let up = server.recv().await;
         let meta = &up["params"]["_meta"];
-        assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
-        assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "mcp-gateway");
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"],
+            "mcp-gateway"
+        );
         assert_ne!(meta["progressToken"], json!(5));
         server
             .send(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": [], "resultType": "complete"}}))

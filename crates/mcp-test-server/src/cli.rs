@@ -70,9 +70,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
             [flag] if flag == "--stateless-only" => Ok(Command::Stdio {
                 stateless_only: true,
             }),
-            [extra, ..] => Err(format!(
-                "stdio takes only --stateless-only, got {extra:?}"
-            )),
+            [extra, ..] => Err(format!("stdio takes only --stateless-only, got {extra:?}")),
         },
         "http" => parse_http(&args[1..]),
         "probe" => parse_probe(&args[1..]),

@@ -13,7 +13,12 @@ use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 
-async fn post(url: &str, version: &str, session: Option<&str>, body: &Value) -> (u16, Value, Option<String>) {
+async fn post(
+    url: &str,
+    version: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> (u16, Value, Option<String>) {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -31,7 +36,11 @@ async fn post(url: &str, version: &str, session: Option<&str>, body: &Value) -> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), session)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        session,
+    )
 }
 
 pub(crate) async fn stateless_upstream(python: Option<PathBuf>) {
@@ -79,7 +88,10 @@ async fn exercise(
         let (status, body, session) = post(&url, version, None, &init).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["result"]["protocolVersion"], version);
-        assert_eq!(body["result"]["serverInfo"]["name"], "mcp-test-server", "{body}");
+        assert_eq!(
+            body["result"]["serverInfo"]["name"], "mcp-test-server",
+            "{body}"
+        );
         let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"text": version}}});
         let (status, body, _) = post(&url, version, session.as_deref(), &call).await;
@@ -90,7 +102,8 @@ async fn exercise(
     // 2026-07-28 end to end.
     let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}});
-    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}});
+    let discover =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}});
     let (status, body, _) = post(&url, "2026-07-28", None, &discover).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -104,9 +117,10 @@ async fn exercise(
     assert_eq!(body["result"]["content"][0]["text"], "42", "{body}");
 
     // A compiled client (rmcp, its default initialize lifecycle).
-    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
-        .await
-        .expect("rmcp handshake through the gateway");
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+            .expect("rmcp handshake through the gateway");
     let mut args = serde_json::Map::new();
     args.insert("text".into(), "rmcp".into());
     let result = client
