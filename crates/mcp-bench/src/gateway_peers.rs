@@ -80,15 +80,15 @@ impl Group {
         let Some(pid) = self.child.id() else {
             return Ok(());
         };
-        let pgid = rustix::process::Pid::from_raw(i32::try_from(pid)?).context("pid")?;
-        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::TERM);
+        let group = rustix::process::Pid::from_raw(i32::try_from(pid)?).context("pid")?;
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         while !group_members(pid).is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if !group_members(pid).is_empty() {
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
             let _ = self.child.wait().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -164,11 +164,12 @@ pub(crate) struct Peers {
     stdio_child: Group,
     orchestrator: ProcessOrchestrator,
     instance: InstanceId,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl Peers {
     /// Starts every way and waits until each answers MCP.
+    #[allow(clippy::too_many_lines)] // one block per way, in the table's order
     pub(crate) async fn start(server: &Path, programs: &Programs) -> Result<Self> {
         let stdio_args = FixtureScript::new().serve(ServeMode::Stdio).to_args();
         let state = tempfile::tempdir().context("state directory")?;
@@ -244,9 +245,9 @@ impl Peers {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut stdio_child = Group::spawn(cmd, "stdio test server")?;
-        let stdout = stdio_child.child.stdout.take().context("stdout pipe")?;
-        let stdin = stdio_child.child.stdin.take().context("stdin pipe")?;
-        let stdio = ().serve((stdout, stdin)).await.context("stdio handshake")?;
+        let from_server = stdio_child.child.stdout.take().context("stdout pipe")?;
+        let to_server = stdio_child.child.stdin.take().context("stdin pipe")?;
+        let stdio = ().serve((from_server, to_server)).await.context("stdio handshake")?;
 
         let peers = Self {
             gateway_url,
@@ -259,7 +260,7 @@ impl Peers {
             stdio_child,
             orchestrator,
             instance,
-            _state: state,
+            state,
         };
         // Each HTTP way answers before anything is measured.
         for url in [
@@ -302,7 +303,7 @@ impl Peers {
             stdio_child,
             orchestrator,
             instance,
-            _state,
+            state,
             ..
         } = self;
         let _ = stdio.cancel().await;
@@ -320,7 +321,7 @@ impl Peers {
                 .await
                 .context("stop_server"),
         );
-        let left = std::fs::read_dir(_state.path().join("instances")).map_or(0, Iterator::count);
+        let left = std::fs::read_dir(state.path().join("instances")).map_or(0, Iterator::count);
         if left > 0 {
             results.push(Err(anyhow::anyhow!(
                 "gateway bench: {left} instance directories left"

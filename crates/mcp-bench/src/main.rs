@@ -295,19 +295,7 @@ async fn run(cli: Cli) -> Result<()> {
     if selected("gateway")
         && let Some(server) = &server
     {
-        step(&mut report, "gateway");
-        let programs = gateway_peers::Programs {
-            mcp_orch: cli
-                .mcp_orch
-                .clone()
-                .unwrap_or_else(|| exe.with_file_name("mcp-orch")),
-            mcp_proxy: cli.mcp_proxy.clone(),
-            python: cli.python.clone(),
-        };
-        report.notes.push(sizes.gateway.describe());
-        let (rows, notes) = gateway::run(server, &programs, sizes.gateway).await?;
-        report.rows.extend(rows);
-        report.notes.extend(notes);
+        gateway_part(&cli, &exe, server, sizes.gateway, &mut report).await?;
     }
     if selected("k8s-list") {
         step(&mut report, "k8s-list");
@@ -370,6 +358,30 @@ fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) ->
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Benchmark 9 (the gateway).
+async fn gateway_part(
+    cli: &Cli,
+    exe: &Path,
+    server: &Path,
+    sizes: gateway::Sizes,
+    report: &mut Report,
+) -> Result<()> {
+    step(report, "gateway");
+    let programs = gateway_peers::Programs {
+        mcp_orch: cli
+            .mcp_orch
+            .clone()
+            .unwrap_or_else(|| exe.with_file_name("mcp-orch")),
+        mcp_proxy: cli.mcp_proxy.clone(),
+        python: cli.python.clone(),
+    };
+    report.notes.push(sizes.describe());
+    let (rows, notes) = gateway::run(server, &programs, sizes).await?;
+    report.rows.extend(rows);
+    report.notes.extend(notes);
     Ok(())
 }
 
