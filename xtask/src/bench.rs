@@ -95,6 +95,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 "mcp-bench",
                 "-p",
                 "mcp-process",
+                "-p",
+                "mcp-cli",
                 "--bins",
             ],
             &[],
@@ -116,6 +118,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         shown.extend(["--only".into(), only.clone()]);
     }
     let root = workspace_root();
+    // Benchmark 9's baselines: mcp-proxy in its own venv (about 30 s to create, once, so CI's
+    // smoke creates it too) and the Python SDK client of the tools venv.
+    if o.only
+        .as_deref()
+        .is_none_or(|only| only.split(',').any(|b| b == "gateway"))
+    {
+        let proxy = crate::python::ensure_mcp_proxy()?;
+        let python = crate::python::ensure_tools()?.join("python");
+        bench_args.extend(["--mcp-proxy".into(), proxy.display().to_string()]);
+        bench_args.extend(["--python".into(), python.display().to_string()]);
+    }
     bench_args.extend(["--workspace".into(), root.display().to_string()]);
     bench_args.extend(["--command".into(), shown.join(" ")]);
     if o.write {

@@ -16,13 +16,31 @@ pub(crate) fn venv_dir() -> PathBuf {
     workspace_root().join("target/python-tools")
 }
 
+/// The pinned requirements of benchmark 9's baseline `mcp-proxy` (it needs `mcp<2`, the tools
+/// venv has 2.x), installed into their own venv.
+const MCP_PROXY_REQUIREMENTS: &str = include_str!("../mcp-proxy-requirements.txt");
+
 /// The venv's `bin` directory, creating the venv and installing the pinned requirements when
 /// they changed since the last install.
 pub(crate) fn ensure_tools() -> Result<PathBuf> {
-    let venv = venv_dir();
+    ensure_venv(&venv_dir(), REQUIREMENTS)
+}
+
+/// `mcp-proxy` from its own venv (`target/mcp-proxy-venv`), installed when missing or when
+/// its pinned requirements changed (about 30 s on 2 cores, once).
+pub(crate) fn ensure_mcp_proxy() -> Result<PathBuf> {
+    let bin = ensure_venv(
+        &workspace_root().join("target/mcp-proxy-venv"),
+        MCP_PROXY_REQUIREMENTS,
+    )?;
+    Ok(bin.join("mcp-proxy"))
+}
+
+/// A venv at `venv` holding exactly `requirements`, reused while its stamp matches.
+fn ensure_venv(venv: &std::path::Path, requirements: &str) -> Result<PathBuf> {
     let bin = venv.join("bin");
     let stamp = venv.join(".requirements");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == REQUIREMENTS)
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == requirements)
         && bin.join("python").exists()
     {
         return Ok(bin);
@@ -42,7 +60,7 @@ pub(crate) fn ensure_tools() -> Result<PathBuf> {
     if !bin.join("python").exists() {
         let status = Command::new(python)
             .args(["-m", "venv"])
-            .arg(&venv)
+            .arg(venv)
             .status()
             .context("running python3 -m venv")?;
         if !status.success() {
@@ -53,7 +71,7 @@ pub(crate) fn ensure_tools() -> Result<PathBuf> {
         }
     }
     let reqs = venv.join("requirements.txt");
-    std::fs::write(&reqs, REQUIREMENTS).context("writing requirements")?;
+    std::fs::write(&reqs, requirements).context("writing requirements")?;
     let status = Command::new(bin.join("pip"))
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
         .arg(&reqs)
@@ -62,7 +80,7 @@ pub(crate) fn ensure_tools() -> Result<PathBuf> {
     if !status.success() {
         bail!("pip install of {} failed ({status})", reqs.display());
     }
-    std::fs::write(&stamp, REQUIREMENTS).context("writing the install stamp")?;
+    std::fs::write(&stamp, requirements).context("writing the install stamp")?;
     Ok(bin)
 }
 

@@ -12,6 +12,8 @@ mod docker;
 mod docker_env;
 mod docker_ready;
 mod footprint;
+mod gateway;
+mod gateway_peers;
 mod k8s;
 mod logs;
 mod machine;
@@ -41,6 +43,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "ready",
         "7: process backend start to MCP-ready (stdio, HTTP) vs raw spawn + same client",
+    ),
+    (
+        "gateway",
+        "9: tools/call through the gateway vs mcp-proxy, the server's own HTTP, direct stdio",
     ),
     (
         "k8s-list",
@@ -103,6 +109,16 @@ struct Cli {
     /// Override the log volume of benchmark 3, in MB.
     #[arg(long)]
     log_mb: Option<u64>,
+    /// `mcp-proxy` from its own venv (benchmark 9's baseline (a)); without it those rows are
+    /// skipped with a note.
+    #[arg(long)]
+    mcp_proxy: Option<PathBuf>,
+    /// A Python with the MCP SDK 2.x, for benchmark 9's Python-client row.
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// `mcp-orch` (default: next to this binary), whose `serve` benchmark 9 measures.
+    #[arg(long)]
+    mcp_orch: Option<PathBuf>,
     /// How the run was invoked, for the report.
     #[arg(long, default_value = "cargo xtask bench")]
     command: String,
@@ -120,6 +136,7 @@ struct Sizes {
     docker_list: usize,
     docker_list_reps: usize,
     process_reps: usize,
+    gateway: gateway::Sizes,
 }
 
 impl Sizes {
@@ -139,6 +156,7 @@ impl Sizes {
             docker_list: 200,
             docker_list_reps: 5,
             process_reps: 20,
+            gateway: gateway::Sizes::full(),
         }
     }
 
@@ -158,6 +176,7 @@ impl Sizes {
             docker_list: 5,
             docker_list_reps: 1,
             process_reps: 2,
+            gateway: gateway::Sizes::smoke(),
         }
     }
 
@@ -239,8 +258,11 @@ async fn run(cli: Cli) -> Result<()> {
     );
     let exe = std::env::current_exe().context("current executable")?;
 
-    let needs_server =
-        selected("process") || selected("ready") || selected("docker-start") || selected("logs");
+    let needs_server = selected("process")
+        || selected("ready")
+        || selected("gateway")
+        || selected("docker-start")
+        || selected("logs");
     let server = if needs_server {
         Some(
             tokio::task::spawn_blocking(mcp_test_server::static_binary)
@@ -269,6 +291,11 @@ async fn run(cli: Cli) -> Result<()> {
         report
             .rows
             .extend(ready::process_ready_burst(server, sizes.burst, sizes.burst_reps).await?);
+    }
+    if selected("gateway")
+        && let Some(server) = &server
+    {
+        gateway_part(&cli, &exe, server, sizes.gateway, &mut report).await?;
     }
     if selected("k8s-list") {
         step(&mut report, "k8s-list");
@@ -331,6 +358,30 @@ fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) ->
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Benchmark 9 (the gateway).
+async fn gateway_part(
+    cli: &Cli,
+    exe: &Path,
+    server: &Path,
+    sizes: gateway::Sizes,
+    report: &mut Report,
+) -> Result<()> {
+    step(report, "gateway");
+    let programs = gateway_peers::Programs {
+        mcp_orch: cli
+            .mcp_orch
+            .clone()
+            .unwrap_or_else(|| exe.with_file_name("mcp-orch")),
+        mcp_proxy: cli.mcp_proxy.clone(),
+        python: cli.python.clone(),
+    };
+    report.notes.push(sizes.describe());
+    let (rows, notes) = gateway::run(server, &programs, sizes).await?;
+    report.rows.extend(rows);
+    report.notes.extend(notes);
     Ok(())
 }
 

@@ -150,6 +150,12 @@ pub(crate) struct PsArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,
+    /// How long each running instance's live MCP probe (READY, PROTOCOL) may take.
+    #[arg(long, default_value = "3s", value_parser = crate::time::parse_duration)]
+    pub(crate) probe_timeout: std::time::Duration,
+    /// Skip the live MCP probe (READY and PROTOCOL show `-`).
+    #[arg(long)]
+    pub(crate) no_probe: bool,
 }
 
 /// `logs` arguments.

@@ -58,7 +58,7 @@ async fn dispatch(command: Command, shared: &Arc<DynOrchestrator>) -> Result<Exi
     let o = shared.as_ref();
     match command {
         Command::Run(args) => run_server(args, shared).await,
-        Command::Ps(args) => ps(args, o).await,
+        Command::Ps(args) => ps(args, shared).await,
         Command::Status { id, output } => status(&id, output, o).await,
         Command::Logs(args) => logs(args, o).await,
         Command::Attach { id } => attach(&id, o).await,
@@ -400,7 +400,8 @@ fn print_line(line: &LogLine, timestamps: bool) -> Result<()> {
     }
 }
 
-async fn ps(args: PsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
+async fn ps(args: PsArgs, shared: &Arc<DynOrchestrator>) -> Result<ExitCode> {
+    let o = shared.as_ref();
     let label_selector = args
         .selector
         .as_deref()
@@ -430,10 +431,37 @@ async fn ps(args: PsArgs, o: &dyn McpOrchestrator) -> Result<ExitCode> {
         }
     }
     match args.output {
-        Output::Table => print!("{}", output::instance_table(&items, Timestamp::now())),
+        Output::Table => {
+            let probes = if args.no_probe {
+                vec![None; items.len()]
+            } else {
+                probe_all(shared, &items, args.probe_timeout).await
+            };
+            print!(
+                "{}",
+                output::instance_table(&items, &probes, Timestamp::now())
+            );
+        }
         format => print!("{}", output::structured(&items, format)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Probes every running instance at once (no backend stores readiness: `ps` asks each one
+/// now, through `connect`, as a client would); `None` for the others.
+async fn probe_all(
+    shared: &Arc<DynOrchestrator>,
+    items: &[mcp_factory::mcp_types::Instance],
+    timeout: std::time::Duration,
+) -> Vec<Option<mcp_gateway::Probe>> {
+    futures::future::join_all(items.iter().map(|i| async move {
+        if i.status.phase == Phase::Running {
+            Some(mcp_gateway::probe(Arc::clone(shared), &i.id, timeout).await)
+        } else {
+            None
+        }
+    }))
+    .await
 }
 
 async fn status(id: &str, format: Output, o: &dyn McpOrchestrator) -> Result<ExitCode> {

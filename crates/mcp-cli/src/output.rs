@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use mcp_factory::mcp_types::{Instance, InstanceStatus, Timestamp};
+use mcp_gateway::Probe;
 use serde::Serialize;
 
 use crate::cli::Output;
@@ -19,15 +20,27 @@ pub(crate) fn structured<T: Serialize>(value: &T, format: Output) -> Result<Stri
     }
 }
 
-/// A `docker ps`-like table.
-pub(crate) fn instance_table(items: &[Instance], now: Timestamp) -> String {
-    let rows: Vec<[String; 7]> = items
+/// A `docker ps`-like table; `probes[i]` is the live MCP probe of `items[i]` (`None`: not
+/// probed, shown as `-`).
+pub(crate) fn instance_table(
+    items: &[Instance],
+    probes: &[Option<Probe>],
+    now: Timestamp,
+) -> String {
+    let rows: Vec<[String; 9]> = items
         .iter()
-        .map(|i| {
+        .zip(probes.iter().chain(std::iter::repeat(&None)))
+        .map(|(i, probe)| {
+            let protocol = match probe {
+                Some(Probe::Ready(info)) => info.protocol_version.clone(),
+                _ => "-".into(),
+            };
             [
                 i.id.to_string(),
                 i.server.clone(),
                 i.status.phase.to_string(),
+                probe.as_ref().map_or("-", Probe::label).to_owned(),
+                protocol,
                 i.status.reason.clone().unwrap_or_else(|| "-".into()),
                 i.status.restart_count.to_string(),
                 i.created_at.map_or_else(|| "-".into(), |t| age(t, now)),
@@ -37,7 +50,7 @@ pub(crate) fn instance_table(items: &[Instance], now: Timestamp) -> String {
         .collect();
     table(
         &[
-            "ID", "SERVER", "PHASE", "REASON", "RESTARTS", "AGE", "ENDPOINT",
+            "ID", "SERVER", "PHASE", "READY", "PROTOCOL", "REASON", "RESTARTS", "AGE", "ENDPOINT",
         ],
         &rows,
     )

@@ -55,9 +55,9 @@ enum Upstream {
     Http(String),
 }
 
-struct Served {
+pub(crate) struct Served {
     upstream: Upstream,
-    readiness: watch::Sender<Readiness>,
+    pub(crate) readiness: watch::Sender<Readiness>,
     stop: CancellationToken,
 }
 
@@ -221,7 +221,7 @@ impl Gateway {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn forget(&self, id: &InstanceId) {
+    pub(crate) fn forget(&self, id: &InstanceId) {
         if let Some(served) = self.served_map().remove(id) {
             served.stop.cancel();
         }
@@ -278,6 +278,15 @@ impl Gateway {
             return Ok(Arc::clone(served));
         }
         let channel = self.inner.orch.connect(id).await?;
+        self.adopt(id, channel)
+    }
+
+    /// Serves `id` over `channel` (obtained from `connect`), starting its health loop.
+    pub(crate) fn adopt(
+        &self,
+        id: &InstanceId,
+        channel: McpChannel,
+    ) -> Result<Arc<Served>, GatewayError> {
         let cfg = &self.inner.config;
         let upstream = match channel {
             McpChannel::Stdio(channel) => Upstream::Stdio(Box::new(Mux::new(
@@ -342,7 +351,7 @@ pub async fn wait_ready(
     gateway.wait_ready(id, timeout).await
 }
 
-fn describe(state: &Readiness) -> String {
+pub(crate) fn describe(state: &Readiness) -> String {
     match state {
         Readiness::Pending { reason } => format!("pending: {reason}"),
         Readiness::Ready { .. } => "ready".into(),

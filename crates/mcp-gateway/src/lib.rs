@@ -3,7 +3,8 @@
 //! - stdio servers are reached through `McpOrchestrator::connect`; the gateway holds the one
 //!   session and multiplexes many clients over it ([`mux`](crate) rules in `mux.rs`);
 //! - HTTP servers are forwarded to;
-//! - readiness comes from the MCP handshake and periodic pings ([`Readiness`]);
+//! - readiness comes from the MCP handshake and periodic pings ([`Readiness`]); [`probe`] checks
+//!   it once for callers that keep no state (`mcp-orch ps`);
 //! - clients may speak the 2025-06-18, 2025-11-25 and stateless 2026-07-28 revisions.
 //!
 //! ```no_run
@@ -21,6 +22,7 @@ mod http_upstream;
 pub mod jsonrpc;
 mod metrics;
 mod mux;
+mod probe;
 
 pub use config::{
     BearerToken, DEFAULT_LISTEN, DEFAULT_MAX_MESSAGE_BYTES, GatewayConfig, TokenSource,
@@ -28,4 +30,5 @@ pub use config::{
 pub use error::GatewayError;
 pub use gateway::{Gateway, SUPPORTED_VERSIONS, wait_ready};
 pub use health::{Readiness, ReadyInfo, tools_hash};
+pub use probe::{Probe, probe};
 pub use tokio_util::sync::CancellationToken;

@@ -23,7 +23,7 @@
 //! request dropped) sends `notifications/cancelled` upstream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,10 @@ use crate::jsonrpc::{self, Message};
 
 /// The protocol version the gateway asks a stdio server for (the newest with `initialize`).
 pub(crate) const UPSTREAM_PROTOCOL: &str = "2025-11-25";
+/// The stateless revision, spoken upstream to a server that supports nothing older.
+pub(crate) const STATELESS_PROTOCOL: &str = "2026-07-28";
+/// The revisions with an `initialize` handshake the gateway can speak upstream.
+const INITIALIZE_PROTOCOLS: [&str; 2] = ["2025-06-18", UPSTREAM_PROTOCOL];
 
 /// A message for a caller: a related notification or server request, then the response.
 pub(crate) type Delivery = mpsc::UnboundedSender<Value>;
@@ -72,6 +76,32 @@ pub(crate) struct Link {
     closed: CancellationToken,
     /// The server's `initialize` result and what it reported, once the handshake is done.
     handshake: OnceLock<(Value, ReadyInfo)>,
+    /// The server speaks only the stateless revision: every request carries its version in
+    /// `_meta` (set before `server/discover` is sent, cleared when the server takes
+    /// `initialize`).
+    stateless: AtomicBool,
+}
+
+/// The `_meta` keys of the stateless revision the gateway puts on every request to a server
+/// that speaks only it: the version always, the client's capabilities and info when the client
+/// sent none (a 2025 client, or the gateway's own requests).
+fn stateless_meta(body: &mut Map<String, Value>) {
+    let params = body.entry("params").or_insert_with(|| json!({}));
+    let Some(params) = params.as_object_mut() else {
+        return;
+    };
+    let meta = params.entry("_meta").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    meta.insert(
+        "io.modelcontextprotocol/protocolVersion".into(),
+        json!(STATELESS_PROTOCOL),
+    );
+    meta.entry("io.modelcontextprotocol/clientCapabilities")
+        .or_insert_with(|| json!({}));
+    meta.entry("io.modelcontextprotocol/clientInfo")
+        .or_insert_with(|| json!({ "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") }));
 }
 
 impl Link {
@@ -120,10 +150,15 @@ impl Link {
         let client_id = body.get("id").cloned().unwrap_or(Value::Null);
         body.insert("id".into(), json!(upstream_id));
         let mut progress = None;
+        if self.stateless.load(Ordering::Relaxed) {
+            stateless_meta(&mut body);
+        }
         if let Some(meta) = jsonrpc::meta_mut(&mut body) {
-            // Per-request metadata of the stateless revision is for the gateway; the stdio
-            // session was negotiated once.
-            meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            if !self.stateless.load(Ordering::Relaxed) {
+                // Per-request metadata of the stateless revision is for the gateway; the stdio
+                // session was negotiated once.
+                meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            }
             if let Some(token) = meta.get("progressToken").cloned() {
                 let ours = format!("gw-p-{upstream_id}");
                 meta.insert("progressToken".into(), json!(ours));
@@ -181,6 +216,19 @@ impl Link {
         params: Value,
         timeout: Duration,
     ) -> Result<Value, String> {
+        self.exchange(method, params, timeout)
+            .await?
+            .map_err(|error| format!("{method} failed: {error}"))
+    }
+
+    /// An internal request: `Ok(Ok(result))`, `Ok(Err(error object))` when the server answered
+    /// with an error, `Err` when it did not answer.
+    async fn exchange(
+        &self,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Result<Value, Value>, String> {
         let mut body = Map::new();
         body.insert("jsonrpc".into(), json!("2.0"));
         body.insert("id".into(), json!(0));
@@ -205,8 +253,8 @@ impl Link {
         };
         let msg = msg?;
         match (msg.get("result"), msg.get("error")) {
-            (Some(result), _) => Ok(result.clone()),
-            (_, Some(error)) => Err(format!("{method} failed: {error}")),
+            (Some(result), _) => Ok(Ok(result.clone())),
+            (_, Some(error)) => Ok(Err(error.clone())),
             _ => Err(format!("{method}: malformed answer")),
         }
     }
@@ -397,6 +445,7 @@ impl Mux {
             next_id: AtomicI64::new(1),
             closed: closed.clone(),
             handshake: OnceLock::new(),
+            stateless: AtomicBool::new(false),
         });
         // Writer: one line per message; a failure closes the link.
         let writer_closed = closed.clone();
@@ -451,25 +500,78 @@ impl Mux {
         }
     }
 
+    /// `server/discover` first, as the official SDK clients do: a server that answers it and
+    /// lists a revision with `initialize` (rmcp keeps both lifecycles open after a discover) or
+    /// that does not know it (an error) gets `initialize`; a server that supports only the
+    /// stateless revision (or locks a connection into it after a discover, as the Python SDK
+    /// does) is spoken to statelessly, its discover result standing in for `initialize`'s.
     async fn handshake(&self, link: &Link, started: Instant) -> Result<(Value, ReadyInfo), String> {
-        let init = link
-            .request(
-                "initialize",
-                json!({
-                    "protocolVersion": UPSTREAM_PROTOCOL,
-                    "capabilities": { "sampling": {}, "elicitation": {} },
-                    "clientInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-                }),
-                self.timeout,
-            )
-            .await?;
-        let version = init
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(UPSTREAM_PROTOCOL)
-            .to_owned();
-        link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await?;
+        link.stateless.store(true, Ordering::Relaxed);
+        let discovered = link
+            .exchange("server/discover", json!({}), self.timeout)
+            .await;
+        link.stateless.store(false, Ordering::Relaxed);
+        let stateless_only = match &discovered {
+            Ok(Ok(result)) => {
+                let supported: Vec<&str> = result
+                    .get("supportedVersions")
+                    .and_then(Value::as_array)
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if supported.iter().any(|v| INITIALIZE_PROTOCOLS.contains(v)) {
+                    None
+                } else if supported.contains(&STATELESS_PROTOCOL) {
+                    Some(result.clone())
+                } else {
+                    return Err(format!(
+                        "the server supports protocol versions {supported:?}; the gateway speaks {:?} upstream",
+                        [
+                            INITIALIZE_PROTOCOLS[0],
+                            INITIALIZE_PROTOCOLS[1],
+                            STATELESS_PROTOCOL
+                        ]
+                    ));
+                }
+            }
+            // An older server: method not found, invalid request, or no answer at all.
+            Ok(Err(_)) | Err(_) => None,
+        };
+        let (init, version) = if let Some(discover) = stateless_only {
+            link.stateless.store(true, Ordering::Relaxed);
+            let mut init = json!({
+                "protocolVersion": STATELESS_PROTOCOL,
+                "capabilities": discover.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+                "serverInfo": discover
+                    .get("_meta")
+                    .and_then(|m| m.get("io.modelcontextprotocol/serverInfo"))
+                    .cloned()
+                    .unwrap_or_else(|| json!({"name": "", "version": ""})),
+            });
+            if let Some(instructions) = discover.get("instructions") {
+                init["instructions"] = instructions.clone();
+            }
+            (init, STATELESS_PROTOCOL.to_owned())
+        } else {
+            let init = link
+                .request(
+                    "initialize",
+                    json!({
+                        "protocolVersion": UPSTREAM_PROTOCOL,
+                        "capabilities": { "sampling": {}, "elicitation": {} },
+                        "clientInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
+                    }),
+                    self.timeout,
+                )
+                .await?;
+            let version = init
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(UPSTREAM_PROTOCOL)
+                .to_owned();
+            link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .await?;
+            (init, version)
+        };
         let mut tools = Vec::new();
         if init
             .get("capabilities")
@@ -604,10 +706,16 @@ impl Mux {
         }
     }
 
-    /// One ping through the shared session (connecting first when needed).
+    /// One ping through the shared session (connecting first when needed); a server that
+    /// speaks only the stateless revision, which has no `ping`, is asked `server/discover`.
     pub(crate) async fn ping(&self) -> Result<ReadyInfo, String> {
         let link = self.link().await.map_err(|e| e.to_string())?;
-        link.request("ping", json!({}), self.timeout).await?;
+        let method = if link.stateless.load(Ordering::Relaxed) {
+            "server/discover"
+        } else {
+            "ping"
+        };
+        link.request(method, json!({}), self.timeout).await?;
         link.info()
             .cloned()
             .ok_or_else(|| "the handshake has not finished".to_owned())
@@ -642,8 +750,14 @@ mod tests {
             self.writer.write_all(line.as_bytes()).await.unwrap();
         }
 
-        /// Answers the handshake (initialize, initialized, tools/list).
+        /// Answers the handshake of a legacy server (discover unknown, then initialize,
+        /// initialized, tools/list).
         async fn handshake(&mut self) {
+            let discover = self.recv().await;
+            assert_eq!(discover["method"], "server/discover");
+            self.send(json!({"jsonrpc": "2.0", "id": discover["id"], "error": {
+                "code": -32601, "message": "method not found"}}))
+                .await;
             let init = self.recv().await;
             assert_eq!(init["method"], "initialize");
             self.send(json!({"jsonrpc": "2.0", "id": init["id"], "result": {
@@ -858,5 +972,79 @@ mod tests {
             mux.current().await.is_none(),
             "the link is gone; the next call reconnects"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_speaking_only_the_stateless_revision_gets_discover_and_per_request_meta() {
+        let (mux, mut server) = mux();
+        let handshake = tokio::spawn(async move {
+            let discover = server.recv().await;
+            assert_eq!(discover["method"], "server/discover");
+            let meta = &discover["params"]["_meta"];
+            assert_eq!(
+                meta["io.modelcontextprotocol/protocolVersion"],
+                "2026-07-28"
+            );
+            assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+            server
+                .send(json!({"jsonrpc": "2.0", "id": discover["id"], "result": {
+                    "resultType": "complete", "supportedVersions": ["2026-07-28"],
+                    "capabilities": {"tools": {}}, "ttlMs": 0, "cacheScope": "private",
+                    "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "modern", "version": "3"}},
+                }}))
+                .await;
+            // No initialize: tools/list comes next, with the version in its metadata.
+            let list = server.recv().await;
+            assert_eq!(list["method"], "tools/list");
+            assert_eq!(
+                list["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
+                "2026-07-28"
+            );
+            server
+                .send(json!({"jsonrpc": "2.0", "id": list["id"], "result": {"tools": [{"name": "t"}]}}))
+                .await;
+            server
+        });
+        let link = mux.link().await.unwrap();
+        let mut server = handshake.await.unwrap();
+        let info = link.info().unwrap().clone();
+        assert_eq!(info.protocol_version, "2026-07-28");
+        assert_eq!(info.server_name, "modern");
+        assert_eq!(link.init()["serverInfo"]["name"], "modern");
+        // A 2025 client's request (no metadata) reaches the server with the stateless metadata
+        // and the client's own progress token rewritten.
+        let call = tokio::spawn(async move {
+            let mut call = mux
+                .call(
+                    "s1",
+                    request(
+                        &json!(7),
+                        "tools/call",
+                        &json!({"name": "t", "_meta": {"progressToken": 5}}),
+                    ),
+                )
+                .await
+                .unwrap();
+            let answer = call.rx.recv().await.unwrap();
+            call.finish();
+            answer
+        });
+        let up = server.recv().await;
+        let meta = &up["params"]["_meta"];
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"],
+            "mcp-gateway"
+        );
+        assert_ne!(meta["progressToken"], json!(5));
+        server
+            .send(json!({"jsonrpc": "2.0", "id": up["id"], "result": {"content": [], "resultType": "complete"}}))
+            .await;
+        let answer = call.await.unwrap();
+        assert_eq!(answer["id"], json!(7));
+        assert_eq!(answer["result"]["resultType"], "complete");
     }
 }

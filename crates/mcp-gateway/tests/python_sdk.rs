@@ -2,10 +2,15 @@
 //! backend: a stdio test server (one shared upstream session; the 2025 handshake and the
 //! stateless 2026-07-28 revision; 16 concurrent clients each checking its own answers while
 //! others abandon calls mid-request) and an HTTP test server (forwarded). Before it, without
-//! Python: a stdio server killed under a client session is handshaken again after its restart.
+//! Python: a stdio server killed under a client session is handshaken again after its restart,
+//! and a stdio server that speaks only 2026-07-28 serves clients of every revision
+//! (`support/stateless.rs`; with Python, also the SDK client in each of its modes).
 //!
 //! Its own `main` (no libtest harness): the program is also the backend's supervisor. Skips
 //! without the SDK venv (`target/python-tools`) unless `MCPCTL_REQUIRE_PYTHON_MCP=1`.
+
+#[path = "support/stateless.rs"]
+mod stateless;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +34,10 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(restart());
     println!("test restart_rehandshakes_and_never_gives_a_wrong_answer ... ok");
-    let Some(python) = python() else {
+    let python = python();
+    runtime.block_on(stateless::stateless_upstream(python.clone()));
+    println!("test a_stdio_server_speaking_only_2026_07_28_serves_every_revision ... ok");
+    let Some(python) = python else {
         return ExitCode::SUCCESS;
     };
     runtime.block_on(run(python));

@@ -247,16 +247,26 @@ impl StdioClaims {
     }
 }
 
+/// How [`busy`]'s message starts; [`is_busy`] recognizes it.
+const BUSY_PREFIX: &str = "another client is attached to the stdio of ";
+
 /// The error every backend gives when another client holds an instance's stdio.
 pub fn busy(backend: &'static str, id: &InstanceId) -> OrchestratorError {
     OrchestratorError::unavailable(
         backend,
         format!(
-            "another client is attached to the stdio of {id}; a stdio server serves one client \
-             at a time (detach that client first)"
+            "{BUSY_PREFIX}{id}; a stdio server serves one client at a time (detach that client \
+             first)"
         ),
         None,
     )
+}
+
+/// Whether `error` is [`busy`]'s: the instance runs, but its stdio serves another client
+/// (what `mcp-orch ps` shows as `busy` rather than a readiness it cannot check). Written next to
+/// [`busy`] so that the message is recognized in one place only.
+pub fn is_busy(error: &OrchestratorError) -> bool {
+    matches!(error, OrchestratorError::Unavailable { message, .. } if message.starts_with(BUSY_PREFIX))
 }
 
 /// The error every backend gives for connecting to an instance that is not running.
@@ -365,10 +375,8 @@ mod tests {
         let id = InstanceId::new("mcp-a-0123456789");
         let first = claims.claim(&id).unwrap();
         let err = claims.claim(&id).unwrap_err();
-        assert!(
-            matches!(&err, OrchestratorError::Unavailable { message, .. } if message.contains("another client")),
-            "{err}"
-        );
+        assert!(is_busy(&err), "{err}");
+        assert!(!is_busy(&not_running("test", &id, "Exited")));
         let other = InstanceId::new("mcp-b-0123456789");
         let _b = claims.clone().claim(&other).unwrap();
         drop(first);

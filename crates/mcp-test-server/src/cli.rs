@@ -11,7 +11,8 @@ pub(crate) const USAGE: &str = "\
 usage: mcp-test-server <command>
 
 commands:
-  stdio                          serve MCP over stdin/stdout
+  stdio [--stateless-only]       serve MCP over stdin/stdout (--stateless-only: only the
+                                 2026-07-28 revision: server/discover, no initialize)
   http --port PORT [--host IP]   serve MCP streamable HTTP at http://IP:PORT/mcp (host 0.0.0.0 by default)
   probe URL [--attempts N]       MCP initialize against http://HOST:PORT/PATH (names resolved
                                  through /etc/resolv.conf); exit 0 when mcp-test-server answers
@@ -35,8 +36,8 @@ pub(crate) enum Command {
     Help,
     /// `--version`.
     Version,
-    /// MCP over stdio.
-    Stdio,
+    /// MCP over stdio; `stateless_only` refuses `initialize` (only 2026-07-28).
+    Stdio { stateless_only: bool },
     /// MCP over streamable HTTP, bound to `addr`.
     Http {
         /// Where to listen.
@@ -73,9 +74,14 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
     match first.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Help),
         "-V" | "--version" => Ok(Command::Version),
-        "stdio" => match args.get(1) {
-            None => Ok(Command::Stdio),
-            Some(extra) => Err(format!("stdio takes no arguments, got {extra:?}")),
+        "stdio" => match args.get(1..).unwrap_or_default() {
+            [] => Ok(Command::Stdio {
+                stateless_only: false,
+            }),
+            [flag] if flag == "--stateless-only" => Ok(Command::Stdio {
+                stateless_only: true,
+            }),
+            [extra, ..] => Err(format!("stdio takes only --stateless-only, got {extra:?}")),
         },
         "http" => parse_http(&args[1..]),
         "probe" => parse_probe(&args[1..]),
@@ -161,7 +167,18 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(p(&["stdio"]), Ok(Command::Stdio));
+        assert_eq!(
+            p(&["stdio"]),
+            Ok(Command::Stdio {
+                stateless_only: false
+            })
+        );
+        assert_eq!(
+            p(&["stdio", "--stateless-only"]),
+            Ok(Command::Stdio {
+                stateless_only: true
+            })
+        );
         assert_eq!(
             p(&["build-image"]),
             Ok(Command::BuildImage {

@@ -24,7 +24,7 @@ pub(crate) async fn run(script: &FixtureScript, mut signals: Signals) -> i32 {
             signals.recv().await;
             return 0;
         }
-        End::Serve(ServeMode::Stdio) => crate::server::serve_stdio(signals).await,
+        End::Serve(ServeMode::Stdio) => crate::server::serve_stdio(signals, false).await,
         End::Serve(ServeMode::Http { port }) => {
             crate::http::serve(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), signals).await
         }

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             };
         }
         Command::BuildImage { tag } => return build_image(&tag),
-        Command::Stdio | Command::Http { .. } | Command::Fixture(_) => {}
+        Command::Stdio { .. } | Command::Http { .. } | Command::Fixture(_) => {}
     }
     // One thread is plenty for a test server, and keeps it light when dozens run at once.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -118,7 +118,7 @@ async fn run(command: Command) -> ExitCode {
         }
     };
     let result = match command {
-        Command::Stdio => server::serve_stdio(signals).await,
+        Command::Stdio { stateless_only } => server::serve_stdio(signals, stateless_only).await,
         Command::Http { addr } => http::serve(addr, signals).await,
         Command::Fixture(script) => {
             let code = fixture::run(&script, signals).await;

@@ -2,7 +2,7 @@
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{Implementation, ProtocolVersion, ServerCapabilities, ServerConfig};
 use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 
@@ -41,12 +41,24 @@ pub(crate) struct EnvArgs {
 #[derive(Debug, Clone)]
 pub(crate) struct TestServer {
     tool_router: ToolRouter<Self>,
+    /// Speaks only the stateless 2026-07-28 revision (refuses `initialize`).
+    stateless_only: bool,
 }
 
 impl TestServer {
     pub(crate) fn new() -> Self {
         Self {
             tool_router: Self::tool_router(),
+            stateless_only: false,
+        }
+    }
+
+    /// A server that supports only 2026-07-28: `server/discover` and per-request metadata;
+    /// rmcp answers `initialize` with "unsupported protocol version".
+    pub(crate) fn stateless_only() -> Self {
+        Self {
+            stateless_only: true,
+            ..Self::new()
         }
     }
 }
@@ -86,12 +98,25 @@ impl ServerHandler for TestServer {
             .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
             .with_instructions("A test server: echo, add and env tools.")
     }
+
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if self.stateless_only {
+            std::borrow::Cow::Borrowed(&[ProtocolVersion::V_2026_07_28])
+        } else {
+            std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+        }
+    }
 }
 
 /// Serves MCP over stdin/stdout until the client closes stdin or a stop signal arrives.
-pub(crate) async fn serve_stdio(mut signals: Signals) -> Result<(), String> {
+pub(crate) async fn serve_stdio(mut signals: Signals, stateless_only: bool) -> Result<(), String> {
+    let server = if stateless_only {
+        TestServer::stateless_only()
+    } else {
+        TestServer::new()
+    };
     let running = tokio::select! {
-        r = TestServer::new().serve(rmcp::transport::stdio()) => {
+        r = server.serve(rmcp::transport::stdio()) => {
             r.map_err(|e| format!("stdio: MCP initialization failed: {e}"))?
         }
         _ = signals.recv() => return Ok(()),
