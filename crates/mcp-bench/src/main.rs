@@ -13,6 +13,7 @@ mod docker_env;
 mod docker_ready;
 mod footprint;
 mod k8s;
+mod k8s_ready;
 mod logs;
 mod machine;
 mod process;
@@ -41,6 +42,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "ready",
         "7: process backend start to MCP-ready (stdio, HTTP) vs raw spawn + same client",
+    ),
+    (
+        "k8s-ready",
+        "9: Kubernetes (fake API server) start to MCP-ready (stdio, HTTP) vs a pod created directly",
     ),
     (
         "k8s-list",
@@ -239,8 +244,11 @@ async fn run(cli: Cli) -> Result<()> {
     );
     let exe = std::env::current_exe().context("current executable")?;
 
-    let needs_server =
-        selected("process") || selected("ready") || selected("docker-start") || selected("logs");
+    let needs_server = selected("process")
+        || selected("ready")
+        || selected("k8s-ready")
+        || selected("docker-start")
+        || selected("logs");
     let server = if needs_server {
         Some(
             tokio::task::spawn_blocking(mcp_test_server::static_binary)
@@ -269,6 +277,14 @@ async fn run(cli: Cli) -> Result<()> {
         report
             .rows
             .extend(ready::process_ready_burst(server, sizes.burst, sizes.burst_reps).await?);
+    }
+    if selected("k8s-ready")
+        && let Some(server) = &server
+    {
+        step(&mut report, "k8s-ready");
+        let (rows, note) = k8s_ready::ready(server, sizes.process_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
     }
     if selected("k8s-list") {
         step(&mut report, "k8s-list");
