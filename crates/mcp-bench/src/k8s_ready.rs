@@ -223,7 +223,12 @@ async fn delete_and_wait(pods: &Api<Pod>, name: &str) -> Result<()> {
         Err(e) => return Err(anyhow::Error::new(e).context("deleting the pod")),
     }
     let deadline = Instant::now() + READY_TIMEOUT;
-    while pods.get_opt(name).await.context("reading the pod")?.is_some() {
+    while pods
+        .get_opt(name)
+        .await
+        .context("reading the pod")?
+        .is_some()
+    {
         if Instant::now() > deadline {
             bail!("pod {name} still there {READY_TIMEOUT:?} after its deletion");
         }

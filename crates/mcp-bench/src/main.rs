@@ -278,20 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
             .rows
             .extend(ready::process_ready_burst(server, sizes.burst, sizes.burst_reps).await?);
     }
-    if selected("k8s-ready")
-        && let Some(server) = &server
-    {
-        step(&mut report, "k8s-ready");
-        let (rows, note) = k8s_ready::ready(server, sizes.process_reps).await?;
-        report.rows.extend(rows);
-        report.notes.push(note);
-    }
-    if selected("k8s-list") {
-        step(&mut report, "k8s-list");
-        let (rows, note) = k8s::list(&exe, sizes.k8s).await?;
-        report.rows.extend(rows);
-        report.notes.push(note);
-    }
+    k8s_part(&exe, server.as_deref(), &sizes, &selected, &mut report).await?;
     docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await?;
     if selected("footprint") {
         step(&mut report, "footprint");
@@ -346,6 +333,31 @@ fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) ->
         let doc = report.markdown(machine, &cli.command, ANALYSIS, Some(CHART_FILE));
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The Kubernetes benchmarks that are selected (on the fake API server).
+async fn k8s_part(
+    exe: &Path,
+    server: Option<&Path>,
+    sizes: &Sizes,
+    selected: &impl Fn(&str) -> bool,
+    report: &mut Report,
+) -> Result<()> {
+    if selected("k8s-ready")
+        && let Some(server) = server
+    {
+        step(report, "k8s-ready");
+        let (rows, note) = k8s_ready::ready(server, sizes.process_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    if selected("k8s-list") {
+        step(report, "k8s-list");
+        let (rows, note) = k8s::list(exe, sizes.k8s).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
     }
     Ok(())
 }

@@ -217,7 +217,10 @@ mod tests {
             ..ContainerSummaryHealth::default()
         });
         let l = listed(&s).unwrap();
-        assert_eq!(l.instance.status.reason.as_deref(), Some(reasons::UNHEALTHY));
+        assert_eq!(
+            l.instance.status.reason.as_deref(),
+            Some(reasons::UNHEALTHY)
+        );
     }
 
     #[test]

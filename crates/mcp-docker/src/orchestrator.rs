@@ -7,7 +7,6 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use bollard::models::{
     ContainerInspectResponse, ContainerUpdateBody, NetworkDisconnectRequest, RestartPolicy,
     RestartPolicyNameEnum,
@@ -17,6 +16,7 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::StreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
@@ -32,9 +32,9 @@ use crate::config::{CONNECT_TIMEOUT, DockerConfig, REQUEST_TIMEOUT};
 use crate::container::{build_container, pin_host_port};
 use crate::error::{BACKEND, Target, map_error};
 use crate::image::ensure_image;
+use crate::listing::{Listed, listed};
 use crate::logs::read_logs;
 use crate::network::ensure_network;
-use crate::listing::{Listed, listed};
 use crate::status::{instance_from_inspect, instance_status};
 use crate::volume::remove_volumes;
 

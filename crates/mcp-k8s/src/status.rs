@@ -156,7 +156,11 @@ pub(crate) fn into_instance(mut pod: Pod) -> Option<Instance> {
     Some(instance_with(&pod, id, labels))
 }
 
-fn instance_with(pod: &Pod, id: String, pod_labels: std::collections::BTreeMap<String, String>) -> Instance {
+fn instance_with(
+    pod: &Pod,
+    id: String,
+    pod_labels: std::collections::BTreeMap<String, String>,
+) -> Instance {
     let created_at = pod
         .metadata
         .creation_timestamp
