@@ -15,6 +15,7 @@ mod footprint;
 mod gateway;
 mod gateway_peers;
 mod k8s;
+mod k8s_ready;
 mod logs;
 mod machine;
 mod process;
@@ -47,6 +48,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "gateway",
         "9: tools/call through the gateway vs mcp-proxy, the server's own HTTP, direct stdio",
+    ),
+    (
+        "k8s-ready",
+        "10: Kubernetes (fake API server) start to MCP-ready (stdio, HTTP) vs a pod created directly",
     ),
     (
         "k8s-list",
@@ -261,6 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
     let needs_server = selected("process")
         || selected("ready")
         || selected("gateway")
+        || selected("k8s-ready")
         || selected("docker-start")
         || selected("logs");
     let server = if needs_server {
@@ -297,12 +303,7 @@ async fn run(cli: Cli) -> Result<()> {
     {
         gateway_part(&cli, &exe, server, sizes.gateway, &mut report).await?;
     }
-    if selected("k8s-list") {
-        step(&mut report, "k8s-list");
-        let (rows, note) = k8s::list(&exe, sizes.k8s).await?;
-        report.rows.extend(rows);
-        report.notes.push(note);
-    }
+    k8s_part(&exe, server.as_deref(), &sizes, &selected, &mut report).await?;
     docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await?;
     if selected("footprint") {
         step(&mut report, "footprint");
@@ -382,6 +383,31 @@ async fn gateway_part(
     let (rows, notes) = gateway::run(server, &programs, sizes).await?;
     report.rows.extend(rows);
     report.notes.extend(notes);
+    Ok(())
+}
+
+/// The Kubernetes benchmarks that are selected (on the fake API server).
+async fn k8s_part(
+    exe: &Path,
+    server: Option<&Path>,
+    sizes: &Sizes,
+    selected: &impl Fn(&str) -> bool,
+    report: &mut Report,
+) -> Result<()> {
+    if selected("k8s-ready")
+        && let Some(server) = server
+    {
+        step(report, "k8s-ready");
+        let (rows, note) = k8s_ready::ready(server, sizes.process_reps).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
+    if selected("k8s-list") {
+        step(report, "k8s-list");
+        let (rows, note) = k8s::list(exe, sizes.k8s).await?;
+        report.rows.extend(rows);
+        report.notes.push(note);
+    }
     Ok(())
 }
 

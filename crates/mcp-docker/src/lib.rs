@@ -20,6 +20,7 @@ pub mod config;
 pub mod container;
 mod error;
 mod image;
+mod listing;
 mod logs;
 mod network;
 mod orchestrator;

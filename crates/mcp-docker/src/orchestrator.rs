@@ -16,6 +16,7 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
+use futures::StreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
@@ -31,16 +32,17 @@ use crate::config::{CONNECT_TIMEOUT, DockerConfig, REQUEST_TIMEOUT};
 use crate::container::{build_container, pin_host_port};
 use crate::error::{BACKEND, Target, map_error};
 use crate::image::ensure_image;
+use crate::listing::{Listed, listed};
 use crate::logs::read_logs;
 use crate::network::ensure_network;
-use crate::status::{instance_from_inspect, instance_status, listed};
+use crate::status::{instance_from_inspect, instance_status};
 use crate::volume::remove_volumes;
 
 /// Extra time a stop request may take beyond the grace period (kill, engine bookkeeping).
 const STOP_SLACK: Duration = Duration::from_secs(30);
 /// How long `stop_server` waits for a removed container to disappear.
 const GONE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent inspects while listing.
+/// Concurrent inspects while listing (only containers the listing cannot answer for).
 const LIST_CONCURRENCY: usize = 8;
 
 /// Runs MCP servers as Docker containers.
@@ -547,35 +549,43 @@ impl McpOrchestrator for DockerOrchestrator {
             .list_containers(Some(options))
             .await
             .map_err(self.err(Target::Engine))?;
-        // Server and labels are known from the listing; the phase needs an inspect.
+        // Server, labels and (for live containers) the status come from the listing; the
+        // phase filter runs on the listed status, except for the rows only an inspect can
+        // answer (`listing`), which are inspected through a sliding window.
         let without_phase = InstanceFilters {
             phase: None,
             ..filters.clone()
         };
-        let mut candidates: Vec<Instance> = summaries
+        let mut candidates: Vec<Listed> = summaries
             .iter()
             .filter_map(listed)
-            .filter(|i| after.as_deref().is_none_or(|a| i.id.as_str() > a))
-            .filter(|i| without_phase.matches(i))
+            .filter(|l| after.as_deref().is_none_or(|a| l.instance.id.as_str() > a))
+            .filter(|l| without_phase.matches(&l.instance))
+            .filter(|l| l.needs_inspect || filters.matches(&l.instance))
             .collect();
-        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        candidates.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
         let want = filters.limit.map_or(usize::MAX, |l| {
             usize::try_from(l).unwrap_or(usize::MAX).saturating_add(1)
         });
-        let mut items = Vec::new();
-        for chunk in candidates.chunks(LIST_CONCURRENCY) {
-            let inspected =
-                futures::future::join_all(chunk.iter().map(|c| self.instance(&c.id))).await;
-            for r in inspected {
-                match r {
-                    Ok(i) if filters.matches(&i) => items.push(i),
-                    // Removed or changed since the listing.
-                    Ok(_) | Err(OrchestratorError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
+        // In id order, resolving inspects `LIST_CONCURRENCY` at a time, until a page is full.
+        let mut resolved = futures::stream::iter(candidates)
+            .map(|l| async move {
+                if l.needs_inspect {
+                    self.instance(&l.instance.id).await
+                } else {
+                    Ok(l.instance)
                 }
-            }
-            if items.len() >= want {
-                break;
+            })
+            .buffered(LIST_CONCURRENCY);
+        let mut items = Vec::new();
+        while items.len() < want
+            && let Some(r) = resolved.next().await
+        {
+            match r {
+                Ok(i) if filters.matches(&i) => items.push(i),
+                // Removed or changed since the listing.
+                Ok(_) | Err(OrchestratorError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         items.truncate(want);

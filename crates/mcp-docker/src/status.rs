@@ -1,5 +1,5 @@
-//! Docker container state -> [`InstanceStatus`], and a container's inspect or listing ->
-//! [`Instance`], as pure functions.
+//! Docker container state -> [`InstanceStatus`], and a container's inspect -> [`Instance`], as
+//! pure functions (a listing row -> [`Instance`] is `listing`, through the same mapping).
 //!
 //! | Docker state                 | Phase     | Reason             |
 //! |------------------------------|-----------|--------------------|
@@ -26,8 +26,7 @@
 use std::collections::BTreeMap;
 
 use bollard::models::{
-    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, ContainerSummary,
-    HealthStatusEnum,
+    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, HealthStatusEnum,
 };
 use mcp_types::{
     AfterExit, Instance, InstanceId, InstanceStatus, Phase, RunExit, Timestamp, labels, reasons,
@@ -145,31 +144,6 @@ pub(crate) fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResp
         status,
         endpoint,
     }
-}
-
-/// Instance id, labels and server of a listed container (status comes from an inspect).
-pub(crate) fn listed(summary: &ContainerSummary) -> Option<Instance> {
-    let id = summary
-        .names
-        .as_ref()?
-        .iter()
-        .map(|n| n.trim_start_matches('/'))
-        .find(|n| !n.contains('/'))?
-        .to_owned();
-    let labels: BTreeMap<String, String> = summary
-        .labels
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    Some(Instance {
-        id: InstanceId::new(id),
-        server: labels.get(labels::SERVER).cloned().unwrap_or_default(),
-        created_at: None,
-        labels,
-        status: InstanceStatus::default(),
-        endpoint: None,
-    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //! - Status: a crash-looping container is `Pending` with reason `CrashLoopBackOff` (a restart
 //!   follows, so the phase is not terminal); see [`instance_status`].
 //! - Listing: the phase filter runs on the client after the API server has cut a page, so pages
-//!   can be short; the continue token stays exact.
+//!   can be short; the continue token stays exact. Pages are decoded lean ([`decode_page`]):
+//!   only the fields an instance is made of, into the same mapping as a whole pod.
 //! - Errors: one function maps kube errors (401/403, 404, 409, 410, 422, 429/5xx, connection
 //!   errors) to [`mcp_orchestrator_api::OrchestratorError`]; idempotent requests (get, list,
 //!   delete, log reads) are retried a few times with backoff on the transient ones.
@@ -28,6 +29,7 @@ mod attach;
 mod config;
 mod error;
 mod lifecycle;
+mod listing;
 mod logs;
 mod orchestrator;
 #[cfg(test)]
@@ -35,6 +37,7 @@ mod request_tests;
 mod status;
 
 pub use error::BACKEND;
+pub use listing::decode_page;
 pub use orchestrator::KubernetesOrchestrator;
 pub use status::{instance_status, pod_instance};
 

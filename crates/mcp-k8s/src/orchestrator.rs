@@ -19,6 +19,7 @@ use mcp_types::{
 };
 
 use crate::error::{BACKEND, Target, idempotent};
+use crate::listing::PodPage;
 use crate::status::{has_previous_run, has_run, instance_status, is_managed, pod_instance};
 use crate::{config, lifecycle, logs};
 
@@ -305,17 +306,25 @@ impl McpOrchestrator for KubernetesOrchestrator {
             "list filters"
         };
         let target = Target::collection("list pods", "pod").with_argument(argument);
-        let list = idempotent(&target, || Box::pin(self.pods.list(&params))).await?;
-        let mut items: Vec<Instance> = list
-            .items
-            .iter()
-            .filter_map(pod_instance)
-            .filter(|i| filters.phase.is_none_or(|p| p == i.status.phase))
-            .collect();
-        items.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(Page {
-            items,
-            continue_token: list.metadata.continue_.filter(|t| !t.is_empty()),
+        // The request `Api::<Pod>::list` sends, decoded lean (`listing`): only the fields an
+        // instance is made of.
+        let request = kube::core::Request::new(<Pod as kube::Resource>::url_path(
+            &(),
+            Some(&self.config.namespace),
+        ));
+        let page = idempotent(&target, || {
+            let request = request.list(&params).map_err(kube::Error::BuildRequest);
+            Box::pin(async move {
+                let mut request = request?;
+                request.extensions_mut().insert("list");
+                self.client.request::<PodPage>(request).await
+            })
         })
+        .await?;
+        let mut page = page.into_instances();
+        page.items
+            .retain(|i| filters.phase.is_none_or(|p| p == i.status.phase));
+        page.items.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(page)
     }
 }

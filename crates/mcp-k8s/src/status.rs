@@ -30,7 +30,7 @@
 //! run's exit code and times, and (in the message) the last run's reason are reported with it.
 
 use k8s_openapi::api::core::v1::{
-    ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
 };
 use mcp_k8s_resources::{CONTAINER_NAME, PORT_NAME, names::service_name};
 use mcp_types::{
@@ -40,8 +40,9 @@ use mcp_types::{
 
 /// The status of the instance a pod runs.
 pub fn instance_status(pod: &Pod) -> InstanceStatus {
-    let status = pod.status.clone().unwrap_or_default();
-    let container = server_container(&status);
+    let no_status = PodStatus::default();
+    let status = pod.status.as_ref().unwrap_or(&no_status);
+    let container = server_container(status);
     let mut out = InstanceStatus {
         restart_count: container.map_or(0, |c| u32::try_from(c.restart_count).unwrap_or(0)),
         ..InstanceStatus::default()
@@ -89,7 +90,7 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
         }
         _ => {}
     }
-    if let Some(c) = unschedulable(&status) {
+    if let Some(c) = unschedulable(status) {
         out.phase = Phase::Pending;
         out.reason = Some(reasons::UNSCHEDULABLE.to_owned());
         out.message.clone_from(&c.message);
@@ -99,7 +100,8 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
         out.phase = Phase::Pending;
         return out;
     };
-    let state = container.state.clone().unwrap_or_default();
+    let no_state = ContainerState::default();
+    let state = container.state.as_ref().unwrap_or(&no_state);
     if let Some(waiting) = &state.waiting {
         out.phase = Phase::Pending;
         out.reason.clone_from(&waiting.reason);
@@ -142,7 +144,23 @@ pub fn instance_status(pod: &Pod) -> InstanceStatus {
 /// for HTTP transports, the Service's cluster DNS endpoint `http://<svc>.<ns>.svc:<port>`.
 pub fn pod_instance(pod: &Pod) -> Option<Instance> {
     let id = pod.metadata.name.clone()?;
-    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    Some(instance_with(pod, id, labels))
+}
+
+/// [`pod_instance`] of a pod that is no longer needed: its name and labels are moved, not
+/// copied (the listing's path).
+pub(crate) fn into_instance(mut pod: Pod) -> Option<Instance> {
+    let id = pod.metadata.name.take()?;
+    let labels = pod.metadata.labels.take().unwrap_or_default();
+    Some(instance_with(&pod, id, labels))
+}
+
+fn instance_with(
+    pod: &Pod,
+    id: String,
+    pod_labels: std::collections::BTreeMap<String, String>,
+) -> Instance {
     let created_at = pod
         .metadata
         .creation_timestamp
@@ -155,14 +173,14 @@ pub fn pod_instance(pod: &Pod) -> Option<Instance> {
                 .and_then(|a| a.get(labels::CREATED_AT))
                 .and_then(|t| t.parse::<Timestamp>().ok())
         });
-    Some(Instance {
+    Instance {
         server: pod_labels.get(labels::SERVER).cloned().unwrap_or_default(),
         endpoint: endpoint(pod, &id),
         id: InstanceId::new(id),
         labels: pod_labels,
         created_at,
         status: instance_status(pod),
-    })
+    }
 }
 
 /// Whether a pod carries `mcpctl.io/managed=true`.
@@ -272,7 +290,8 @@ fn unschedulable(status: &PodStatus) -> Option<&PodCondition> {
 /// waits to start again.
 fn fill_times(out: &mut InstanceStatus, container: Option<&ContainerStatus>) {
     let Some(c) = container else { return };
-    let state = c.state.clone().unwrap_or_default();
+    let no_state = ContainerState::default();
+    let state = c.state.as_ref().unwrap_or(&no_state);
     if let Some(running) = &state.running {
         out.started_at = running.started_at.as_ref().map(|t| t.0);
         out.last_exit_code = last_run(c).map(|t| t.exit_code);

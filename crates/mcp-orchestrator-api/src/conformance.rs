@@ -1703,9 +1703,11 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+mod listing;
 mod restarts;
 mod semantics;
 
+pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
 
 pub use semantics::{
@@ -1735,6 +1737,7 @@ pub fn checks() -> Vec<&'static str> {
         "connect_http",
         "connect_refused",
         "list_phase_filter",
+        "list_agrees_with_status",
         "continue_token_malformed",
         "stop_escalates_to_kill",
         "stop_during_backoff",
@@ -1771,6 +1774,7 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "connect_http" => connect_http(h).await,
         "connect_refused" => connect_refused(h).await,
         "list_phase_filter" => list_phase_filter(h).await,
+        "list_agrees_with_status" => list_agrees_with_status(h).await,
         "continue_token_malformed" => continue_token_malformed(h).await,
         "stop_escalates_to_kill" => stop_escalates_to_kill(h).await,
         "stop_during_backoff" => stop_during_backoff(h).await,

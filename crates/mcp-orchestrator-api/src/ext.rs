@@ -8,8 +8,11 @@ use mcp_types::{InstanceFilters, InstanceId, InstanceStatus, McpServer, Phase, S
 use crate::error::{OrchestratorError, Result};
 use crate::orchestrator::McpOrchestrator;
 
-/// First and longest pause between status polls.
-const POLL_MIN: Duration = Duration::from_millis(25);
+/// First and longest pause between status polls. The first is short because what callers wait
+/// for is often near: a pod the fake (or a fast node) runs 30 ms after its creation was seen
+/// only at the third poll, 75 ms in, with a first pause of 25 ms (`docs/BENCHMARKS.md`, 9);
+/// doubling from 5 ms costs two more status reads in the first 100 ms.
+const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// Waiting, restarting and bulk stopping, implemented for every [`McpOrchestrator`].

@@ -75,6 +75,11 @@ pub trait McpOrchestrator: Debug + Send + Sync + 'static {
 
     /// Managed instances matching `filters`, one page at a time, ordered by id.
     ///
+    /// A listed status may be a summary of [`get_status`](Self::get_status)'s: its phase,
+    /// reason, message and exit code are the same, but a backend whose engine lists without
+    /// them may leave `restartCount` at 0 and `startedAt`/`finishedAt` absent (Docker does for
+    /// live containers, to list in one request); ask `get_status` for those.
+    ///
     /// # Errors
     /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) for a malformed continue
     ///   token or filter.
