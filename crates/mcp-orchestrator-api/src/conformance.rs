@@ -134,19 +134,31 @@ pub enum Capability {
     Gpu,
     /// `egress`: outbound network restricted to the listed destinations.
     Egress,
+    /// The `watch` operation (not a spec field): a backend that declares it
+    /// [`Support::Refused`] must answer [`NotSupported`](OrchestratorError::NotSupported); one
+    /// that declares it [`Support::Honoured`] is held to the `watch_*` checks and gives the kit
+    /// a way to break its watch connection ([`Harness::with_watch_break`]).
+    Watch,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Self; 4] = [Self::WorkingDir, Self::Volumes, Self::Gpu, Self::Egress];
+    pub const ALL: [Self; 5] = [
+        Self::WorkingDir,
+        Self::Volumes,
+        Self::Gpu,
+        Self::Egress,
+        Self::Watch,
+    ];
 
-    /// The spec field (camelCase path) the capability is about.
+    /// The spec field (camelCase path) or the operation (`watch`) the capability is about.
     pub fn field(self) -> &'static str {
         match self {
             Self::WorkingDir => "workingDir",
             Self::Volumes => "volumes",
             Self::Gpu => "gpu",
             Self::Egress => "egress",
+            Self::Watch => "watch",
         }
     }
 }
@@ -184,7 +196,15 @@ pub struct Harness<'a> {
     pub http_connect: HttpConnect,
     /// Declared spec capabilities; a capability not in the map is not checked.
     pub capabilities: BTreeMap<Capability, Support>,
+    /// Breaks the backend's open watch connections (see [`Harness::with_watch_break`]).
+    pub watch_break: Option<WatchBreak>,
 }
+
+/// A hook that makes every open watch of the backend under test lose its connection to the
+/// engine (a Docker socket relay cut, the fake API server closing its watches, the process
+/// backend's notifier restarted, ...), so the kit can check that nothing is lost or repeated
+/// across the reconnect.
+pub type WatchBreak = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl<'a> Harness<'a> {
     /// A harness with a 60 s timeout, a 5 s grace period, separate streams, kept previous
@@ -200,7 +220,17 @@ impl<'a> Harness<'a> {
             previous_logs: PreviousLogs::Kept,
             http_connect: HttpConnect::Reachable,
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
+            watch_break: None,
         }
+    }
+
+    /// Declares [`Capability::Watch`] honoured, with the hook that breaks the backend's watch
+    /// connections for [`watch_reconnect`].
+    pub fn with_watch_break(mut self, hook: WatchBreak) -> Self {
+        self.capabilities
+            .insert(Capability::Watch, Support::Honoured);
+        self.watch_break = Some(hook);
+        self
     }
 
     /// Sets the longest wait for any single state change.
@@ -262,6 +292,7 @@ impl fmt::Debug for Harness<'_> {
             .field("previous_logs", &self.previous_logs)
             .field("http_connect", &self.http_connect)
             .field("capabilities", &self.capabilities)
+            .field("watch_break", &self.watch_break.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -1680,11 +1711,13 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
 }
 
 mod semantics;
+mod watch;
 
 pub use semantics::{
     continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
     spec_capabilities, stop_during_backoff, stop_escalates_to_kill, working_dir,
 };
+pub use watch::{watch_crash, watch_invalid_filters, watch_lifecycle, watch_reconnect};
 
 /// Every check, in a stable order, with its name.
 pub fn checks() -> Vec<&'static str> {
@@ -1715,6 +1748,10 @@ pub fn checks() -> Vec<&'static str> {
         "working_dir",
         "spec_capabilities",
         "follow_with_tail_and_since",
+        "watch_lifecycle",
+        "watch_crash",
+        "watch_invalid_filters",
+        "watch_reconnect",
     ]
 }
 
@@ -1750,6 +1787,10 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "working_dir" => working_dir(h).await,
         "spec_capabilities" => spec_capabilities(h).await,
         "follow_with_tail_and_since" => follow_with_tail_and_since(h).await,
+        "watch_lifecycle" => watch_lifecycle(h).await,
+        "watch_crash" => watch_crash(h).await,
+        "watch_invalid_filters" => watch_invalid_filters(h).await,
+        "watch_reconnect" => watch_reconnect(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

@@ -295,7 +295,10 @@ mod tests {
     #[test]
     fn first_snapshot_is_added_in_id_order_then_synced_once() {
         let mut t = EventTracker::new(&InstanceFilters::default());
-        let events = t.snapshot([inst("b", Phase::Running, "x"), inst("a", Phase::Pending, "x")]);
+        let events = t.snapshot([
+            inst("b", Phase::Running, "x"),
+            inst("a", Phase::Pending, "x"),
+        ]);
         assert_eq!(
             kinds(&events),
             [
@@ -306,16 +309,25 @@ mod tests {
         );
         // The same state again (a resync after a reconnect) repeats nothing, not even Synced.
         assert!(
-            t.snapshot([inst("a", Phase::Pending, "x"), inst("b", Phase::Running, "x")])
-                .is_empty()
+            t.snapshot([
+                inst("a", Phase::Pending, "x"),
+                inst("b", Phase::Running, "x")
+            ])
+            .is_empty()
         );
     }
 
     #[test]
     fn resync_reports_only_differences() {
         let mut t = EventTracker::new(&InstanceFilters::default());
-        t.snapshot([inst("a", Phase::Running, "x"), inst("b", Phase::Running, "x")]);
-        let events = t.snapshot([inst("b", Phase::Failed, "x"), inst("c", Phase::Pending, "x")]);
+        t.snapshot([
+            inst("a", Phase::Running, "x"),
+            inst("b", Phase::Running, "x"),
+        ]);
+        let events = t.snapshot([
+            inst("b", Phase::Failed, "x"),
+            inst("c", Phase::Pending, "x"),
+        ]);
         assert_eq!(
             kinds(&events),
             [
@@ -361,7 +373,10 @@ mod tests {
             ..InstanceFilters::default()
         };
         let mut t = EventTracker::new(&filters);
-        let events = t.snapshot([inst("a", Phase::Running, "x"), inst("b", Phase::Running, "y")]);
+        let events = t.snapshot([
+            inst("a", Phase::Running, "x"),
+            inst("b", Phase::Running, "y"),
+        ]);
         assert_eq!(
             kinds(&events),
             [(EventKind::Added, Some("a")), (EventKind::Synced, None)]
@@ -423,7 +438,10 @@ mod tests {
         let states = std::sync::Arc::new(std::sync::Mutex::new(vec![
             vec![inst("a", Phase::Running, "x")],
             vec![inst("a", Phase::Running, "x")],
-            vec![inst("a", Phase::Failed, "x"), inst("b", Phase::Pending, "x")],
+            vec![
+                inst("a", Phase::Failed, "x"),
+                inst("b", Phase::Pending, "x"),
+            ],
             vec![],
         ]));
         let list = move || {

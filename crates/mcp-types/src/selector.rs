@@ -278,7 +278,12 @@ mod tests {
 
     #[test]
     fn check_refuses_selectors_built_in_code_that_parse_would_refuse() {
-        assert!(LabelSelector::parse("app=web,tier in (a,b)").unwrap().check().is_ok());
+        assert!(
+            LabelSelector::parse("app=web,tier in (a,b)")
+                .unwrap()
+                .check()
+                .is_ok()
+        );
         let bad_key = LabelSelector::from_equalities([("bad key!", "x")]);
         let err = bad_key.check().unwrap_err();
         assert!(err.to_string().contains("bad key!"), "{err}");
