@@ -150,6 +150,10 @@ pub(crate) struct PsArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub(crate) output: Output,
+    /// Keep printing instance events as they happen (the current instances first, then
+    /// `-- synced --`, then changes) until interrupted; JSON prints one event per line.
+    #[arg(short, long)]
+    pub(crate) watch: bool,
 }
 
 /// `logs` arguments.
