@@ -56,10 +56,8 @@ pub(crate) async fn watch(
     format: Output,
 ) -> Result<ExitCode> {
     let mut events = o.watch(filters).await?;
-    let mut out = std::io::stdout().lock();
     if format == Output::Table {
-        writeln!(out, "{}", row(&HEADER.map(str::to_owned))).context("writing to stdout")?;
-        out.flush().context("writing to stdout")?;
+        print_line(&row(&HEADER.map(str::to_owned)))?;
     }
     while let Some(event) = events.next().await {
         let event = event?;
@@ -73,10 +71,16 @@ pub(crate) async fn watch(
                     .trim_end()
             ),
         };
-        writeln!(out, "{text}").context("writing to stdout")?;
-        out.flush().context("writing to stdout")?;
+        print_line(&text)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line, flushed at once (a pipe would otherwise hold events back).
+fn print_line(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").context("writing to stdout")?;
+    out.flush().context("writing to stdout")
 }
 
 #[cfg(test)]
