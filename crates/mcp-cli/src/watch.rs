@@ -4,6 +4,7 @@
 //! `{"type":"Added","instance":{...}}` and `{"type":"Synced"}`); YAML one document per event.
 //! It runs until interrupted, and fails (exit 1) when the backend ends the stream with an error.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -43,7 +44,8 @@ pub(crate) fn event_line(event: &InstanceEvent) -> String {
 fn row(cells: &[String; 7]) -> String {
     let mut line = String::new();
     for (cell, width) in cells.iter().zip(WIDTHS) {
-        line.push_str(&format!("{cell:<width$} "));
+        // Writing to a String cannot fail.
+        let _ = write!(line, "{cell:<width$} ");
     }
     line.push_str(&cells[6]);
     line

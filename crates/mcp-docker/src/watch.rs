@@ -136,13 +136,11 @@ pub(crate) async fn watch(
             };
             if let Err(error) = failure {
                 s.events = None;
-                match s.budget.failed(&error) {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => {
-                        s.ended = true;
-                        return Some((Err(error), s));
-                    }
-                }
+                let Some(delay) = s.budget.failed(&error) else {
+                    s.ended = true;
+                    return Some((Err(error), s));
+                };
+                tokio::time::sleep(delay).await;
             }
         }
     })
