@@ -156,6 +156,10 @@ pub(crate) struct PsArgs {
     /// Skip the live MCP probe (READY and PROTOCOL show `-`).
     #[arg(long)]
     pub(crate) no_probe: bool,
+    /// Keep printing instance events as they happen (the current instances first, then
+    /// `-- synced --`, then changes) until interrupted; JSON prints one event per line.
+    #[arg(short, long)]
+    pub(crate) watch: bool,
 }
 
 /// `logs` arguments.

@@ -418,9 +418,13 @@ async fn ps(args: PsArgs, shared: &Arc<DynOrchestrator>) -> Result<ExitCode> {
         server: args.server,
         phase,
         label_selector,
-        limit: Some(500),
+        limit: None,
         continue_token: None,
     };
+    if args.watch {
+        return crate::watch::watch(o, &filters, args.output).await;
+    }
+    filters.limit = Some(500);
     let mut items = Vec::new();
     loop {
         let page = o.list_instances(&filters).await?;

@@ -26,6 +26,7 @@ mod network;
 mod orchestrator;
 pub mod status;
 mod volume;
+mod watch;
 
 pub use config::DockerConfig;
 pub use orchestrator::DockerOrchestrator;

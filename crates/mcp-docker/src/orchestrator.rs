@@ -21,7 +21,7 @@ use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
-use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
+use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
     Requirement, StartOptions, Timestamp, Transport, labels, new_instance_name,
@@ -519,6 +519,13 @@ impl McpOrchestrator for DockerOrchestrator {
             self.err(Target::Container(id.as_str())),
         )
         .await
+    }
+
+    /// The engine's events API (filtered to managed containers) plus an inspect per event,
+    /// resuming with `since` and a resync after the stream breaks; see `watch.rs`.
+    async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+        mcp_orchestrator_api::validate_watch_filters(filters)?;
+        crate::watch::watch(self.clone(), filters).await
     }
 
     async fn list_instances(&self, filters: &InstanceFilters) -> Result<Page<Instance>> {

@@ -10,7 +10,10 @@
 #![allow(clippy::too_many_lines)]
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod socket_relay;
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
@@ -240,7 +243,18 @@ fn is_not_found<T: std::fmt::Debug>(r: &Result<T, OrchestratorError>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_kit_passes() {
-    let Some(env) = setup("conformance").await else {
+    // Everything goes through a relay the kit can cut, for `watch_reconnect`.
+    let relay = Arc::new(
+        socket_relay::SocketRelay::start(&DockerConfig::default().socket_path)
+            .expect("socket relay"),
+    );
+    let relay_path = relay.path().to_owned();
+    let Some(env) = setup_with("conformance", |c| DockerConfig {
+        socket_path: relay_path,
+        ..c
+    })
+    .await
+    else {
         return;
     };
     let servers = env.servers();
@@ -257,7 +271,13 @@ async fn conformance_kit_passes() {
         .with_follow_across_restarts(FollowAcrossRestarts::Ends)
         .with_capability(Capability::Volumes, Support::Honoured)
         // Docker networks cannot restrict egress to an allow-list.
-        .with_capability(Capability::Egress, Support::Refused);
+        .with_capability(Capability::Egress, Support::Refused)
+        .with_watch_break({
+            let relay = relay.clone();
+            Arc::new(move || {
+                relay.sever_events();
+            })
+        });
     let started = Instant::now();
     let result = conformance::run_all(&h).await;
     eprintln!("conformance kit on docker: {:.1?}", started.elapsed());
@@ -343,6 +363,12 @@ impl McpOrchestrator for Recording {
         id: &InstanceId,
     ) -> mcp_orchestrator_api::Result<mcp_orchestrator_api::McpChannel> {
         self.inner.connect(id).await
+    }
+    async fn watch(
+        &self,
+        filters: &InstanceFilters,
+    ) -> mcp_orchestrator_api::Result<mcp_orchestrator_api::InstanceEvents> {
+        self.inner.watch(filters).await
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct AppState {
     pub(crate) tracker: TaskTracker,
     pub(crate) bookmark_interval: Duration,
     pub(crate) namespaces: Arc<Namespaces>,
+    /// Bumped by `close_watches`: every open watch ends.
+    pub(crate) watch_resets: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -483,6 +485,7 @@ fn watch(state: &Arc<AppState>, kind: ResourceKind, filter: Filter, params: &Par
     };
     let cancel = state.cancel.clone();
     let interval = state.bookmark_interval;
+    let mut resets = state.watch_resets.subscribe();
     state.tracker.spawn(async move {
         let mut receiver = subscription.receiver;
         let mut last_rv = subscription.resource_version;
@@ -508,6 +511,7 @@ fn watch(state: &Arc<AppState>, kind: ResourceKind, filter: Filter, params: &Par
             };
             let line = tokio::select! {
                 () = cancel.cancelled() => return,
+                _ = resets.changed() => return,
                 () = expired => return,
                 () = tx.closed() => return,
                 _ = ticker.tick() => {

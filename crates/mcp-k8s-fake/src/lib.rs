@@ -297,6 +297,7 @@ impl FakeKubeServer {
         ));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let namespaces = Arc::new(admission::Namespaces::default());
+        let watch_resets = Arc::new(tokio::sync::watch::channel(0u64).0);
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             logs: Arc::clone(&logs),
@@ -306,6 +307,7 @@ impl FakeKubeServer {
             tracker: tracker.clone(),
             bookmark_interval: options.bookmark_interval,
             namespaces: Arc::clone(&namespaces),
+            watch_resets: Arc::clone(&watch_resets),
         });
         if let Some(interval) = options.compaction_interval.filter(|i| !i.is_zero()) {
             let store = Arc::clone(&store);
@@ -344,6 +346,7 @@ impl FakeKubeServer {
                 requests,
                 kubelet,
                 namespaces,
+                watch_resets,
             },
             cancel,
             tracker,
@@ -453,9 +456,18 @@ pub struct FakeKubeHandle {
     requests: Arc<Mutex<Vec<RecordedRequest>>>,
     kubelet: Arc<Kubelet>,
     namespaces: Arc<admission::Namespaces>,
+    watch_resets: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl FakeKubeHandle {
+    /// Ends every watch open now, cleanly (the chunked response just ends), as an apiserver
+    /// restart or a proxy's idle timeout does. Clients resume from their last
+    /// resourceVersion; with [`FakeKubeHandle::expire_continue_tokens`] first, that resume
+    /// gets the 410 `Expired` ERROR event and the client has to list again.
+    pub fn close_watches(&self) {
+        self.watch_resets.send_modify(|v| *v += 1);
+    }
+
     /// The pod garbage collector's terminated-pod sweep (kube-controller-manager
     /// `--terminated-pod-gc-threshold`): while more than `threshold` pods have finished
     /// (`Succeeded` or `Failed`, evicted ones included), the oldest by creation are deleted at

@@ -106,6 +106,14 @@ pub(crate) enum EngineError {
     Io(std::io::Error),
     /// A watch of `kube::runtime::wait::await_condition` failed.
     Wait(kube::runtime::wait::Error),
+    /// A `kube::runtime::watcher` stream (the backend's `watch`) failed.
+    Watch(kube::runtime::watcher::Error),
+}
+
+impl From<kube::runtime::watcher::Error> for EngineError {
+    fn from(error: kube::runtime::watcher::Error) -> Self {
+        Self::Watch(error)
+    }
 }
 
 impl From<kube::Error> for EngineError {
@@ -144,7 +152,8 @@ pub(crate) fn map_error(error: impl Into<EngineError>, target: &Target<'_>) -> O
             );
         }
         // A failed watch: the kube error inside is what decides.
-        EngineError::Wait(kube::runtime::wait::Error::ProbeFailed(error)) => match error {
+        EngineError::Wait(kube::runtime::wait::Error::ProbeFailed(error))
+        | EngineError::Watch(error) => match error {
             W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => e,
             W::WatchError(status) => kube::Error::Api(status),
             other @ W::NoResourceVersion => return OrchestratorError::backend(BACKEND, other),

@@ -35,6 +35,7 @@ mod orchestrator;
 #[cfg(test)]
 mod request_tests;
 mod status;
+mod watch;
 
 pub use error::BACKEND;
 pub use listing::decode_page;

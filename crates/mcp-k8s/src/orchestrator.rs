@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams};
 use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel, StdioClaims};
-use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
+use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::names::check_label_value;
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions, McpServer, Page,
@@ -326,5 +326,13 @@ impl McpOrchestrator for KubernetesOrchestrator {
             .retain(|i| filters.phase.is_none_or(|p| p == i.status.phase));
         page.items.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(page)
+    }
+
+    /// kube's `watcher` on the managed pods (bookmarks, resume from the last resourceVersion,
+    /// a re-list after 410 Gone); see `watch.rs`.
+    async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+        mcp_orchestrator_api::validate_watch_filters(filters)?;
+        let selector = Self::list_selector(filters)?;
+        Ok(crate::watch::watch(self.pods.clone(), &selector, filters))
     }
 }

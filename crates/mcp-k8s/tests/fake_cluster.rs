@@ -71,6 +71,11 @@ async fn passes_the_conformance_kit() {
         // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.
         .with_capability(Capability::Volumes, Support::Honoured)
         .with_capability(Capability::Egress, Support::Honoured);
+    // A forced reconnect: every watch closed, so the watcher resumes from its last
+    // resourceVersion. (Compacting too, for the 410 path, would expire the continue tokens of
+    // the pagination check running concurrently: `watch_relists_after_410` covers it alone.)
+    let fake = server.handle();
+    let h = h.with_watch_break(Arc::new(move || fake.close_watches()));
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
@@ -79,6 +84,90 @@ async fn passes_the_conformance_kit() {
     // Stopping removes each instance's companions too, not only its pod.
     let objects = everything(&server);
     assert!(objects.is_empty(), "the kit left {objects:?}");
+}
+
+/// Reads `events` into `seen` until one satisfies `want`.
+async fn next_until(
+    events: &mut mcp_orchestrator_api::InstanceEvents,
+    seen: &mut Vec<mcp_types::InstanceEvent>,
+    want: &dyn Fn(&mcp_types::InstanceEvent) -> bool,
+) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(15), events.next())
+            .await
+            .expect("an event in time")
+            .expect("the watch goes on")
+            .expect("no error item");
+        seen.push(event.clone());
+        if want(&event) {
+            return;
+        }
+    }
+}
+
+/// A watch whose resume point was compacted away (410 Expired) lists again and reports exactly
+/// what changed meanwhile: the stopped instance `Removed`, the new one `Added`, nothing twice.
+#[tokio::test]
+async fn watch_relists_after_410() {
+    use mcp_types::{EventKind, InstanceEvent, Phase};
+    let server = FakeKubeServer::start().await;
+    let o = orchestrator(&server).await;
+    let servers = FakeClusterServers;
+    let idle = FixtureScript::new().stdout("ready");
+    let spec = |name: &str| servers.server(name, &idle);
+    let filters = InstanceFilters::server("w410");
+    let mut events = o.watch(&filters).await.unwrap();
+    let mut seen: Vec<InstanceEvent> = Vec::new();
+    next_until(&mut events, &mut seen, &|e| {
+        matches!(e, InstanceEvent::Synced)
+    })
+    .await;
+    let a = o
+        .start_server(&spec("w410"), &StartOptions::default())
+        .await
+        .unwrap();
+    next_until(&mut events, &mut seen, &|e| {
+        e.instance()
+            .is_some_and(|i| i.id == a && i.status.phase == Phase::Running)
+    })
+    .await;
+    let before = server.handle().requests().len();
+    server.handle().expire_continue_tokens();
+    server.handle().close_watches();
+    o.stop_server(&a, Duration::from_secs(2)).await.unwrap();
+    let b = o
+        .start_server(&spec("w410"), &StartOptions::default())
+        .await
+        .unwrap();
+    next_until(&mut events, &mut seen, &|e| {
+        e.kind() == EventKind::Removed && e.id() == Some(&a)
+    })
+    .await;
+    next_until(&mut events, &mut seen, &|e| {
+        e.kind() == EventKind::Added && e.id() == Some(&b)
+    })
+    .await;
+    // The watcher listed again after the 410 (a list request without watch=true).
+    let relisted = server.handle().requests()[before..].iter().any(|r| {
+        r.method == http::Method::GET
+            && r.path.ends_with("/pods")
+            && r.query_param("watch").as_deref() != Some("true")
+    });
+    assert!(relisted, "no re-list after the 410");
+    o.stop_server(&b, Duration::from_secs(2)).await.unwrap();
+    next_until(&mut events, &mut seen, &|e| {
+        e.kind() == EventKind::Removed && e.id() == Some(&b)
+    })
+    .await;
+    let added_a = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Added && e.id() == Some(&a))
+        .count();
+    let removed_a = seen
+        .iter()
+        .filter(|e| e.kind() == EventKind::Removed && e.id() == Some(&a))
+        .count();
+    assert_eq!((added_a, removed_a), (1, 1), "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

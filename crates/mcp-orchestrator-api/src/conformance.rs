@@ -148,19 +148,31 @@ pub enum Capability {
     Gpu,
     /// `egress`: outbound network restricted to the listed destinations.
     Egress,
+    /// The `watch` operation (not a spec field): a backend that declares it
+    /// [`Support::Refused`] must answer [`NotSupported`](OrchestratorError::NotSupported); one
+    /// that declares it [`Support::Honoured`] is held to the `watch_*` checks and gives the kit
+    /// a way to break its watch connection ([`Harness::with_watch_break`]).
+    Watch,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Self; 4] = [Self::WorkingDir, Self::Volumes, Self::Gpu, Self::Egress];
+    pub const ALL: [Self; 5] = [
+        Self::WorkingDir,
+        Self::Volumes,
+        Self::Gpu,
+        Self::Egress,
+        Self::Watch,
+    ];
 
-    /// The spec field (camelCase path) the capability is about.
+    /// The spec field (camelCase path) or the operation (`watch`) the capability is about.
     pub fn field(self) -> &'static str {
         match self {
             Self::WorkingDir => "workingDir",
             Self::Volumes => "volumes",
             Self::Gpu => "gpu",
             Self::Egress => "egress",
+            Self::Watch => "watch",
         }
     }
 }
@@ -200,7 +212,15 @@ pub struct Harness<'a> {
     pub follow_restarts: FollowAcrossRestarts,
     /// Declared spec capabilities; a capability not in the map is not checked.
     pub capabilities: BTreeMap<Capability, Support>,
+    /// Breaks the backend's open watch connections (see [`Harness::with_watch_break`]).
+    pub watch_break: Option<WatchBreak>,
 }
+
+/// A hook that makes every open watch of the backend under test lose its connection to the
+/// engine (a Docker socket relay cut, the fake API server closing its watches, the process
+/// backend's notifier restarted, ...), so the kit can check that nothing is lost or repeated
+/// across the reconnect.
+pub type WatchBreak = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 impl<'a> Harness<'a> {
     /// A harness with a 60 s timeout, a 5 s grace period, separate streams, kept previous
@@ -217,7 +237,17 @@ impl<'a> Harness<'a> {
             http_connect: HttpConnect::Reachable,
             follow_restarts: FollowAcrossRestarts::Continues,
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
+            watch_break: None,
         }
+    }
+
+    /// Declares [`Capability::Watch`] honoured, with the hook that breaks the backend's watch
+    /// connections for [`watch_reconnect`].
+    pub fn with_watch_break(mut self, hook: WatchBreak) -> Self {
+        self.capabilities
+            .insert(Capability::Watch, Support::Honoured);
+        self.watch_break = Some(hook);
+        self
     }
 
     /// Sets the longest wait for any single state change.
@@ -286,6 +316,7 @@ impl fmt::Debug for Harness<'_> {
             .field("http_connect", &self.http_connect)
             .field("follow_restarts", &self.follow_restarts)
             .field("capabilities", &self.capabilities)
+            .field("watch_break", &self.watch_break.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -1706,6 +1737,7 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
 mod listing;
 mod restarts;
 mod semantics;
+mod watch;
 
 pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
@@ -1714,6 +1746,7 @@ pub use semantics::{
     continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
     spec_capabilities, stop_during_backoff, stop_escalates_to_kill, working_dir,
 };
+pub use watch::{watch_crash, watch_invalid_filters, watch_lifecycle, watch_reconnect};
 
 /// Every check, in a stable order, with its name.
 pub fn checks() -> Vec<&'static str> {
@@ -1746,6 +1779,10 @@ pub fn checks() -> Vec<&'static str> {
         "spec_capabilities",
         "follow_with_tail_and_since",
         "follow_across_restarts",
+        "watch_lifecycle",
+        "watch_crash",
+        "watch_invalid_filters",
+        "watch_reconnect",
     ]
 }
 
@@ -1783,6 +1820,10 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "spec_capabilities" => spec_capabilities(h).await,
         "follow_with_tail_and_since" => follow_with_tail_and_since(h).await,
         "follow_across_restarts" => follow_across_restarts(h).await,
+        "watch_lifecycle" => watch_lifecycle(h).await,
+        "watch_crash" => watch_crash(h).await,
+        "watch_invalid_filters" => watch_invalid_filters(h).await,
+        "watch_reconnect" => watch_reconnect(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

@@ -10,6 +10,7 @@ pub mod filters;
 pub mod fixture;
 pub mod orchestrator;
 pub mod secrets;
+pub mod watch;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -24,6 +25,7 @@ pub use fixture::{FixtureScript, FixtureStep};
 #[cfg(any(test, feature = "memory"))]
 pub use memory::InMemoryOrchestrator;
 pub use orchestrator::{DynOrchestrator, LogLines, McpOrchestrator};
+pub use watch::{InstanceEvents, validate_watch_filters};
 
 pub use mcp_types;
 

@@ -23,6 +23,7 @@ use crate::continuation::{page_after, parse_after_token};
 use crate::error::{OrchestratorError, Result};
 use crate::fixture::{FixtureScript, FixtureStep, ServeMode};
 use crate::orchestrator::{LogLines, McpOrchestrator};
+use crate::watch::InstanceEvents;
 
 const BACKEND: &str = "memory";
 /// Restart backoff: first delay, doubled per restart up to the cap (like the kubelet, scaled down).
@@ -30,12 +31,19 @@ const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 mod mcp;
+mod watch_events;
+
+pub use watch_events::WatchBreaker;
 
 /// The in-memory orchestrator. Cloning shares the same instances.
 #[derive(Debug, Clone)]
 pub struct InMemoryOrchestrator {
     instances: Arc<Mutex<BTreeMap<InstanceId, Arc<Entry>>>>,
     claims: StdioClaims,
+    /// Bumped on every change of any instance, so watches re-read the state.
+    any_change: Arc<watch::Sender<u64>>,
+    /// The test hook that breaks every open watch's "connection" (see [`WatchBreaker`]).
+    breaker: WatchBreaker,
 }
 
 impl Default for InMemoryOrchestrator {
@@ -43,6 +51,8 @@ impl Default for InMemoryOrchestrator {
         Self {
             instances: Arc::default(),
             claims: StdioClaims::new(BACKEND),
+            any_change: Arc::new(watch::channel(0).0),
+            breaker: WatchBreaker::default(),
         }
     }
 }
@@ -67,6 +77,8 @@ struct Entry {
     files: Mutex<BTreeMap<String, String>>,
     /// Bumped on every change so log followers wake up.
     changed: watch::Sender<u64>,
+    /// The orchestrator's change counter, bumped with `changed` (watches).
+    any_change: Arc<watch::Sender<u64>>,
     /// SIGTERM: stops the simulated process unless its script ignores it.
     cancel: CancellationToken,
     /// SIGKILL: stops it whatever it does, when the grace period ended.
@@ -100,6 +112,7 @@ impl Entry {
     fn update(&self, f: impl FnOnce(&mut State)) {
         f(&mut lock(&self.state));
         self.changed.send_modify(|v| *v += 1);
+        self.any_change.send_modify(|v| *v += 1);
     }
 
     fn print(&self, stream: LogStream, text: String) {
@@ -221,6 +234,20 @@ impl InMemoryOrchestrator {
         Self::default()
     }
 
+    /// The test hook that makes every open watch of this orchestrator lose its "connection"
+    /// and resync, as a backend's watch does after its engine connection broke.
+    pub fn watch_breaker(&self) -> WatchBreaker {
+        self.breaker.clone()
+    }
+
+    /// Every instance as listed, unfiltered.
+    fn snapshot(&self) -> Vec<Instance> {
+        lock(&self.instances)
+            .values()
+            .map(|e| e.instance())
+            .collect()
+    }
+
     fn entry(&self, id: &InstanceId) -> Result<Arc<Entry>> {
         lock(&self.instances)
             .get(id)
@@ -267,6 +294,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
             working_dir: spec.working_dir.clone(),
             files: Mutex::default(),
             changed,
+            any_change: self.any_change.clone(),
             cancel: CancellationToken::new(),
             kill: CancellationToken::new(),
             done: tokio::sync::Notify::new(),
@@ -280,6 +308,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
             }
             map.insert(id.clone(), entry.clone());
         }
+        self.any_change.send_modify(|v| *v += 1);
         tokio::spawn(entry.run(script, spec.restart_policy));
         Ok(id)
     }
@@ -307,6 +336,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
             }
         }
         lock(&self.instances).remove(id);
+        self.any_change.send_modify(|v| *v += 1);
         entry.update(|s| {
             s.status = InstanceStatus::phase(Phase::Stopped);
             s.removed = true;
@@ -427,5 +457,10 @@ impl McpOrchestrator for InMemoryOrchestrator {
             })
             .collect();
         Ok(page_after(matching, after.as_deref(), filters.limit))
+    }
+
+    async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+        crate::watch::validate_watch_filters(filters)?;
+        Ok(watch_events::watch(self.clone(), filters))
     }
 }

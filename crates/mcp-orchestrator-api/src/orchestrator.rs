@@ -13,6 +13,7 @@ use mcp_types::{
 
 use crate::connect::McpChannel;
 use crate::error::Result;
+use crate::watch::InstanceEvents;
 
 /// A stream of log lines; errors end it.
 pub type LogLines = BoxStream<'static, Result<LogLine>>;
@@ -101,6 +102,30 @@ pub trait McpOrchestrator: Debug + Send + Sync + 'static {
     /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend cannot reach
     ///   the instance's transport at all (the message names the transport).
     async fn connect(&self, id: &InstanceId) -> Result<McpChannel>;
+
+    /// Watches the managed instances matching `filters` (server, phase, label selector): first
+    /// an `Added` per instance matching now and one `Synced`, then `Added`/`Modified`/`Removed`
+    /// as they change, resuming across transient engine errors without losing or repeating a
+    /// change (the order and the rules are `mcp_types::events`'). The stream runs until the
+    /// caller drops it, or yields one error and ends.
+    ///
+    /// Optional: the default answers `NotSupported`, so backends written before it keep
+    /// compiling; a backend that implements it declares `Capability::Watch` to the kit.
+    ///
+    /// # Errors
+    /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) for malformed filters
+    ///   (a bad selector: `labelSelector`) and for `limit` or `continueToken`, which a watch has
+    ///   no use for, before anything is opened ([`crate::watch::validate_watch_filters`]).
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend cannot watch.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable
+    ///   at the call; later, as the stream's last item when it stays unreachable.
+    async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+        let _ = filters;
+        Err(crate::OrchestratorError::NotSupported {
+            backend: self.backend_name(),
+            what: "watching instances".into(),
+        })
+    }
 }
 
 macro_rules! forward {
@@ -131,6 +156,9 @@ macro_rules! forward {
             }
             async fn connect(&self, id: &InstanceId) -> Result<McpChannel> {
                 (**self).connect(id).await
+            }
+            async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+                (**self).watch(filters).await
             }
         }
     };

@@ -36,7 +36,9 @@ fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a>
 async fn in_memory_passes_every_check() {
     let o = InMemoryOrchestrator::new();
     let s = servers();
-    if let Err(report) = conformance::run_all(&harness(&o, &s)).await {
+    let breaker = o.watch_breaker();
+    let h = harness(&o, &s).with_watch_break(Arc::new(move || breaker.break_watches()));
+    if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
     let left = o.list_instances(&InstanceFilters::default()).await.unwrap();
@@ -49,9 +51,11 @@ async fn in_memory_passes_every_check() {
 
 #[tokio::test]
 async fn in_memory_passes_through_arc_dyn() {
-    let o: Arc<DynOrchestrator> = Arc::new(InMemoryOrchestrator::new());
+    let memory = InMemoryOrchestrator::new();
+    let breaker = memory.watch_breaker();
+    let o: Arc<DynOrchestrator> = Arc::new(memory);
     let s = servers();
-    let h = harness(&o, &s);
+    let h = harness(&o, &s).with_watch_break(Arc::new(move || breaker.break_watches()));
     for check in conformance::checks() {
         if let Err(f) = conformance::run_check(&h, check).await {
             panic!("{f}");

@@ -84,6 +84,7 @@ mod procfs;
 mod status;
 mod stdio;
 pub mod supervisor;
+mod watch;
 
 pub use config::{
     DEFAULT_INHERITED_ENV, MAX_LOG_FILES, MIN_BACKOFF_INITIAL_MS, MIN_BACKOFF_MAX_MS,
@@ -92,3 +93,4 @@ pub use config::{
 pub use orchestrator::ProcessOrchestrator;
 pub use procfs::ProcIdentity;
 pub use status::{InstanceProcesses, STATE_UNREADABLE};
+pub use watch::{RESCAN as WATCH_RESCAN, WatchBreaker};

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use mcp_orchestrator_api::OrchestratorError;
 use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver};
-use mcp_orchestrator_api::{LogLines, McpOrchestrator, Result};
+use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, Result};
 use mcp_types::{
     Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page, Phase,
     StartOptions,
@@ -25,6 +25,7 @@ use crate::error::{BACKEND, ProcessError};
 use crate::layout::{INSTANCES, InstancePaths};
 use crate::lifecycle::Lifecycle;
 use crate::status::{InstanceProcesses, observe};
+use crate::watch::WatchBreaker;
 use crate::{logs, status, stdio};
 
 /// The local-process backend. Cloning shares the configuration; all state is on disk.
@@ -38,6 +39,7 @@ struct Inner {
     config: ProcessConfig,
     state_dir: PathBuf,
     secrets: Box<dyn SecretResolver>,
+    breaker: WatchBreaker,
 }
 
 impl ProcessOrchestrator {
@@ -67,6 +69,7 @@ impl ProcessOrchestrator {
                 config,
                 state_dir,
                 secrets,
+                breaker: WatchBreaker::default(),
             }),
         })
     }
@@ -79,6 +82,12 @@ impl ProcessOrchestrator {
     /// The state directory root.
     pub fn state_dir(&self) -> &Path {
         &self.inner.state_dir
+    }
+
+    /// Restarts the notifier of every open watch of this orchestrator value (a test hook: the
+    /// watch resyncs from a full listing, see `watch.rs`).
+    pub fn watch_breaker(&self) -> WatchBreaker {
+        self.inner.breaker.clone()
     }
 
     /// The directory of instance `id` (whether or not it exists).
@@ -188,5 +197,17 @@ impl McpOrchestrator for ProcessOrchestrator {
         }
         let stream = stdio::attach(&self.inner.config, id, &paths).await?;
         Ok(McpChannel::Stdio(StdioChannel::from_stream(stream)))
+    }
+
+    /// Lists the state directory whenever inotify reports a change in it (from any process)
+    /// and every `WATCH_RESCAN`; see `watch.rs`.
+    async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
+        mcp_orchestrator_api::validate_watch_filters(filters)?;
+        crate::watch::watch(
+            &self.inner.state_dir,
+            &self.inner.config,
+            filters,
+            &self.inner.breaker,
+        )
     }
 }

@@ -23,6 +23,8 @@ async fn process_backend_passes_the_conformance_kit() {
         .with_capability(Capability::Volumes, Support::Refused)
         .with_capability(Capability::Gpu, Support::Refused)
         .with_capability(Capability::Egress, Support::Refused);
+    let breaker = env.orchestrator.watch_breaker();
+    let harness = harness.with_watch_break(std::sync::Arc::new(move || breaker.break_watches()));
     if let Err(report) = conformance::run_all(&harness).await {
         panic!("{report}");
     }

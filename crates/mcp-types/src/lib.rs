@@ -1,6 +1,7 @@
 //! Plain data types and validation for orchestrating MCP servers: server specs, instances,
 //! statuses, logs, filters, pages and Kubernetes-facing configuration. No IO, no runtime.
 
+pub mod events;
 pub mod exit;
 pub mod instance;
 pub mod k8s;
@@ -15,6 +16,7 @@ pub mod selector;
 pub mod spec;
 pub mod validation;
 
+pub use events::{EventKind, InstanceEvent};
 pub use exit::{AfterExit, RunExit, exit_message, exit_reason};
 pub use instance::{Instance, InstanceId, InstanceStatus, Phase, reasons};
 pub use k8s::{K8sConfig, K8sPodMetadata, K8sSecurityContext};

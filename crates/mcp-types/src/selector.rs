@@ -135,21 +135,38 @@ impl LabelSelector {
                 return Err(err("empty requirement".into()));
             }
             let req = parse_term(term).map_err(err)?;
-            check_label_key(req.key()).map_err(err)?;
-            match &req {
-                Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => {
-                    check_label_value(v).map_err(err)?;
-                }
-                Requirement::In(_, vs) | Requirement::NotIn(_, vs) => {
-                    vs.iter()
-                        .try_for_each(|v| check_label_value(v))
-                        .map_err(err)?;
-                }
-                Requirement::Exists(_) | Requirement::DoesNotExist(_) => {}
-            }
+            check_requirement(&req).map_err(err)?;
             requirements.push(req);
         }
         Ok(Self { requirements })
+    }
+
+    /// Checks a selector built in code (not parsed) by the rules [`LabelSelector::parse`]
+    /// applies: valid label keys and values, and a non-empty set for `in` / `notin`.
+    ///
+    /// # Errors
+    /// A [`SelectorError`] naming the selector and the first bad requirement.
+    pub fn check(&self) -> Result<(), SelectorError> {
+        self.requirements.iter().try_for_each(|req| {
+            check_requirement(req).map_err(|reason| SelectorError {
+                input: self.to_string(),
+                reason,
+            })
+        })
+    }
+}
+
+fn check_requirement(req: &Requirement) -> Result<(), String> {
+    check_label_key(req.key())?;
+    match req {
+        Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => check_label_value(v),
+        Requirement::In(k, vs) | Requirement::NotIn(k, vs) => {
+            if vs.is_empty() {
+                return Err(format!("{k:?}: a set of values must not be empty"));
+            }
+            vs.iter().try_for_each(|v| check_label_value(v))
+        }
+        Requirement::Exists(_) | Requirement::DoesNotExist(_) => Ok(()),
     }
 }
 
@@ -257,6 +274,23 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn check_refuses_selectors_built_in_code_that_parse_would_refuse() {
+        assert!(
+            LabelSelector::parse("app=web,tier in (a,b)")
+                .unwrap()
+                .check()
+                .is_ok()
+        );
+        let bad_key = LabelSelector::from_equalities([("bad key!", "x")]);
+        let err = bad_key.check().unwrap_err();
+        assert!(err.to_string().contains("bad key!"), "{err}");
+        let empty_set = LabelSelector::new(vec![Requirement::In("app".into(), BTreeSet::new())]);
+        assert!(empty_set.check().unwrap_err().reason.contains("empty"));
+        let bad_value = LabelSelector::from_equalities([("app", "-x-")]);
+        assert!(bad_value.check().is_err());
     }
 
     #[rstest]

@@ -190,3 +190,49 @@ async fn compacted_resource_version_is_410_expired() {
     }
     assert!(stream.try_next().await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn close_watches_ends_every_open_watch_and_a_resume_sees_later_changes() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "wr");
+    let created = create(&pods, &idle_pod("a", &[])).await;
+    let from = created.resource_version().unwrap();
+    let mut stream = pods
+        .watch(&WatchParams::default().timeout(30), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let started = Instant::now();
+    server.handle().close_watches();
+    // Whatever was already queued may still arrive; then the stream ends, long before its
+    // timeout.
+    while let Some(event) = tokio::time::timeout(WAIT, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        assert!(!matches!(event, WatchEvent::Error(_)), "{event:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A resume from the same resourceVersion replays what happened after it.
+    create(&pods, &idle_pod("b", &[])).await;
+    let mut resumed = pods
+        .watch(&WatchParams::default().timeout(5), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let mut names = Vec::new();
+    while let Some(event) = tokio::time::timeout(WAIT, resumed.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        if let WatchEvent::Added(pod) = &event {
+            names.push(pod.name_any());
+        }
+        if names.contains(&"b".to_owned()) {
+            break;
+        }
+    }
+    assert!(names.contains(&"b".to_owned()), "{names:?}");
+}

@@ -231,6 +231,12 @@ impl McpOrchestrator for Recording {
     async fn connect(&self, id: &InstanceId) -> Result<mcp_orchestrator_api::McpChannel> {
         self.inner.connect(id).await
     }
+    async fn watch(
+        &self,
+        filters: &InstanceFilters,
+    ) -> Result<mcp_orchestrator_api::InstanceEvents> {
+        self.inner.watch(filters).await
+    }
 }
 
 /// Collects a non-following log stream's texts.
