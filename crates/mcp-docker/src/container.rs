@@ -516,6 +516,7 @@ mod tests {
                 mount_path: "/x".into(),
                 access_modes: vec![],
                 read_only: false,
+                persistent: false,
             }],
             ..McpServer::new("n", "img")
         };

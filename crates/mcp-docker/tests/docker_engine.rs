@@ -713,6 +713,7 @@ async fn failed_start_removes_the_container_and_volumes() {
             mount_path: "/cache".into(),
             access_modes: vec![],
             read_only: false,
+            persistent: false,
         }],
         ..env.fixture(&name, &FixtureScript::new().stdout("never"))
     };
@@ -740,6 +741,7 @@ async fn failed_start_removes_the_container_and_volumes() {
             mount_path: "/cache".into(),
             access_modes: vec![],
             read_only: false,
+            persistent: false,
         }],
         ..env.fixture(&name, &FixtureScript::new().stdout("gpu"))
     };

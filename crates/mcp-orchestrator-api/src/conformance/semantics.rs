@@ -289,6 +289,7 @@ fn spec_using(
                 mount_path: "/data".into(),
                 access_modes: Vec::new(),
                 read_only: false,
+                persistent: false,
             }];
         }
         Capability::Gpu => {
