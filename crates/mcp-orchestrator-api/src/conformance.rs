@@ -134,19 +134,33 @@ pub enum Capability {
     Gpu,
     /// `egress`: outbound network restricted to the listed destinations.
     Egress,
+    /// `volumes[].persistent`, `list_volumes` and `remove_volume`: volumes kept per server
+    /// across instances ([`persistent_volumes`] checks it).
+    PersistentVolumes,
+    /// `collect_garbage`: finding and removing orphans ([`garbage_collection`] checks it).
+    GarbageCollection,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Self; 4] = [Self::WorkingDir, Self::Volumes, Self::Gpu, Self::Egress];
+    pub const ALL: [Self; 6] = [
+        Self::WorkingDir,
+        Self::Volumes,
+        Self::Gpu,
+        Self::Egress,
+        Self::PersistentVolumes,
+        Self::GarbageCollection,
+    ];
 
-    /// The spec field (camelCase path) the capability is about.
+    /// The spec field (camelCase path) or trait method the capability is about.
     pub fn field(self) -> &'static str {
         match self {
             Self::WorkingDir => "workingDir",
             Self::Volumes => "volumes",
             Self::Gpu => "gpu",
             Self::Egress => "egress",
+            Self::PersistentVolumes => "volumes[].persistent",
+            Self::GarbageCollection => "collect_garbage",
         }
     }
 }
@@ -184,6 +198,9 @@ pub struct Harness<'a> {
     pub http_connect: HttpConnect,
     /// Declared spec capabilities; a capability not in the map is not checked.
     pub capabilities: BTreeMap<Capability, Support>,
+    /// The directory under which the kit mounts volumes (`/` unless set): their mount paths
+    /// are `<mount root>/<name>`.
+    pub mount_root: String,
 }
 
 impl<'a> Harness<'a> {
@@ -200,7 +217,21 @@ impl<'a> Harness<'a> {
             previous_logs: PreviousLogs::Kept,
             http_connect: HttpConnect::Reachable,
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
+            mount_root: "/".to_owned(),
         }
+    }
+
+    /// Sets the directory under which the kit mounts volumes, for backends that mount over
+    /// existing host directories only (the process backend): the kit's volumes are mounted at
+    /// `<root>/data`, `<root>/keep` and `<root>/scratch`, which must exist there.
+    pub fn with_mount_root(mut self, root: impl Into<String>) -> Self {
+        self.mount_root = root.into();
+        self
+    }
+
+    /// The mount path of the kit's volume `name`: `<mount root>/<name>`.
+    pub fn mount_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.mount_root.trim_end_matches('/'))
     }
 
     /// Sets the longest wait for any single state change.
@@ -262,6 +293,7 @@ impl fmt::Debug for Harness<'_> {
             .field("previous_logs", &self.previous_logs)
             .field("http_connect", &self.http_connect)
             .field("capabilities", &self.capabilities)
+            .field("mount_root", &self.mount_root)
             .finish_non_exhaustive()
     }
 }
@@ -479,6 +511,18 @@ impl<'h, 'a> Run<'h, 'a> {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops every instance still tracked now (before a check removes what they use).
+    async fn cleanup_now(&self) {
+        let ids = std::mem::take(
+            &mut *self
+                .started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let o = self.h.orchestrator;
+        futures::future::join_all(ids.iter().map(|id| o.stop_server(id, self.h.grace))).await;
     }
 
     async fn cleanup(self) {
@@ -1680,6 +1724,9 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
 }
 
 mod semantics;
+mod volumes;
+
+pub use volumes::{garbage_collection, persistent_volumes};
 
 pub use semantics::{
     continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
@@ -1715,6 +1762,8 @@ pub fn checks() -> Vec<&'static str> {
         "working_dir",
         "spec_capabilities",
         "follow_with_tail_and_since",
+        "persistent_volumes",
+        "garbage_collection",
     ]
 }
 
@@ -1750,6 +1799,8 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "working_dir" => working_dir(h).await,
         "spec_capabilities" => spec_capabilities(h).await,
         "follow_with_tail_and_since" => follow_with_tail_and_since(h).await,
+        "persistent_volumes" => persistent_volumes(h).await,
+        "garbage_collection" => garbage_collection(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),
