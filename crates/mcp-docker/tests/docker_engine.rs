@@ -254,6 +254,8 @@ async fn conformance_kit_passes() {
         // The engine keeps one log across restarts.
         .with_previous_logs(PreviousLogs::Refused)
         .with_capability(Capability::Volumes, Support::Honoured)
+        .with_capability(Capability::PersistentVolumes, Support::Honoured)
+        .with_capability(Capability::GarbageCollection, Support::Honoured)
         // Docker networks cannot restrict egress to an allow-list.
         .with_capability(Capability::Egress, Support::Refused);
     let started = Instant::now();
@@ -341,6 +343,21 @@ impl McpOrchestrator for Recording {
         id: &InstanceId,
     ) -> mcp_orchestrator_api::Result<mcp_orchestrator_api::McpChannel> {
         self.inner.connect(id).await
+    }
+    async fn list_volumes(
+        &self,
+        server: Option<&str>,
+    ) -> mcp_orchestrator_api::Result<Vec<mcp_types::PersistentVolume>> {
+        self.inner.list_volumes(server).await
+    }
+    async fn remove_volume(&self, name: &str) -> mcp_orchestrator_api::Result<()> {
+        self.inner.remove_volume(name).await
+    }
+    async fn collect_garbage(
+        &self,
+        dry_run: bool,
+    ) -> mcp_orchestrator_api::Result<mcp_types::GcReport> {
+        self.inner.collect_garbage(dry_run).await
     }
 }
 
