@@ -33,6 +33,7 @@ mod orchestrator;
 #[cfg(test)]
 mod request_tests;
 mod status;
+mod volumes;
 
 pub use error::BACKEND;
 pub use orchestrator::KubernetesOrchestrator;

@@ -14,8 +14,8 @@ use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel
 use mcp_orchestrator_api::{LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::names::check_label_value;
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions, McpServer, Page,
-    StartOptions, labels,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions,
+    McpServer, Page, PersistentVolume, StartOptions, labels,
 };
 
 use crate::error::{BACKEND, Target, idempotent};
@@ -317,5 +317,17 @@ impl McpOrchestrator for KubernetesOrchestrator {
             items,
             continue_token: list.metadata.continue_.filter(|t| !t.is_empty()),
         })
+    }
+
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        crate::volumes::list(self, server).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        crate::volumes::remove(self, name).await
+    }
+
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        lifecycle::find_orphans(self, Duration::ZERO, dry_run).await
     }
 }

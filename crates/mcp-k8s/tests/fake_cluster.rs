@@ -67,7 +67,10 @@ async fn passes_the_conformance_kit() {
         .with_http_connect(HttpConnect::InEngineNetwork)
         // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.
         .with_capability(Capability::Volumes, Support::Honoured)
-        .with_capability(Capability::Egress, Support::Honoured);
+        .with_capability(Capability::Egress, Support::Honoured)
+        // A PersistentVolumeClaim per server; companions whose pod is gone.
+        .with_capability(Capability::PersistentVolumes, Support::Honoured)
+        .with_capability(Capability::GarbageCollection, Support::Honoured);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
