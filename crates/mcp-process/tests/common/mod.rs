@@ -231,6 +231,9 @@ impl McpOrchestrator for Recording {
     async fn connect(&self, id: &InstanceId) -> Result<mcp_orchestrator_api::McpChannel> {
         self.inner.connect(id).await
     }
+    async fn collect_garbage(&self, dry_run: bool) -> Result<mcp_types::GcReport> {
+        self.inner.collect_garbage(dry_run).await
+    }
 }
 
 /// Collects a non-following log stream's texts.
