@@ -70,6 +70,7 @@ impl std::fmt::Debug for ContainerPlan {
             .field("name", &self.name)
             .field("body", &body)
             .field("volumes", &self.volumes)
+            .field("owned_mounts", &self.owned_mounts)
             .finish()
     }
 }

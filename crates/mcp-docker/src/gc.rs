@@ -25,7 +25,9 @@ use crate::container::NETWORK_LABEL;
 use crate::error::{Target, map_error};
 use crate::volume::remove_volumes;
 
-/// Finds (and unless `dry_run` removes) the orphans of `network`.
+/// Finds (and unless `dry_run` removes) the orphans of `network`, in the order of the table
+/// above (one story: the later steps depend on what the earlier ones removed).
+#[allow(clippy::too_many_lines)]
 pub(crate) async fn collect(
     docker: &Docker,
     network: &str,

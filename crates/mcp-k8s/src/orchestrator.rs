@@ -193,7 +193,7 @@ impl McpOrchestrator for KubernetesOrchestrator {
     }
 
     async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
-        lifecycle::start(self, spec, options).await
+        Box::pin(lifecycle::start(self, spec, options)).await
     }
 
     async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {

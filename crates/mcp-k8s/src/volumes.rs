@@ -138,7 +138,7 @@ pub(crate) async fn list(
     check_server_arg(server)?;
     let mut selector = format!("{}=true,{}=true", labels::MANAGED, labels::PERSISTENT);
     if let Some(s) = server {
-        selector.push_str(&format!(",{}={s}", labels::SERVER));
+        selector = format!("{selector},{}={s}", labels::SERVER);
     }
     let params = ListParams::default().labels(&selector);
     let target = Target::collection("list", KIND);

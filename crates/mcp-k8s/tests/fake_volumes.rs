@@ -142,7 +142,7 @@ async fn a_persistent_claim_outlives_its_pods_and_is_removed_only_when_unused() 
     );
     let listed = o.list_volumes(Some("stateful")).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].in_use_by, [second.clone()]);
+    assert_eq!(listed[0].in_use_by, std::slice::from_ref(&second));
     assert_eq!(
         listed[0].size.as_ref().map(ToString::to_string).as_deref(),
         Some("1Gi")
@@ -229,7 +229,7 @@ async fn collect_garbage_removes_companions_whose_pod_is_gone() {
     );
     assert_eq!(
         services
-            .list(&Default::default())
+            .list(&kube::api::ListParams::default())
             .await
             .unwrap()
             .items
@@ -244,7 +244,7 @@ async fn collect_garbage_removes_companions_whose_pod_is_gone() {
     );
     assert!(
         services
-            .list(&Default::default())
+            .list(&kube::api::ListParams::default())
             .await
             .unwrap()
             .items
