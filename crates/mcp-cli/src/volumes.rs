@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use mcp_factory::mcp_orchestrator_api::{McpOrchestrator, OrchestratorError};
-use mcp_factory::mcp_types::{GcReport, PersistentVolume};
+use mcp_factory::mcp_types::{GcReport, InstanceId, PersistentVolume};
 
 use crate::cli::{Output, VolumesAction};
 use crate::output;
@@ -61,7 +61,7 @@ pub(crate) async fn gc(dry_run: bool, format: Output, o: &dyn McpOrchestrator) -
 fn volume_table(volumes: &[PersistentVolume]) -> String {
     let mut out = String::from("NAME\tSERVER\tVOLUME\tSIZE\tUSED BY\n");
     for v in volumes {
-        let users: Vec<&str> = v.in_use_by.iter().map(|u| u.as_str()).collect();
+        let users: Vec<&str> = v.in_use_by.iter().map(InstanceId::as_str).collect();
         let _ = writeln!(
             out,
             "{}\t{}\t{}\t{}\t{}",
@@ -106,7 +106,7 @@ fn gc_table(report: &GcReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_factory::mcp_types::{InstanceId, OrphanKind};
+    use mcp_factory::mcp_types::OrphanKind;
 
     #[test]
     fn tables_show_users_and_actions() {
@@ -120,7 +120,7 @@ mod tests {
                 InstanceId::new("mcp-cache-b"),
             ],
             created_at: None,
-            details: Default::default(),
+            details: std::collections::BTreeMap::default(),
         };
         assert_eq!(
             volume_table(&[v]),

@@ -7,6 +7,9 @@
 //! Every test uses its own network and removes what it made. Without an engine the tests skip
 //! with a printed reason, unless `MCPCTL_REQUIRE_DOCKER=1`.
 
+// Engine tests read better as one story per behaviour than split into helpers.
+#![allow(clippy::too_many_lines)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
