@@ -370,6 +370,7 @@ fn pvc_server() -> Result<McpServer> {
             mount_path: "/data".into(),
             access_modes: Vec::new(),
             read_only: false,
+            persistent: false,
         }],
         ..McpServer::command(
             "filesystem",

@@ -66,6 +66,23 @@ pub(crate) enum Command {
         #[arg(long, default_value = "10s", value_parser = crate::time::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Persistent volumes (`persistent: true` in a spec): list them, remove unused ones.
+    Volumes {
+        /// What to do.
+        #[command(subcommand)]
+        action: VolumesAction,
+    },
+    /// Find managed objects with no live owner (a container whose network or volume is gone, a
+    /// Kubernetes companion whose pod is gone, a process instance whose supervisor died) and
+    /// remove them. Persistent volumes are never orphans. Run it when nothing is starting.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Render the Kubernetes objects for a spec as YAML (no cluster needed).
     #[cfg(feature = "kubernetes")]
     Manifests {
@@ -87,6 +104,26 @@ pub(crate) enum Command {
         /// Arguments for the supervisor.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+/// `volumes` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum VolumesAction {
+    /// List persistent volumes with the instances that mount them.
+    Ls {
+        /// Only the volumes of this server.
+        #[arg(long)]
+        server: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Remove persistent volumes and their data; refused while an instance mounts one.
+    Rm {
+        /// Volume names (as `volumes ls` shows them).
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 

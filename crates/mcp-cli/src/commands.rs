@@ -63,6 +63,8 @@ async fn dispatch(command: Command, shared: &Arc<DynOrchestrator>) -> Result<Exi
         Command::Logs(args) => logs(args, o).await,
         Command::Attach { id } => attach(&id, o).await,
         Command::Stop { ids, grace } => stop(&ids, grace, o).await,
+        Command::Volumes { action } => crate::volumes::volumes(action, o).await,
+        Command::Gc { dry_run, output } => crate::volumes::gc(dry_run, output, o).await,
         _ => Err(anyhow!("internal error: command dispatched twice")),
     }
 }

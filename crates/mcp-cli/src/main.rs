@@ -8,6 +8,7 @@ mod serve;
 mod signals;
 mod time;
 mod usage;
+mod volumes;
 mod watch;
 
 use std::process::ExitCode;

@@ -33,7 +33,12 @@ pub const HOST_PORT_LABEL: &str = "mcpctl.io/host-port";
 /// Label holding the URL path of an HTTP transport's MCP endpoint.
 pub const PATH_LABEL: &str = labels::HTTP_PATH;
 /// Label on volumes: the volume name from the spec.
-pub const VOLUME_LABEL: &str = "mcpctl.io/volume";
+pub const VOLUME_LABEL: &str = labels::VOLUME;
+/// Label on volumes: the size the spec asked for (Docker's local driver has no size).
+pub const SIZE_LABEL: &str = "mcpctl.io/size";
+/// Label on per-instance volumes: the network of the orchestrator that made them, so an
+/// orphan collection only considers its own.
+pub const NETWORK_LABEL: &str = "mcpctl.io/network";
 
 /// Everything `start_server` asks the engine to create for one instance. Its `Debug` hides the
 /// environment, which holds secret values.
@@ -43,8 +48,13 @@ pub struct ContainerPlan {
     pub name: String,
     /// The create body. Its `Env` holds secret values: never log it.
     pub body: ContainerCreateBody,
-    /// Named volumes to create first, labelled with the instance.
+    /// Named volumes to create first: per-instance ones labelled with the instance, persistent
+    /// ones ([`labels::PERSISTENT`]) with the server only (creating an existing one is a no-op).
     pub volumes: Vec<VolumeCreateRequest>,
+    /// Volumes whose root directory is given to the server's user before the start, as
+    /// (volume name, uid, gid): the writable ones, whose root a new named volume otherwise
+    /// gives to root.
+    pub owned_mounts: Vec<(String, u64, u64)>,
 }
 
 impl std::fmt::Debug for ContainerPlan {
@@ -60,6 +70,7 @@ impl std::fmt::Debug for ContainerPlan {
             .field("name", &self.name)
             .field("body", &body)
             .field("volumes", &self.volumes)
+            .field("owned_mounts", &self.owned_mounts)
             .finish()
     }
 }
@@ -118,7 +129,20 @@ pub fn build_container(
 
     let sc = spec.security_context.clone().unwrap_or_default();
 
-    let (mounts, volumes) = volume_parts(spec, instance);
+    let (mounts, volumes) = volume_parts(spec, instance, network);
+    let owned_mounts = spec
+        .volumes
+        .iter()
+        .filter(|v| !v.read_only)
+        .map(|v| {
+            let id = |n: i64| u64::try_from(n).unwrap_or_default();
+            (
+                source_of(spec, instance, v),
+                id(sc.uid()),
+                id(sc.fs_group()),
+            )
+        })
+        .collect();
 
     let (exposed_ports, port_bindings) = match spec.port.filter(|_| spec.transport.is_http()) {
         Some(port) => (
@@ -185,6 +209,7 @@ pub fn build_container(
         name: instance.to_owned(),
         body,
         volumes,
+        owned_mounts,
     })
 }
 
@@ -227,14 +252,28 @@ pub fn endpoint_from_labels(labels: &BTreeMap<String, String>) -> Option<String>
     Some(mcp_types::http_url("127.0.0.1", host_port, path))
 }
 
+/// The Docker volume behind spec volume `v` of `instance`: the server's persistent volume
+/// ([`mcp_types::persistent_volume_name`]) or the instance's own.
+fn source_of(spec: &McpServer, instance: &str, v: &mcp_types::VolumeSpec) -> String {
+    if v.persistent {
+        mcp_types::persistent_volume_name(&spec.name, &v.name)
+    } else {
+        volume_name(instance, &v.name)
+    }
+}
+
 /// The mounts of the container and the named volumes behind them.
-fn volume_parts(spec: &McpServer, instance: &str) -> (Vec<Mount>, Vec<VolumeCreateRequest>) {
+fn volume_parts(
+    spec: &McpServer,
+    instance: &str,
+    network: &str,
+) -> (Vec<Mount>, Vec<VolumeCreateRequest>) {
     let mounts: Vec<Mount> = spec
         .volumes
         .iter()
         .map(|v| Mount {
             target: Some(v.mount_path.clone()),
-            source: Some(volume_name(instance, &v.name)),
+            source: Some(source_of(spec, instance, v)),
             typ: Some(MountType::VOLUME),
             read_only: Some(v.read_only),
             ..Mount::default()
@@ -244,10 +283,19 @@ fn volume_parts(spec: &McpServer, instance: &str) -> (Vec<Mount>, Vec<VolumeCrea
         .volumes
         .iter()
         .map(|v| {
-            let mut l = volume_labels(&spec.name, instance);
+            let mut l = if v.persistent {
+                labels::persistent_volume_labels(&spec.name, &v.name)
+                    .into_iter()
+                    .collect()
+            } else {
+                let mut l = volume_labels(&spec.name, instance);
+                l.insert(NETWORK_LABEL.to_owned(), network.to_owned());
+                l
+            };
             l.insert(VOLUME_LABEL.to_owned(), v.name.clone());
+            l.insert(SIZE_LABEL.to_owned(), v.size.to_string());
             VolumeCreateRequest {
-                name: Some(volume_name(instance, &v.name)),
+                name: Some(source_of(spec, instance, v)),
                 driver: Some("local".to_owned()),
                 labels: Some(l),
                 ..VolumeCreateRequest::default()
@@ -516,6 +564,7 @@ mod tests {
                 mount_path: "/x".into(),
                 access_modes: vec![],
                 read_only: false,
+                persistent: false,
             }],
             ..McpServer::new("n", "img")
         };

@@ -19,6 +19,7 @@ mod attach;
 pub mod config;
 pub mod container;
 mod error;
+mod gc;
 mod image;
 mod listing;
 mod logs;

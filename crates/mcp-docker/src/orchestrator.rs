@@ -23,8 +23,8 @@ use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
-    Requirement, StartOptions, Timestamp, Transport, labels, new_instance_name,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
+    PersistentVolume, Requirement, StartOptions, Timestamp, Transport, labels, new_instance_name,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -36,7 +36,7 @@ use crate::listing::{Listed, listed};
 use crate::logs::read_logs;
 use crate::network::ensure_network;
 use crate::status::{instance_from_inspect, instance_status};
-use crate::volume::remove_volumes;
+use crate::volume::{give_volumes_to_user, list_persistent, remove_persistent, remove_volumes};
 
 /// Extra time a stop request may take beyond the grace period (kill, engine bookkeeping).
 const STOP_SLACK: Duration = Duration::from_secs(30);
@@ -257,6 +257,12 @@ impl DockerOrchestrator {
                 return Err(self.err(Target::Volume(&name))(e));
             }
         }
+        if let Err(e) =
+            give_volumes_to_user(&self.docker, id, image, &plan.owned_mounts, &self.endpoint).await
+        {
+            self.discard(id).await;
+            return Err(e);
+        }
         if let Err(e) = self.create_and_start(id, image, plan.body).await {
             self.discard(id).await;
             return Err(e);
@@ -279,6 +285,7 @@ impl DockerOrchestrator {
                 .create_container(Some(options), body)
                 .await
                 .map_err(self.err(Target::Container(id)))?;
+
             self.docker
                 .start_container(id, None)
                 .await
@@ -597,5 +604,17 @@ impl McpOrchestrator for DockerOrchestrator {
         }
         items.truncate(want);
         Ok(page_after(items, after.as_deref(), filters.limit))
+    }
+
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        list_persistent(&self.docker, server, &self.endpoint).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        remove_persistent(&self.docker, name, &self.endpoint).await
+    }
+
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        crate::gc::collect(&self.docker, &self.config.network, &self.endpoint, dry_run).await
     }
 }

@@ -270,6 +270,8 @@ async fn conformance_kit_passes() {
         // The engine's follow request ends with the container, restarted or not.
         .with_follow_across_restarts(FollowAcrossRestarts::Ends)
         .with_capability(Capability::Volumes, Support::Honoured)
+        .with_capability(Capability::PersistentVolumes, Support::Honoured)
+        .with_capability(Capability::GarbageCollection, Support::Honoured)
         // Docker networks cannot restrict egress to an allow-list.
         .with_capability(Capability::Egress, Support::Refused)
         .with_watch_break({
@@ -369,6 +371,22 @@ impl McpOrchestrator for Recording {
         filters: &InstanceFilters,
     ) -> mcp_orchestrator_api::Result<mcp_orchestrator_api::InstanceEvents> {
         self.inner.watch(filters).await
+    }
+
+    async fn list_volumes(
+        &self,
+        server: Option<&str>,
+    ) -> mcp_orchestrator_api::Result<Vec<mcp_types::PersistentVolume>> {
+        self.inner.list_volumes(server).await
+    }
+    async fn remove_volume(&self, name: &str) -> mcp_orchestrator_api::Result<()> {
+        self.inner.remove_volume(name).await
+    }
+    async fn collect_garbage(
+        &self,
+        dry_run: bool,
+    ) -> mcp_orchestrator_api::Result<mcp_types::GcReport> {
+        self.inner.collect_garbage(dry_run).await
     }
 }
 
@@ -741,6 +759,7 @@ async fn failed_start_removes_the_container_and_volumes() {
             mount_path: "/cache".into(),
             access_modes: vec![],
             read_only: false,
+            persistent: false,
         }],
         ..env.fixture(&name, &FixtureScript::new().stdout("never"))
     };
@@ -768,6 +787,7 @@ async fn failed_start_removes_the_container_and_volumes() {
             mount_path: "/cache".into(),
             access_modes: vec![],
             read_only: false,
+            persistent: false,
         }],
         ..env.fixture(&name, &FixtureScript::new().stdout("gpu"))
     };

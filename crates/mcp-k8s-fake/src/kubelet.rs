@@ -26,6 +26,7 @@ use crate::kind::ResourceKind;
 use crate::logs::{LogStore, LogStream};
 use crate::process::{Launch, Programs, RealProcess, StdioHubs};
 use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
+use crate::volume_data::{FileView, Files, MountSpec, Source, VolumeData, mounts_of};
 use crate::{names, time};
 use mcp_orchestrator_api::fixture::FixtureStep as Step;
 
@@ -91,6 +92,8 @@ pub(crate) struct Kubelet {
     next_ip: AtomicU32,
     programs: Arc<Programs>,
     hubs: Arc<StdioHubs>,
+    /// The data of mounted volumes (see `volume_data`).
+    volume_data: VolumeData,
 }
 
 impl Kubelet {
@@ -115,6 +118,7 @@ impl Kubelet {
             next_ip: AtomicU32::new(0),
             programs,
             hubs: Arc::new(StdioHubs::default()),
+            volume_data: VolumeData::default(),
         }
     }
 
@@ -165,6 +169,7 @@ impl Kubelet {
             kubelet.logs.remove(&runtime.instance_ids());
             kubelet.pods().remove(&uid);
             kubelet.runtimes().remove(&uid);
+            kubelet.volume_data.forget_pod(&uid);
         });
     }
 
@@ -237,6 +242,8 @@ struct ContainerSpec {
     working_dir: Option<String>,
     stdin: bool,
     stdin_once: bool,
+    /// `volumeMounts`, with the pod volume each names.
+    mounts: Vec<MountSpec>,
 }
 
 /// An environment variable taken from a key of a Secret.
@@ -378,6 +385,7 @@ impl PodRuntime {
                     working_dir: c.working_dir.clone(),
                     stdin: c.stdin.unwrap_or(false),
                     stdin_once: c.stdin_once.unwrap_or(false),
+                    mounts: mounts_of(&spec, c),
                 },
                 image_id: None,
                 // While init containers run, the kubelet reports the others as PodInitializing.
@@ -428,6 +436,45 @@ impl PodRuntime {
 
     fn timings(&self) -> &KubeletTimings {
         &self.kubelet.timings
+    }
+
+    /// The file system a run of `spec` sees: its mounts' data (a claim's by the claim's current
+    /// uid, a missing claim's as an empty scratch store) and a fresh writable layer.
+    fn file_view(&self, spec: &ContainerSpec) -> FileView {
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                let key = match &m.source {
+                    Source::Claim(claim) => {
+                        let object = ObjectKey::new(
+                            ResourceKind::PersistentVolumeClaim,
+                            &self.key.namespace,
+                            claim,
+                        );
+                        let uid = self
+                            .kubelet
+                            .store
+                            .get(&object)
+                            .and_then(|c| c["metadata"]["uid"].as_str().map(str::to_owned));
+                        match uid {
+                            Some(uid) => format!("claim/{uid}"),
+                            None => format!("pod/{}/missing-claim-{claim}", self.uid),
+                        }
+                    }
+                    Source::Pod(volume) => format!("pod/{}/{volume}", self.uid),
+                };
+                (
+                    m.path.clone(),
+                    self.kubelet.volume_data.files(&key),
+                    m.read_only,
+                )
+            })
+            .collect();
+        FileView {
+            mounts,
+            layer: Files::default(),
+        }
     }
 
     fn failure(&self, image: Option<&str>, pick: impl Fn(&Failure) -> bool) -> Option<Failure> {
@@ -818,6 +865,7 @@ impl PodRuntime {
         }
         let crash_after = self.timings().crash_after;
         let logs = Arc::clone(&self.kubelet.logs);
+        let view = self.file_view(spec);
         let program = async move {
             match injected {
                 Some(Failure::OomKilled) => {
@@ -831,7 +879,7 @@ impl PodRuntime {
                     tokio::time::sleep(crash_after).await;
                     Exit::from_code(exit_code)
                 }
-                _ => run_program(&steps, spec, &logs, container_id).await,
+                _ => run_program(&steps, spec, &logs, container_id, &view).await,
             }
         };
         let mut program = pin!(program);
@@ -972,9 +1020,8 @@ async fn run_program(
     spec: &ContainerSpec,
     logs: &LogStore,
     container_id: &str,
+    files: &FileView,
 ) -> Exit {
-    // The container's writable layer as far as file steps go: path -> the line written.
-    let mut files: HashMap<&str, &str> = HashMap::new();
     for step in steps {
         match step {
             Step::PrintEnv(name) => {
@@ -989,15 +1036,14 @@ async fn run_program(
             // Decided before the program starts (`ignores_sigterm` in `execute`).
             Step::IgnoreSigterm => {}
             Step::WriteFile { path, content } => {
-                files.insert(path, content);
-                let line = mcp_orchestrator_api::fixture::write_line(path, None);
+                let error = files.write(path, content);
+                let line = mcp_orchestrator_api::fixture::write_line(path, error);
                 logs.append(container_id, LogStream::Stdout, &line);
             }
             Step::PrintFile(path) => {
-                let line = files.get(path.as_str()).map_or_else(
-                    || mcp_orchestrator_api::fixture::missing_line(path),
-                    |text| (*text).to_owned(),
-                );
+                let line = files
+                    .read(path)
+                    .unwrap_or_else(|| mcp_orchestrator_api::fixture::missing_line(path));
                 logs.append(container_id, LogStream::Stdout, &line);
             }
             Step::Stdout(text) => {
@@ -1348,6 +1394,7 @@ mod tests {
                 working_dir: None,
                 stdin: false,
                 stdin_once: false,
+                mounts: Vec::new(),
             },
             image_id: None,
             state,

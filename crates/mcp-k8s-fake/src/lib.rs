@@ -141,6 +141,7 @@ mod selector;
 mod status;
 mod store;
 mod time;
+mod volume_data;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

@@ -15,8 +15,12 @@ pub struct InstanceResources {
     pub pod: Pod,
     /// Its NetworkPolicy, unless [`BuildOptions::network_policy`] is off.
     pub network_policy: Option<NetworkPolicy>,
-    /// One claim per spec volume, in spec order.
+    /// One claim per per-instance spec volume, in spec order; the pod becomes their owner.
     pub pvcs: Vec<PersistentVolumeClaim>,
+    /// One claim per persistent spec volume ([`mcp_types::VolumeSpec::persistent`]), shared by
+    /// every instance of the server: labelled with the server, not the instance, and never
+    /// owned by a pod. Creating one that exists is not an error.
+    pub persistent_pvcs: Vec<PersistentVolumeClaim>,
     /// The ClusterIP Service of HTTP transports.
     pub service: Option<Service>,
 }
@@ -25,7 +29,13 @@ impl InstanceResources {
     /// The objects in the order to create them: claims and policy before the pod that uses
     /// them, so the pod never runs unisolated or waits on a missing claim.
     pub fn manifests(&self) -> Vec<Manifest> {
-        let mut out: Vec<Manifest> = self.pvcs.iter().cloned().map(Manifest::from).collect();
+        let mut out: Vec<Manifest> = self
+            .persistent_pvcs
+            .iter()
+            .chain(&self.pvcs)
+            .cloned()
+            .map(Manifest::from)
+            .collect();
         out.extend(self.network_policy.clone().map(Manifest::from));
         out.extend(self.service.clone().map(Manifest::from));
         out.push(Manifest::from(self.pod.clone()));
@@ -51,6 +61,7 @@ pub fn build_instance(
             .network_policy
             .then(|| network_policy::network_policy(c)),
         pvcs: storage::pvcs(c),
+        persistent_pvcs: storage::persistent_pvcs(c),
         service: service::service(c),
     })
 }

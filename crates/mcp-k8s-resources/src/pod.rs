@@ -197,7 +197,11 @@ fn volumes(c: Checked<'_>) -> Vec<Volume> {
     volumes.extend(c.spec.volumes.iter().map(|v| Volume {
         name: pod_volume_name(&v.name),
         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: pvc_name(c.instance, &v.name),
+            claim_name: if v.persistent {
+                mcp_types::persistent_volume_name(&c.spec.name, &v.name)
+            } else {
+                pvc_name(c.instance, &v.name)
+            },
             read_only: v.read_only.then_some(true),
         }),
         ..Volume::default()

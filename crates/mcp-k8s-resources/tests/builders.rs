@@ -49,6 +49,7 @@ fn volume(name: &str, mount: &str) -> VolumeSpec {
         mount_path: mount.into(),
         access_modes: Vec::new(),
         read_only: false,
+        persistent: false,
     }
 }
 
@@ -223,6 +224,7 @@ fn volumes_get_claims_and_mounts() {
             volume("data", "/data"),
             VolumeSpec {
                 read_only: true,
+                persistent: false,
                 access_modes: vec![mcp_types::AccessMode::ReadOnlyMany],
                 storage_class: Some("shared".into()),
                 ..volume("models", "/models")

@@ -35,6 +35,7 @@ mod orchestrator;
 #[cfg(test)]
 mod request_tests;
 mod status;
+mod volumes;
 mod watch;
 
 pub use error::BACKEND;

@@ -9,6 +9,9 @@
 //! So every per-instance companion is owned by its pod, and the garbage collector removes it
 //! however the pod goes (eviction, node drain, pod garbage collection, `kubectl delete`); `stop`
 //! still removes them by label, and sweeps the leftovers of a pod that is already gone.
+//! Persistent claims (one per server and persistent spec volume) come first, are created only
+//! when missing, carry no instance label and no owner, and are left alone by stop and
+//! roll-back (see `volumes`).
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -21,7 +24,10 @@ use kube::{Resource, ResourceExt};
 use mcp_k8s_resources::names::instance_selector;
 use mcp_k8s_resources::{BuildOptions, InstanceResources, build_instance};
 use mcp_orchestrator_api::{OrchestratorError, Result};
-use mcp_types::{InstanceId, McpServer, StartOptions, Timestamp, labels, new_instance_name};
+use mcp_types::{
+    GcReport, InstanceId, McpServer, Orphan, OrphanKind, StartOptions, Timestamp, labels,
+    new_instance_name,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -91,6 +97,9 @@ async fn create_all(
     resources: InstanceResources,
     created: &mut Vec<Created>,
 ) -> Result<()> {
+    for claim in &resources.persistent_pvcs {
+        crate::volumes::ensure_persistent_claim(o, claim, id).await?;
+    }
     for claim in &resources.pvcs {
         create(
             &o.claims,
@@ -286,6 +295,31 @@ pub(crate) async fn sweep_orphans(
     o: &KubernetesOrchestrator,
     min_age: Duration,
 ) -> Result<Vec<String>> {
+    let report = find_orphans(o, min_age, false).await?;
+    Ok(report
+        .orphans
+        .iter()
+        .filter(|orphan| orphan.removed)
+        .map(|orphan| format!("{}/{}", kind_name(orphan.kind), orphan.name))
+        .collect())
+}
+
+fn kind_name(kind: OrphanKind) -> &'static str {
+    match kind {
+        OrphanKind::Service => "service",
+        OrphanKind::NetworkPolicy => "networkpolicy",
+        _ => "persistentvolumeclaim",
+    }
+}
+
+/// The companions (Services, NetworkPolicies, per-instance PersistentVolumeClaims) whose
+/// instance has no pod and that are older than `min_age`, removed unless `dry_run`. Persistent
+/// claims carry no instance label and are never considered.
+pub(crate) async fn find_orphans(
+    o: &KubernetesOrchestrator,
+    min_age: Duration,
+    dry_run: bool,
+) -> Result<GcReport> {
     let managed = format!("{}=true", labels::MANAGED);
     let params = ListParams::default().labels(&managed);
     let target = Target::collection("list", "pod");
@@ -296,15 +330,41 @@ pub(crate) async fn sweep_orphans(
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     let cutoff = jiff_cutoff(min_age);
+    let sweep = Sweep {
+        params: &params,
+        live: &live,
+        cutoff,
+        dry_run,
+    };
     let (services, policies, claims) = futures::join!(
-        remove_orphans(&o.services, "service", &params, &live, cutoff),
-        remove_orphans(&o.policies, "networkpolicy", &params, &live, cutoff),
-        remove_orphans(&o.claims, "persistentvolumeclaim", &params, &live, cutoff),
+        remove_orphans(&o.services, "service", OrphanKind::Service, &sweep),
+        remove_orphans(
+            &o.policies,
+            "networkpolicy",
+            OrphanKind::NetworkPolicy,
+            &sweep
+        ),
+        remove_orphans(
+            &o.claims,
+            "persistentvolumeclaim",
+            OrphanKind::Volume,
+            &sweep
+        ),
     );
-    let mut removed = services?;
-    removed.extend(policies?);
-    removed.extend(claims?);
-    Ok(removed)
+    let mut report = GcReport::new(dry_run);
+    report.orphans = services?;
+    report.orphans.extend(policies?);
+    report.orphans.extend(claims?);
+    report.sort();
+    Ok(report)
+}
+
+/// What [`remove_orphans`] looks for and whether it removes.
+struct Sweep<'a> {
+    params: &'a ListParams,
+    live: &'a std::collections::BTreeSet<String>,
+    cutoff: Option<Timestamp>,
+    dry_run: bool,
 }
 
 /// The creation time before which a companion counts as old enough to sweep.
@@ -317,13 +377,18 @@ fn jiff_cutoff(min_age: Duration) -> Option<Timestamp> {
 async fn remove_orphans<K>(
     api: &Api<K>,
     kind: &'static str,
-    params: &ListParams,
-    live: &std::collections::BTreeSet<String>,
-    cutoff: Option<Timestamp>,
-) -> Result<Vec<String>>
+    orphan_kind: OrphanKind,
+    sweep: &Sweep<'_>,
+) -> Result<Vec<Orphan>>
 where
     K: Resource + Clone + Debug + DeserializeOwned,
 {
+    let Sweep {
+        params,
+        live,
+        cutoff,
+        dry_run,
+    } = *sweep;
     let target = Target::collection("list", kind);
     let list = idempotent(&target, || Box::pin(api.list(params))).await?;
     let mut removed = Vec::new();
@@ -341,8 +406,15 @@ where
             continue;
         }
         let name = object.name_any();
-        delete_named(api, kind, &name, instance, &DeleteParams::default()).await?;
-        removed.push(format!("{kind}/{name}"));
+        if !dry_run {
+            delete_named(api, kind, &name, instance, &DeleteParams::default()).await?;
+        }
+        removed.push(Orphan {
+            kind: orphan_kind,
+            name,
+            reason: format!("its pod {instance} is gone"),
+            removed: !dry_run,
+        });
     }
     Ok(removed)
 }

@@ -14,8 +14,8 @@ use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::names::check_label_value;
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions, McpServer, Page,
-    StartOptions, labels,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, K8sConfig, LogOptions,
+    McpServer, Page, PersistentVolume, StartOptions, labels,
 };
 
 use crate::error::{BACKEND, Target, idempotent};
@@ -194,7 +194,7 @@ impl McpOrchestrator for KubernetesOrchestrator {
     }
 
     async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
-        lifecycle::start(self, spec, options).await
+        Box::pin(lifecycle::start(self, spec, options)).await
     }
 
     async fn stop_server(&self, id: &InstanceId, grace: Duration) -> Result<()> {
@@ -334,5 +334,17 @@ impl McpOrchestrator for KubernetesOrchestrator {
         mcp_orchestrator_api::validate_watch_filters(filters)?;
         let selector = Self::list_selector(filters)?;
         Ok(crate::watch::watch(self.pods.clone(), &selector, filters))
+    }
+
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        crate::volumes::list(self, server).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        crate::volumes::remove(self, name).await
+    }
+
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        lifecycle::find_orphans(self, Duration::ZERO, dry_run).await
     }
 }

@@ -153,19 +153,27 @@ pub enum Capability {
     /// that declares it [`Support::Honoured`] is held to the `watch_*` checks and gives the kit
     /// a way to break its watch connection ([`Harness::with_watch_break`]).
     Watch,
+    /// `volumes[].persistent`, `list_volumes` and `remove_volume`: volumes kept per server
+    /// across instances ([`persistent_volumes`] checks it).
+    PersistentVolumes,
+    /// `collect_garbage`: finding and removing orphans ([`garbage_collection`] checks it).
+    GarbageCollection,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::WorkingDir,
         Self::Volumes,
         Self::Gpu,
         Self::Egress,
         Self::Watch,
+        Self::PersistentVolumes,
+        Self::GarbageCollection,
     ];
 
-    /// The spec field (camelCase path) or the operation (`watch`) the capability is about.
+    /// The spec field (camelCase path) or the operation (`watch`, a trait method) the capability
+    /// is about.
     pub fn field(self) -> &'static str {
         match self {
             Self::WorkingDir => "workingDir",
@@ -173,6 +181,8 @@ impl Capability {
             Self::Gpu => "gpu",
             Self::Egress => "egress",
             Self::Watch => "watch",
+            Self::PersistentVolumes => "volumes[].persistent",
+            Self::GarbageCollection => "collect_garbage",
         }
     }
 }
@@ -214,6 +224,9 @@ pub struct Harness<'a> {
     pub capabilities: BTreeMap<Capability, Support>,
     /// Breaks the backend's open watch connections (see [`Harness::with_watch_break`]).
     pub watch_break: Option<WatchBreak>,
+    /// The directory under which the kit mounts volumes (`/` unless set): their mount paths
+    /// are `<mount root>/<name>`.
+    pub mount_root: String,
 }
 
 /// A hook that makes every open watch of the backend under test lose its connection to the
@@ -238,6 +251,7 @@ impl<'a> Harness<'a> {
             follow_restarts: FollowAcrossRestarts::Continues,
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
             watch_break: None,
+            mount_root: "/".to_owned(),
         }
     }
 
@@ -248,6 +262,19 @@ impl<'a> Harness<'a> {
             .insert(Capability::Watch, Support::Honoured);
         self.watch_break = Some(hook);
         self
+    }
+
+    /// Sets the directory under which the kit mounts volumes, for backends that mount over
+    /// existing host directories only (the process backend): the kit's volumes are mounted at
+    /// `<root>/data`, `<root>/keep` and `<root>/scratch`, which must exist there.
+    pub fn with_mount_root(mut self, root: impl Into<String>) -> Self {
+        self.mount_root = root.into();
+        self
+    }
+
+    /// The mount path of the kit's volume `name`: `<mount root>/<name>`.
+    pub fn mount_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.mount_root.trim_end_matches('/'))
     }
 
     /// Sets the longest wait for any single state change.
@@ -317,6 +344,7 @@ impl fmt::Debug for Harness<'_> {
             .field("follow_restarts", &self.follow_restarts)
             .field("capabilities", &self.capabilities)
             .field("watch_break", &self.watch_break.is_some())
+            .field("mount_root", &self.mount_root)
             .finish_non_exhaustive()
     }
 }
@@ -534,6 +562,18 @@ impl<'h, 'a> Run<'h, 'a> {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops every instance still tracked now (before a check removes what they use).
+    async fn cleanup_now(&self) {
+        let ids = std::mem::take(
+            &mut *self
+                .started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let o = self.h.orchestrator;
+        futures::future::join_all(ids.iter().map(|id| o.stop_server(id, self.h.grace))).await;
     }
 
     async fn cleanup(self) {
@@ -1737,10 +1777,12 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
 mod listing;
 mod restarts;
 mod semantics;
+mod volumes;
 mod watch;
 
 pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
+pub use volumes::{garbage_collection, persistent_volumes};
 
 pub use semantics::{
     continue_token_malformed, env_propagation, follow_with_tail_and_since, list_phase_filter,
@@ -1783,6 +1825,8 @@ pub fn checks() -> Vec<&'static str> {
         "watch_crash",
         "watch_invalid_filters",
         "watch_reconnect",
+        "persistent_volumes",
+        "garbage_collection",
     ]
 }
 
@@ -1824,6 +1868,8 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "watch_crash" => watch_crash(h).await,
         "watch_invalid_filters" => watch_invalid_filters(h).await,
         "watch_reconnect" => watch_reconnect(h).await,
+        "persistent_volumes" => persistent_volumes(h).await,
+        "garbage_collection" => garbage_collection(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

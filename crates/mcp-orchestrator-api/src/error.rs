@@ -119,6 +119,16 @@ pub enum OrchestratorError {
         /// What to change for the request to be accepted.
         change: &'static str,
     },
+    /// The object is still used by instances, so the request was refused and nothing changed
+    /// (removing a persistent volume that an instance mounts). Stop the instances named in
+    /// `users`, then retry.
+    #[error("{what} is in use by {}: stop them first", .users.join(", "))]
+    InUse {
+        /// What was to be changed (`volume "mcp-cache-data"`).
+        what: String,
+        /// The instances using it, ordered by id.
+        users: Vec<String>,
+    },
 }
 
 impl OrchestratorError {

@@ -90,7 +90,9 @@ pub trait OrchestratorExt: McpOrchestrator {
         }
     }
 
-    /// Stops `id` and starts `spec` again, returning the new instance's id.
+    /// Stops `id` and starts `spec` again, returning the new instance's id (ids are never
+    /// reused). The spec's persistent volumes are kept by the stop and mounted by the new
+    /// instance, so it finds their data; per-instance volumes start empty.
     ///
     /// # Errors
     /// Errors of `stop_server` and `start_server`.

@@ -10,6 +10,7 @@ pub mod filters;
 pub mod fixture;
 pub mod orchestrator;
 pub mod secrets;
+pub mod volumes;
 pub mod watch;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream, McpServer, Page,
-    Phase, RestartPolicy, RunExit, StartOptions, Timestamp, Transport, labels, new_instance_name,
-    reasons,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, LogStream,
+    McpServer, Page, PersistentVolume, Phase, RestartPolicy, RunExit, StartOptions, Timestamp,
+    Transport, labels, new_instance_name, reasons,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 mod mcp;
+mod volumes;
 mod watch_events;
 
 pub use watch_events::WatchBreaker;
@@ -44,6 +45,8 @@ pub struct InMemoryOrchestrator {
     any_change: Arc<watch::Sender<u64>>,
     /// The test hook that breaks every open watch's "connection" (see [`WatchBreaker`]).
     breaker: WatchBreaker,
+    /// Persistent volumes by name (see `volumes.rs`).
+    volumes: Arc<Mutex<volumes::Volumes>>,
 }
 
 impl Default for InMemoryOrchestrator {
@@ -53,6 +56,7 @@ impl Default for InMemoryOrchestrator {
             claims: StdioClaims::new(BACKEND),
             any_change: Arc::new(watch::channel(0).0),
             breaker: WatchBreaker::default(),
+            volumes: Arc::default(),
         }
     }
 }
@@ -72,9 +76,11 @@ struct Entry {
     env: BTreeMap<String, String>,
     /// The spec's `workingDir`, which `PrintCwd` steps print (`/` when unset).
     working_dir: Option<String>,
-    /// The simulated filesystem of file steps (path -> the one line written), kept for the
-    /// instance's life: every run of the instance sees it, the next instance does not.
-    files: Mutex<BTreeMap<String, String>>,
+    /// The simulated root filesystem of file steps (path -> the one line written), kept for
+    /// the instance's life: every run of the instance sees it, the next instance does not.
+    files: volumes::Files,
+    /// The spec's volumes: paths under them go to their stores (see `volumes.rs`).
+    mounts: Vec<volumes::Mount>,
     /// Bumped on every change so log followers wake up.
     changed: watch::Sender<u64>,
     /// The orchestrator's change counter, bumped with `changed` (watches).
@@ -186,11 +192,11 @@ impl Entry {
                 ),
                 FixtureStep::IgnoreSigterm => ignoring = true,
                 FixtureStep::WriteFile { path, content } => {
-                    lock(&self.files).insert(path.clone(), content.clone());
-                    self.print(LogStream::Stdout, crate::fixture::write_line(path, None));
+                    let line = self.write_file(path, content);
+                    self.print(LogStream::Stdout, line);
                 }
                 FixtureStep::PrintFile(path) => {
-                    let text = lock(&self.files).get(path).cloned();
+                    let text = self.read_file(path);
                     let line = text.unwrap_or_else(|| crate::fixture::missing_line(path));
                     self.print(LogStream::Stdout, line);
                 }
@@ -270,6 +276,8 @@ impl McpOrchestrator for InMemoryOrchestrator {
             .as_ref()
             .is_some_and(|s| s.serves() == Some(ServeMode::Stdio));
         let (changed, _) = watch::channel(0);
+        // Held until the instance is listed, so a concurrent `remove_volume` sees it as a user.
+        let mut volumes = lock(&self.volumes);
         let entry = Arc::new(Entry {
             id: id.clone(),
             server: spec.name.clone(),
@@ -292,7 +300,8 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 })
                 .collect(),
             working_dir: spec.working_dir.clone(),
-            files: Mutex::default(),
+            files: volumes::Files::default(),
+            mounts: Self::mounts_for(&mut volumes, &spec),
             changed,
             any_change: self.any_change.clone(),
             cancel: CancellationToken::new(),
@@ -308,6 +317,7 @@ impl McpOrchestrator for InMemoryOrchestrator {
             }
             map.insert(id.clone(), entry.clone());
         }
+        drop(volumes);
         self.any_change.send_modify(|v| *v += 1);
         tokio::spawn(entry.run(script, spec.restart_policy));
         Ok(id)
@@ -462,5 +472,17 @@ impl McpOrchestrator for InMemoryOrchestrator {
     async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
         crate::watch::validate_watch_filters(filters)?;
         Ok(watch_events::watch(self.clone(), filters))
+    }
+
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        self.list_persistent(server)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.remove_persistent(name)
+    }
+
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        Ok(Self::gc(dry_run))
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions, McpServer, Page,
-    StartOptions,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogLine, LogOptions,
+    McpServer, Page, PersistentVolume, StartOptions,
 };
 
 use crate::connect::McpChannel;
@@ -126,6 +126,69 @@ pub trait McpOrchestrator: Debug + Send + Sync + 'static {
             what: "watching instances".into(),
         })
     }
+
+    /// The persistent volumes of this project ([`mcp_types::VolumeSpec::persistent`]), of one
+    /// server or of all, ordered by name, each with the instances that mount it now.
+    /// Per-instance volumes are not listed: they live and go with their instance.
+    ///
+    /// Optional capability (`Capability::PersistentVolumes` in the conformance kit): the default
+    /// answers `NotSupported`, and so must a backend that refuses persistent volumes in specs.
+    ///
+    /// # Errors
+    /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) (`what: "server"`) for a
+    ///   server name that is not a DNS-1123 label.
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend has no
+    ///   persistent volumes.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        let _ = server;
+        Err(crate::OrchestratorError::NotSupported {
+            backend: self.backend_name(),
+            what: "persistent volumes".into(),
+        })
+    }
+
+    /// Removes a persistent volume and its data, refusing while an instance mounts it.
+    ///
+    /// # Errors
+    /// - [`InUse`](crate::OrchestratorError::InUse) naming the instances that mount it; nothing
+    ///   is removed.
+    /// - [`NotFound`](crate::OrchestratorError::NotFound) when no persistent volume of this
+    ///   project has that name.
+    /// - [`InvalidArgument`](crate::OrchestratorError::InvalidArgument) (`what: "volume"`) for a
+    ///   name no volume can have ([`mcp_types::names::check_persistent_volume_name`]).
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend has no
+    ///   persistent volumes.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(crate::OrchestratorError::NotSupported {
+            backend: self.backend_name(),
+            what: "persistent volumes".into(),
+        })
+    }
+
+    /// Finds the managed objects of this project that have no live owner (a container whose
+    /// network or volume is gone, a network or per-instance volume without its container, a
+    /// Kubernetes companion whose pod is gone, a process instance whose supervisor died) and,
+    /// unless `dry_run`, removes them. Persistent volumes are never orphans. Run it at start-up
+    /// of a control plane, when no start or stop of this project is in flight: an instance
+    /// being created may look like an orphan for a moment.
+    ///
+    /// Optional capability (`Capability::GarbageCollection` in the conformance kit): the
+    /// default answers `NotSupported`.
+    ///
+    /// # Errors
+    /// - [`NotSupported`](crate::OrchestratorError::NotSupported) when the backend cannot.
+    /// - [`Unavailable`](crate::OrchestratorError::Unavailable) when the engine is unreachable.
+    /// - Other errors of a removal; the objects removed until then stay removed.
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        let _ = dry_run;
+        Err(crate::OrchestratorError::NotSupported {
+            backend: self.backend_name(),
+            what: "orphan collection".into(),
+        })
+    }
 }
 
 macro_rules! forward {
@@ -159,6 +222,15 @@ macro_rules! forward {
             }
             async fn watch(&self, filters: &InstanceFilters) -> Result<InstanceEvents> {
                 (**self).watch(filters).await
+            }
+            async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+                (**self).list_volumes(server).await
+            }
+            async fn remove_volume(&self, name: &str) -> Result<()> {
+                (**self).remove_volume(name).await
+            }
+            async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+                (**self).collect_garbage(dry_run).await
             }
         }
     };

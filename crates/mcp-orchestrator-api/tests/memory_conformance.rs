@@ -30,6 +30,8 @@ fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a>
     Harness::new(o, s)
         .with_timeout(Duration::from_secs(10))
         .with_http_connect(HttpConnect::Unsupported)
+        .with_capability(Capability::PersistentVolumes, Support::Honoured)
+        .with_capability(Capability::GarbageCollection, Support::Honoured)
 }
 
 #[tokio::test]
@@ -46,6 +48,11 @@ async fn in_memory_passes_every_check() {
         left.items.is_empty(),
         "the kit left instances behind: {:?}",
         left.items
+    );
+    let volumes = o.list_volumes(None).await.unwrap();
+    assert!(
+        volumes.is_empty(),
+        "the kit left volumes behind: {volumes:?}"
     );
 }
 

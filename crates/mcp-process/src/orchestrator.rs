@@ -15,8 +15,8 @@ use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel
 use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, Result};
 use mcp_types::{
-    Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page, Phase,
-    StartOptions,
+    GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer,
+    OrphanKind, Page, Phase, StartOptions,
 };
 use tokio::net::UnixStream;
 
@@ -209,5 +209,36 @@ impl McpOrchestrator for ProcessOrchestrator {
             filters,
             &self.inner.breaker,
         )
+    }
+
+    /// Orphans are instances whose supervisor died (`Orphaned`): nothing restarts, logs or
+    /// stops them any more. Removing one is a stop (it ends what still runs of it and deletes
+    /// its directory). Volumes are refused by this backend, so there are no others.
+    async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
+        let mut report = GcReport::new(dry_run);
+        let all = status::list(
+            &self.inner.state_dir,
+            &self.inner.config,
+            &InstanceFilters::default(),
+        )?;
+        for instance in all.items {
+            if instance.status.reason.as_deref() != Some(mcp_types::reasons::ORPHANED) {
+                continue;
+            }
+            if !dry_run {
+                match self.stop_server(&instance.id, Duration::ZERO).await {
+                    Ok(()) | Err(mcp_orchestrator_api::OrchestratorError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            report.push(
+                OrphanKind::Instance,
+                instance.id.as_str(),
+                "its supervisor is gone",
+                true,
+            );
+        }
+        report.sort();
+        Ok(report)
     }
 }

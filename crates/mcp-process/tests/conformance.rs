@@ -21,6 +21,9 @@ async fn process_backend_passes_the_conformance_kit() {
         .with_grace(Duration::from_secs(5))
         // A local process shares the host's file system, devices and network.
         .with_capability(Capability::Volumes, Support::Refused)
+        // Volumes are refused, persistent ones too (`list_volumes` is NotSupported).
+        .with_capability(Capability::PersistentVolumes, Support::Refused)
+        .with_capability(Capability::GarbageCollection, Support::Honoured)
         .with_capability(Capability::Gpu, Support::Refused)
         .with_capability(Capability::Egress, Support::Refused);
     let breaker = env.orchestrator.watch_breaker();

@@ -140,12 +140,34 @@ async fn concurrent_starts_with_a_killed_supervisor_and_a_corrupted_state_file()
     assert_eq!(direct.phase, Phase::Unknown);
     assert_eq!(ids.len(), CONCURRENT + 2, "{ids:?}");
 
+    // Orphan collection: exactly the instance whose supervisor died (the damaged one still has
+    // its supervisor); a dry run removes nothing, the real one stops it.
+    let dry = o.collect_garbage(true).await.expect("gc dry run");
+    let found: Vec<_> = dry
+        .orphans
+        .iter()
+        .map(|x| (x.name.as_str(), x.removed))
+        .collect();
+    assert_eq!(found, [(killed.as_str(), false)], "{dry:?}");
+    assert!(
+        o.get_status(&killed).await.is_ok(),
+        "a dry run removed {killed}"
+    );
+    let real = o.collect_garbage(false).await.expect("gc");
+    let found: Vec<_> = real
+        .orphans
+        .iter()
+        .map(|x| (x.name.as_str(), x.removed))
+        .collect();
+    assert_eq!(found, [(killed.as_str(), true)], "{real:?}");
+    assert!(o.get_status(&killed).await.unwrap_err().is_not_found());
+
     // Stop everything listed: all of it goes, processes included.
     let stopped = o
         .stop_all(&InstanceFilters::default(), Duration::from_secs(2))
         .await
         .expect("stop all");
-    assert_eq!(stopped, CONCURRENT + 2);
+    assert_eq!(stopped, CONCURRENT + 1);
     assert!(listed(&o).await.is_empty());
     common::assert_gone(&o.seen()).await;
     common::assert_gone(&corrupted_procs).await;

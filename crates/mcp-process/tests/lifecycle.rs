@@ -372,6 +372,7 @@ async fn specs_this_backend_cannot_honour_are_refused_before_anything_starts() {
             mount_path: "/data".into(),
             access_modes: Vec::new(),
             read_only: false,
+            persistent: false,
         }],
         ..base.clone()
     };

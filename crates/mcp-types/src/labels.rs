@@ -30,6 +30,10 @@ pub const COMPONENT_VALUE: &str = "mcp-server";
 pub const MANAGED_BY_VALUE: &str = "mcpctl";
 /// Value of [`COMPONENT`] for the proxies allowed to reach servers.
 pub const LOCAL_PROXY: &str = "local-proxy";
+/// The spec's volume name, on every volume object (per-instance and persistent).
+pub const VOLUME: &str = "mcpctl.io/volume";
+/// `"true"` on a persistent volume (one per server, kept when instances stop).
+pub const PERSISTENT: &str = "mcpctl.io/persistent";
 /// Prefixes users may not set themselves.
 pub const RESERVED_LABEL_PREFIXES: &[&str] = &["mcpctl.io/", "app.kubernetes.io/"];
 
@@ -53,4 +57,20 @@ pub fn instance_labels(
         labels.insert(k.to_owned(), v.to_owned());
     }
     labels
+}
+
+/// The labels every backend puts on a persistent volume: enough to list a server's volumes
+/// and to tell them from per-instance ones (which carry [`INSTANCE`] instead).
+pub fn persistent_volume_labels(server: &str, volume: &str) -> BTreeMap<String, String> {
+    [
+        (SERVER, server),
+        (MANAGED, "true"),
+        (VOLUME, volume),
+        (PERSISTENT, "true"),
+        (APP_NAME, server),
+        (APP_MANAGED_BY, MANAGED_BY_VALUE),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }

@@ -15,6 +15,7 @@ pub mod secret;
 pub mod selector;
 pub mod spec;
 pub mod validation;
+pub mod volume;
 
 pub use events::{EventKind, InstanceEvent};
 pub use exit::{AfterExit, RunExit, exit_message, exit_reason};
@@ -22,7 +23,7 @@ pub use instance::{Instance, InstanceId, InstanceStatus, Phase, reasons};
 pub use k8s::{K8sConfig, K8sPodMetadata, K8sSecurityContext};
 pub use list::{InstanceFilters, Page};
 pub use logs::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, TailBuffer};
-pub use names::new_instance_name;
+pub use names::{new_instance_name, persistent_volume_name};
 pub use quantity::{Quantity, QuantityError};
 pub use secret::{EnvValue, SecretKeyRef, SecretString};
 pub use selector::{LabelSelector, Requirement};
@@ -32,6 +33,7 @@ pub use spec::{
     RestartPolicy, SizePreset, StartOptions, Transport, VolumeSpec, http_url,
 };
 pub use validation::{FieldError, ValidationErrors};
+pub use volume::{GcReport, Orphan, OrphanKind, PersistentVolume};
 
 /// Re-exported so callers can name timestamps without depending on `jiff` themselves.
 pub use jiff::Timestamp;

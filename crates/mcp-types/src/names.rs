@@ -180,6 +180,58 @@ pub fn new_instance_name(server: &str) -> String {
     format!("{INSTANCE_PREFIX}{server}-{}", random_suffix())
 }
 
+/// Prefix of every persistent volume name (the same as instances': `mcp-<server>-<volume>`).
+pub const VOLUME_PREFIX: &str = "mcp-";
+/// Length of the hash suffix that replaces the end of a persistent volume name too long to be
+/// a label.
+pub const VOLUME_HASH_LEN: usize = 8;
+
+/// The name of the persistent volume `volume` of server `server` on every backend (Docker
+/// volume, Kubernetes PersistentVolumeClaim, process backend directory): `mcp-<server>-<volume>`.
+///
+/// Always a DNS-1123 label of at most 63 characters. When the plain name is not a valid label
+/// (too long, or odd characters in a name that skipped validation) it is shortened and ends with
+/// `-` and [`VOLUME_HASH_LEN`] hex digits of a stable hash of the server and volume names, so
+/// every orchestrator, in any process and any release, derives the same name, and two long
+/// names sharing a prefix still differ.
+pub fn persistent_volume_name(server: &str, volume: &str) -> String {
+    let plain = format!("{VOLUME_PREFIX}{server}-{volume}");
+    if check_dns1123_label(&plain).is_ok() {
+        return plain;
+    }
+    // The separator cannot occur in either name, so ("a-b", "c") and ("a", "b-c") hash apart.
+    let hash = format!(
+        "{:016x}",
+        stable_hash(format!("{server}/{volume}").as_bytes())
+    );
+    label_with_suffix(&plain, &hash[..VOLUME_HASH_LEN])
+}
+
+/// 64-bit FNV-1a: tiny, and stable across Rust releases and processes (unlike
+/// `DefaultHasher`), for names that many orchestrators must derive identically.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+/// Checks a persistent volume name given to a listing or removal: a DNS-1123 label starting
+/// with [`VOLUME_PREFIX`] (every name [`persistent_volume_name`] makes).
+///
+/// # Errors
+/// Returns a human-readable reason.
+pub fn check_persistent_volume_name(name: &str) -> Result<(), String> {
+    check_dns1123_label(name)?;
+    if !name.starts_with(VOLUME_PREFIX) {
+        return Err(format!(
+            "{name:?} is not a persistent volume name: they are `{VOLUME_PREFIX}<server>-<volume>`"
+        ));
+    }
+    Ok(())
+}
+
 /// Base-32 alphabet without look-alikes (no i, l, o, u), all valid in DNS labels.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -295,6 +347,32 @@ mod tests {
         check_dns1123_label(&l).unwrap();
     }
 
+    #[test]
+    fn persistent_volume_names() {
+        assert_eq!(persistent_volume_name("cache", "data"), "mcp-cache-data");
+        let long = persistent_volume_name(&"s".repeat(60), "data");
+        assert!(long.len() <= 63 && long.starts_with("mcp-sss"), "{long}");
+        check_dns1123_label(&long).unwrap();
+        assert_eq!(
+            long,
+            persistent_volume_name(&"s".repeat(60), "data"),
+            "stable"
+        );
+        assert_ne!(long, persistent_volume_name(&"s".repeat(60), "datb"));
+        assert_ne!(
+            persistent_volume_name(&"a".repeat(40), &"b-c".repeat(10)),
+            persistent_volume_name(
+                &format!("{}-b", "a".repeat(40)),
+                &format!("c{}", "b-c".repeat(9))
+            ),
+        );
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert!(check_persistent_volume_name("mcp-cache-data").is_ok());
+        let err = check_persistent_volume_name("cache-data").unwrap_err();
+        assert!(err.contains("mcp-<server>-<volume>"), "{err}");
+        assert!(check_persistent_volume_name("mcp-Cache").is_err());
+    }
+
     proptest! {
         #[test]
         fn instance_name_always_valid(server in "\\PC{0,300}") {
@@ -308,6 +386,12 @@ mod tests {
             let name = new_instance_name(&server);
             let expected_prefix = format!("mcp-{server}-");
             prop_assert!(name.starts_with(&expected_prefix));
+        }
+
+        #[test]
+        fn persistent_volume_name_always_valid(server in "\\PC{0,100}", volume in "[a-z0-9-]{0,80}") {
+            let name = persistent_volume_name(&server, &volume);
+            prop_assert!(check_persistent_volume_name(&name).is_ok(), "{name}");
         }
 
         #[test]

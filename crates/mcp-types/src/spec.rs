@@ -328,6 +328,41 @@ pub struct VolumeSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[garde(skip)]
     pub read_only: bool,
+    /// Created once per server (named by [`crate::names::persistent_volume_name`]), mounted by
+    /// every instance of the server and kept when they stop; removed only by an explicit
+    /// volume removal. `false` (the default): created with the instance and removed with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[garde(skip)]
+    pub persistent: bool,
+}
+
+impl VolumeSpec {
+    /// A read-write, per-instance volume of `size` mounted at `mount_path`.
+    ///
+    /// # Errors
+    /// When `size` is not a quantity.
+    pub fn new(
+        name: impl Into<String>,
+        size: &str,
+        mount_path: impl Into<String>,
+    ) -> Result<Self, crate::QuantityError> {
+        Ok(Self {
+            name: name.into(),
+            size: Quantity::parse(size)?,
+            storage_class: None,
+            mount_path: mount_path.into(),
+            access_modes: Vec::new(),
+            read_only: false,
+            persistent: false,
+        })
+    }
+
+    /// The same volume, persistent per server.
+    #[must_use]
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
 }
 
 /// PersistentVolumeClaim access modes.
@@ -548,9 +583,18 @@ impl McpServer {
         ValidationErrors::from_vec(errors).map_or(Ok(()), Err)
     }
 
-    /// Whether the spec asks for persistent storage.
+    /// Whether the spec asks for storage (per-instance or persistent).
     pub fn has_volumes(&self) -> bool {
         !self.volumes.is_empty()
+    }
+
+    /// The spec's persistent volumes, each with the name it has on every backend
+    /// ([`crate::names::persistent_volume_name`]).
+    pub fn persistent_volumes(&self) -> impl Iterator<Item = (String, &VolumeSpec)> {
+        self.volumes
+            .iter()
+            .filter(|v| v.persistent)
+            .map(|v| (crate::names::persistent_volume_name(&self.name, &v.name), v))
     }
 }
 

@@ -276,7 +276,7 @@ fn spec_using(
     h: &Harness<'_>,
     run: &Run<'_, '_>,
     capability: Capability,
-) -> Result<McpServer, Failure> {
+) -> Result<Option<McpServer>, Failure> {
     let mut spec = h.servers.server(&run.name("capability"), &idle());
     match capability {
         Capability::WorkingDir => spec.working_dir = Some("/tmp".into()),
@@ -286,9 +286,10 @@ fn spec_using(
                 size: mcp_types::Quantity::parse("16Mi")
                     .map_err(|e| fail("spec_capabilities", format!("quantity 16Mi: {e}")))?,
                 storage_class: None,
-                mount_path: "/data".into(),
+                mount_path: h.mount_path("data"),
                 access_modes: Vec::new(),
                 read_only: false,
+                persistent: false,
             }];
         }
         Capability::Gpu => {
@@ -299,22 +300,29 @@ fn spec_using(
         }
         Capability::Egress => spec.egress = Some(vec!["10.0.0.0/8".into()]),
         // An operation, not a spec field: the `watch_*` checks hold it.
-        Capability::Watch => {}
+        Capability::Watch => return Ok(None),
+        Capability::PersistentVolumes => {
+            let volume = mcp_types::VolumeSpec::new("keep", "16Mi", h.mount_path("keep"))
+                .map_err(|e| fail("spec_capabilities", format!("quantity 16Mi: {e}")))?;
+            spec.volumes = vec![volume.persistent()];
+        }
+        // Not a spec field: `garbage_collection` checks it.
+        Capability::GarbageCollection => return Ok(None),
     }
-    Ok(spec)
+    Ok(Some(spec))
 }
 
-/// Every capability declared [`Support::Refused`] is refused with
+/// Every spec capability declared [`Support::Refused`] is refused with
 /// [`NotSupported`](OrchestratorError::NotSupported) and starts nothing; `volumes` and `egress`
-/// declared [`Support::Honoured`] start a server that runs.
+/// declared [`Support::Honoured`] start a server that runs (honoured persistent volumes are
+/// checked by [`super::persistent_volumes`], which also removes the volume it creates).
 pub async fn spec_capabilities(h: &Harness<'_>) -> CheckResult {
     const C: &str = "spec_capabilities";
     with_run(h, C, |h, run| async move {
         for capability in Capability::ALL {
-            if capability == Capability::Watch {
+            let Some(spec) = spec_using(h, &run, capability)? else {
                 continue;
-            }
-            let spec = spec_using(h, &run, capability)?;
+            };
             match h.support(capability) {
                 Some(Support::Refused) => {
                     match h.orchestrator.start_server(&spec, &run.options(&[])).await {

@@ -237,6 +237,10 @@ impl McpOrchestrator for Recording {
     ) -> Result<mcp_orchestrator_api::InstanceEvents> {
         self.inner.watch(filters).await
     }
+
+    async fn collect_garbage(&self, dry_run: bool) -> Result<mcp_types::GcReport> {
+        self.inner.collect_garbage(dry_run).await
+    }
 }
 
 /// Collects a non-following log stream's texts.

@@ -28,6 +28,7 @@ fn shapes(kind: &Kind) -> Vec<McpServer> {
             mount_path: "/data".into(),
             access_modes: Vec::new(),
             read_only: false,
+            persistent: false,
         }],
         ..kind.fixture("psa-volume", &mcp_orchestrator_api::FixtureScript::new())
     };

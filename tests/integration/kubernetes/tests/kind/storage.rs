@@ -34,6 +34,7 @@ async fn pvc_data_survives_a_server_restart() {
             mount_path: "/data".into(),
             access_modes: Vec::new(),
             read_only: false,
+            persistent: false,
         }],
         ..kind.probe_server("persist", &["persist", "/data/marker", &token])
     };
