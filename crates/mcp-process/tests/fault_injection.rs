@@ -142,25 +142,7 @@ async fn concurrent_starts_with_a_killed_supervisor_and_a_corrupted_state_file()
 
     // Orphan collection: exactly the instance whose supervisor died (the damaged one still has
     // its supervisor); a dry run removes nothing, the real one stops it.
-    let dry = o.collect_garbage(true).await.expect("gc dry run");
-    let found: Vec<_> = dry
-        .orphans
-        .iter()
-        .map(|x| (x.name.as_str(), x.removed))
-        .collect();
-    assert_eq!(found, [(killed.as_str(), false)], "{dry:?}");
-    assert!(
-        o.get_status(&killed).await.is_ok(),
-        "a dry run removed {killed}"
-    );
-    let real = o.collect_garbage(false).await.expect("gc");
-    let found: Vec<_> = real
-        .orphans
-        .iter()
-        .map(|x| (x.name.as_str(), x.removed))
-        .collect();
-    assert_eq!(found, [(killed.as_str(), true)], "{real:?}");
-    assert!(o.get_status(&killed).await.unwrap_err().is_not_found());
+    collects_only(&o, &killed).await;
 
     // Stop everything listed: all of it goes, processes included.
     let stopped = o
@@ -172,4 +154,28 @@ async fn concurrent_starts_with_a_killed_supervisor_and_a_corrupted_state_file()
     common::assert_gone(&o.seen()).await;
     common::assert_gone(&corrupted_procs).await;
     env.assert_clean().await;
+}
+
+/// `collect_garbage` finds exactly `killed` (whose supervisor died): a dry run reports it and
+/// removes nothing, the real run stops it.
+async fn collects_only(o: &Recording, killed: &InstanceId) {
+    let dry = o.collect_garbage(true).await.expect("gc dry run");
+    let found: Vec<_> = dry
+        .orphans
+        .iter()
+        .map(|x| (x.name.as_str(), x.removed))
+        .collect();
+    assert_eq!(found, [(killed.as_str(), false)], "{dry:?}");
+    assert!(
+        o.get_status(killed).await.is_ok(),
+        "a dry run removed {killed}"
+    );
+    let real = o.collect_garbage(false).await.expect("gc");
+    let found: Vec<_> = real
+        .orphans
+        .iter()
+        .map(|x| (x.name.as_str(), x.removed))
+        .collect();
+    assert_eq!(found, [(killed.as_str(), true)], "{real:?}");
+    assert!(o.get_status(killed).await.unwrap_err().is_not_found());
 }

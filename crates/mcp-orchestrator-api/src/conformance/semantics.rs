@@ -299,15 +299,13 @@ fn spec_using(
             });
         }
         Capability::Egress => spec.egress = Some(vec!["10.0.0.0/8".into()]),
-        // An operation, not a spec field: the `watch_*` checks hold it.
-        Capability::Watch => return Ok(None),
         Capability::PersistentVolumes => {
             let volume = mcp_types::VolumeSpec::new("keep", "16Mi", h.mount_path("keep"))
                 .map_err(|e| fail("spec_capabilities", format!("quantity 16Mi: {e}")))?;
             spec.volumes = vec![volume.persistent()];
         }
-        // Not a spec field: `garbage_collection` checks it.
-        Capability::GarbageCollection => return Ok(None),
+        // Operations, not spec fields: the `watch_*` checks and `garbage_collection` hold them.
+        Capability::Watch | Capability::GarbageCollection => return Ok(None),
     }
     Ok(Some(spec))
 }
