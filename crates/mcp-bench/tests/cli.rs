@@ -58,6 +58,8 @@ fn lists_every_benchmark() {
         [
             "process",
             "ready",
+            "gateway",
+            "k8s-ready",
             "k8s-list",
             "docker-start",
             "docker-burst",

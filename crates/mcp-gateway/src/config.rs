@@ -103,6 +103,13 @@ pub struct GatewayConfig {
     pub failure_threshold: u32,
     /// How often the list of instances is refreshed.
     pub refresh_interval: Duration,
+    /// The upstream stdio handshake order. `false` (a gateway that keeps the session):
+    /// `server/discover` first, as the official SDK clients do. `true` (a one-off probe that
+    /// hands the server's stdio to another client afterwards: `wait_ready`, `probe`):
+    /// `initialize` first, and `server/discover` only when `initialize` is refused, because a
+    /// server that answered a discover may lock its connection into the stateless revision
+    /// (the Python SDK's does), which would refuse the next client's `initialize`.
+    pub initialize_first: bool,
 }
 
 impl Default for GatewayConfig {
@@ -116,6 +123,7 @@ impl Default for GatewayConfig {
             ping_timeout: Duration::from_secs(5),
             failure_threshold: 3,
             refresh_interval: Duration::from_secs(5),
+            initialize_first: false,
         }
     }
 }

@@ -289,13 +289,16 @@ impl Gateway {
     ) -> Result<Arc<Served>, GatewayError> {
         let cfg = &self.inner.config;
         let upstream = match channel {
-            McpChannel::Stdio(channel) => Upstream::Stdio(Box::new(Mux::new(
-                id.clone(),
-                Arc::clone(&self.inner.orch),
-                cfg.max_message_bytes,
-                cfg.ping_timeout,
-                channel,
-            ))),
+            McpChannel::Stdio(channel) => Upstream::Stdio(Box::new(
+                Mux::new(
+                    id.clone(),
+                    Arc::clone(&self.inner.orch),
+                    cfg.max_message_bytes,
+                    cfg.ping_timeout,
+                    channel,
+                )
+                .initialize_first(cfg.initialize_first),
+            )),
             McpChannel::Http(endpoint) => Upstream::Http(endpoint.url),
             other => {
                 return Err(GatewayError::Upstream(format!(
@@ -345,6 +348,8 @@ pub async fn wait_ready(
         orch,
         GatewayConfig {
             ping_interval: Duration::from_millis(200),
+            // The client that follows gets the server's stdio: do not lock it into a revision.
+            initialize_first: true,
             ..GatewayConfig::default()
         },
     )?;

@@ -360,12 +360,23 @@ impl Link {
     }
 }
 
+/// The gateway's own `initialize` parameters upstream.
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": UPSTREAM_PROTOCOL,
+        "capabilities": { "sampling": {}, "elicitation": {} },
+        "clientInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
+    })
+}
+
 /// Where one stdio instance's shared session lives.
 pub(crate) struct Mux {
     id: InstanceId,
     orch: Arc<DynOrchestrator>,
     max_message: usize,
     timeout: Duration,
+    /// `initialize` before `server/discover` (see `GatewayConfig::initialize_first`).
+    initialize_first: bool,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     /// The channel obtained when the instance was first looked at, used by the first connect.
     first: Mutex<Option<StdioChannel>>,
@@ -386,10 +397,17 @@ impl Mux {
             orch,
             max_message,
             timeout,
+            initialize_first: false,
             link: tokio::sync::Mutex::new(None),
             first: Mutex::new(Some(first)),
             events: broadcast::channel(256).0,
         }
+    }
+
+    /// Sets the handshake order (see `GatewayConfig::initialize_first`).
+    pub(crate) fn initialize_first(mut self, yes: bool) -> Self {
+        self.initialize_first = yes;
+        self
     }
 
     /// The live link, connecting and handshaking when there is none.
@@ -506,6 +524,33 @@ impl Mux {
     /// stateless revision (or locks a connection into it after a discover, as the Python SDK
     /// does) is spoken to statelessly, its discover result standing in for `initialize`'s.
     async fn handshake(&self, link: &Link, started: Instant) -> Result<(Value, ReadyInfo), String> {
+        let early = if self.initialize_first {
+            // Refused (an error answer) by a server that speaks only the stateless revision:
+            // then discover. No answer at all is a failed handshake either way.
+            link.exchange("initialize", initialize_params(), self.timeout)
+                .await?
+                .ok()
+        } else {
+            None
+        };
+        let (init, version) = if let Some(init) = early {
+            let version = init
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or(UPSTREAM_PROTOCOL)
+                .to_owned();
+            link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+                .await?;
+            (init, version)
+        } else {
+            self.discover_first(link).await?
+        };
+        self.finish_handshake(link, init, version, started).await
+    }
+
+    /// The handshake of a gateway that keeps the session: `server/discover`, then `initialize`
+    /// unless the server speaks only the stateless revision.
+    async fn discover_first(&self, link: &Link) -> Result<(Value, String), String> {
         link.stateless.store(true, Ordering::Relaxed);
         let discovered = link
             .exchange("server/discover", json!({}), self.timeout)
@@ -553,15 +598,7 @@ impl Mux {
             (init, STATELESS_PROTOCOL.to_owned())
         } else {
             let init = link
-                .request(
-                    "initialize",
-                    json!({
-                        "protocolVersion": UPSTREAM_PROTOCOL,
-                        "capabilities": { "sampling": {}, "elicitation": {} },
-                        "clientInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-                    }),
-                    self.timeout,
-                )
+                .request("initialize", initialize_params(), self.timeout)
                 .await?;
             let version = init
                 .get("protocolVersion")
@@ -572,6 +609,17 @@ impl Mux {
                 .await?;
             (init, version)
         };
+        Ok((init, version))
+    }
+
+    /// Reads the tool list after a handshake and builds its [`ReadyInfo`].
+    async fn finish_handshake(
+        &self,
+        link: &Link,
+        init: Value,
+        version: String,
+        started: Instant,
+    ) -> Result<(Value, ReadyInfo), String> {
         let mut tools = Vec::new();
         if init
             .get("capabilities")

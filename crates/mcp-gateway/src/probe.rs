@@ -55,6 +55,8 @@ pub async fn probe(orch: Arc<DynOrchestrator>, id: &InstanceId, timeout: Duratio
     let config = GatewayConfig {
         ping_interval: Duration::from_millis(100),
         ping_timeout: timeout,
+        // The next client gets the server's stdio: do not lock it into a revision.
+        initialize_first: true,
         ..GatewayConfig::default()
     };
     let gateway = match Gateway::new(orch, config) {
