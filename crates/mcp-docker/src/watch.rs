@@ -75,13 +75,28 @@ fn since_of(t: Timestamp) -> String {
 }
 
 /// The listing the watch resyncs from: every managed instance the filters may select (the
-/// phase is left to the tracker, which also drops what leaves the filters).
+/// phase is left to the tracker, which also drops what leaves the filters), each inspected:
+/// the list alone has no restart count for a live container, and an event stream must never
+/// report one going down.
 async fn listing(o: &DockerOrchestrator, filters: &InstanceFilters) -> Result<Vec<Instance>> {
     let wider = InstanceFilters {
         phase: None,
         ..filters.clone()
     };
-    Ok(o.list_instances(&wider).await?.items)
+    let listed = o.list_instances(&wider).await?.items;
+    let mut exact = Vec::with_capacity(listed.len());
+    for mut instance in listed {
+        match o.get_status(&instance.id).await {
+            Ok(status) => {
+                instance.status = status;
+                exact.push(instance);
+            }
+            // Removed between the list and the inspect: the events report it.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(exact)
 }
 
 fn open_events(o: &DockerOrchestrator, filters: &InstanceFilters, since: &str) -> Events {
