@@ -24,7 +24,20 @@ const SCRATCH: &str = "backend-author";
 pub(crate) fn check() -> Result<()> {
     let cargo = cargo();
     let root = workspace_root();
-    let mut package = vec!["package", "--locked"];
+    let target = root.join("target");
+    // `cargo package` verifies each crate against the others' packaged copies, which it takes
+    // from a local registry. Cargo never checks a registry crate's build for changes, so in a
+    // shared target dir an earlier copy's build with the same version would be reused and the
+    // verification would compile against stale code. Its own target dir, with the author crates'
+    // builds removed first, verifies the current sources every time.
+    let verify_dir = target.join("package-verify");
+    let verify = verify_dir.to_str().context("the target dir is not UTF-8")?;
+    let mut clean = vec!["clean", "--target-dir", verify];
+    for name in AUTHOR_CRATES {
+        clean.extend(["-p", name]);
+    }
+    run_cmd(&cargo, &clean, &[])?;
+    let mut package = vec!["package", "--locked", "--target-dir", verify];
     let mut publish = vec!["publish", "--dry-run", "--locked", "--no-verify"];
     for name in AUTHOR_CRATES {
         package.extend(["-p", name]);
@@ -34,7 +47,6 @@ pub(crate) fn check() -> Result<()> {
     // Verified by `cargo package` above; this adds the registry's own checks (metadata, names).
     run_cmd(&cargo, &publish, &[])?;
 
-    let target = root.join("target");
     let scratch = target.join(SCRATCH);
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
@@ -45,7 +57,7 @@ pub(crate) fn check() -> Result<()> {
     let version = workspace_version(&root)?;
     let mut patches = String::from("[patch.crates-io]\n");
     for name in AUTHOR_CRATES {
-        let file = target
+        let file = verify_dir
             .join("package")
             .join(format!("{name}-{version}.crate"));
         // `-m`: the files get the current time. `.crate` files carry fixed mtimes, which would
