@@ -224,7 +224,23 @@ impl DockerOrchestrator {
         let info = self.inspect_managed(id).await?;
         Ok(instance_from_inspect(id, &info))
     }
+}
 
+impl crate::watch::Source for DockerOrchestrator {
+    fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn engine(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn inspected(&self, id: &InstanceId) -> Result<Instance> {
+        self.instance(id).await
+    }
+}
+
+impl DockerOrchestrator {
     /// Removes a container that never became a running instance, and its volumes.
     async fn discard(&self, instance: &str) {
         let options = RemoveContainerOptionsBuilder::new()

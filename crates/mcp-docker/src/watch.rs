@@ -22,7 +22,9 @@
 //! `Unavailable` at once (the initial listing is made by the call).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 
+use bollard::Docker;
 use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures::StreamExt;
@@ -34,7 +36,18 @@ use mcp_orchestrator_api::{McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{Instance, InstanceEvent, InstanceFilters, InstanceId, Timestamp, labels};
 
 use crate::error::{BACKEND, Target};
-use crate::orchestrator::DockerOrchestrator;
+
+/// What the watch needs of the orchestrator besides the trait's listing: the engine client,
+/// its address for errors, and one instance as an inspect sees it. (The orchestrator implements
+/// it, so this module does not depend on the orchestrator's module.)
+pub(crate) trait Source: McpOrchestrator + Clone {
+    /// The engine client.
+    fn client(&self) -> &Docker;
+    /// Where the engine is, for error messages.
+    fn engine(&self) -> &str;
+    /// One managed instance, inspected (restart count and times included).
+    fn inspected(&self, id: &InstanceId) -> impl Future<Output = Result<Instance>> + Send;
+}
 
 /// Container actions that never change an instance's state.
 const IGNORED: &[&str] = &[
@@ -51,8 +64,8 @@ const IGNORED: &[&str] = &[
 
 type Events = BoxStream<'static, std::result::Result<EventMessage, bollard::errors::Error>>;
 
-struct State {
-    o: DockerOrchestrator,
+struct State<O> {
+    o: O,
     filters: InstanceFilters,
     tracker: EventTracker,
     events: Option<Events>,
@@ -66,7 +79,11 @@ struct State {
 
 /// `since` for the events API: seconds and nanoseconds, one second early.
 fn since_of(t: Timestamp) -> String {
-    let nanos = t.as_nanosecond() - 1_000_000_000;
+    since_nanos(t.as_nanosecond() - 1_000_000_000)
+}
+
+/// `since` for the events API at `nanos` nanoseconds after the epoch.
+fn since_nanos(nanos: i128) -> String {
     format!(
         "{}.{:09}",
         nanos.div_euclid(1_000_000_000),
@@ -78,19 +95,16 @@ fn since_of(t: Timestamp) -> String {
 /// phase is left to the tracker, which also drops what leaves the filters), each inspected:
 /// the list alone has no restart count for a live container, and an event stream must never
 /// report one going down.
-async fn listing(o: &DockerOrchestrator, filters: &InstanceFilters) -> Result<Vec<Instance>> {
+async fn listing<O: Source>(o: &O, filters: &InstanceFilters) -> Result<Vec<Instance>> {
     let wider = InstanceFilters {
         phase: None,
         ..filters.clone()
     };
     let listed = o.list_instances(&wider).await?.items;
     let mut exact = Vec::with_capacity(listed.len());
-    for mut instance in listed {
-        match o.get_status(&instance.id).await {
-            Ok(status) => {
-                instance.status = status;
-                exact.push(instance);
-            }
+    for instance in listed {
+        match o.inspected(&instance.id).await {
+            Ok(instance) => exact.push(instance),
             // Removed between the list and the inspect: the events report it.
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
@@ -99,7 +113,7 @@ async fn listing(o: &DockerOrchestrator, filters: &InstanceFilters) -> Result<Ve
     Ok(exact)
 }
 
-fn open_events(o: &DockerOrchestrator, filters: &InstanceFilters, since: &str) -> Events {
+fn open_events<O: Source>(o: &O, filters: &InstanceFilters, since: &str) -> Events {
     let mut label = vec![format!("{}=true", labels::MANAGED)];
     if let Some(server) = &filters.server {
         label.push(format!("{}={server}", labels::SERVER));
@@ -109,15 +123,12 @@ fn open_events(o: &DockerOrchestrator, filters: &InstanceFilters, since: &str) -
         .since(since)
         .filters(&query)
         .build();
-    o.docker().events(Some(options)).boxed()
+    o.client().events(Some(options)).boxed()
 }
 
 /// The watch stream (filters already validated). Lists once before returning, so an
 /// unreachable engine is an error of the call.
-pub(crate) async fn watch(
-    o: DockerOrchestrator,
-    filters: &InstanceFilters,
-) -> Result<InstanceEvents> {
+pub(crate) async fn watch<O: Source>(o: O, filters: &InstanceFilters) -> Result<InstanceEvents> {
     let since = since_of(Timestamp::now());
     let initial = listing(&o, filters).await?;
     let mut tracker = EventTracker::new(filters);
@@ -163,8 +174,8 @@ pub(crate) async fn watch(
 }
 
 /// Reads one engine event and turns it into what the caller must hear.
-async fn next_event(s: &mut State, events: &mut Events) -> Result<()> {
-    let endpoint = s.o.endpoint().to_owned();
+async fn next_event<O: Source>(s: &mut State<O>, events: &mut Events) -> Result<()> {
+    let endpoint = s.o.engine().to_owned();
     let message = match events.next().await {
         Some(Ok(message)) => message,
         Some(Err(e)) => {
@@ -180,11 +191,7 @@ async fn next_event(s: &mut State, events: &mut Events) -> Result<()> {
     };
     s.budget.succeeded();
     if let Some(nanos) = message.time_nano {
-        s.since = format!(
-            "{}.{:09}",
-            nanos.div_euclid(1_000_000_000),
-            nanos.rem_euclid(1_000_000_000)
-        );
+        s.since = since_nanos(i128::from(nanos));
     }
     let action = message.action.as_deref().unwrap_or_default();
     let Some(name) = message
@@ -203,7 +210,7 @@ async fn next_event(s: &mut State, events: &mut Events) -> Result<()> {
         s.pending.extend(s.tracker.gone(&id));
         return Ok(());
     }
-    match s.o.instance(&id).await {
+    match s.o.inspected(&id).await {
         Ok(instance) => s.pending.extend(s.tracker.observe(instance)),
         Err(e) if e.is_not_found() => s.pending.extend(s.tracker.gone(&id)),
         Err(e) => return Err(e),
@@ -212,7 +219,7 @@ async fn next_event(s: &mut State, events: &mut Events) -> Result<()> {
 }
 
 /// Opens the events again from `since` and resyncs from a listing taken after that point.
-async fn reconnect(s: &mut State) -> Result<()> {
+async fn reconnect<O: Source>(s: &mut State<O>) -> Result<()> {
     let since = s.since.clone();
     let instances = listing(&s.o, &s.filters).await?;
     s.pending.extend(s.tracker.snapshot(instances));
