@@ -454,6 +454,52 @@ impl<'h, 'a> Run<'h, 'a> {
         LabelSelector::from_equalities([(RUN_LABEL, self.tag.as_str())])
     }
 
+    /// Filters selecting exactly this run's instances.
+    fn run_filters(&self) -> InstanceFilters {
+        InstanceFilters {
+            label_selector: Some(self.run_selector()),
+            ..InstanceFilters::default()
+        }
+    }
+
+    /// One page listing this run's instances.
+    async fn list_run(&self) -> Result<mcp_types::Page<mcp_types::Instance>, Failure> {
+        op(
+            self.check,
+            "list",
+            self.h
+                .orchestrator
+                .list_instances(&self.run_filters())
+                .await,
+        )
+    }
+
+    /// An idle server reported Running and one that exited 3, reported Failed (`prefix-run`,
+    /// `prefix-fail`): what the listing checks compare.
+    async fn running_and_failed(&self, prefix: &str) -> Result<(InstanceId, InstanceId), Failure> {
+        let running = self
+            .start(&self.name(&format!("{prefix}-run")), &idle())
+            .await?;
+        let failed = self
+            .start(
+                &self.name(&format!("{prefix}-fail")),
+                &FixtureScript::new().exit(3),
+            )
+            .await?;
+        self.running(&running).await?;
+        op(
+            self.check,
+            "wait for Failed",
+            self.h
+                .orchestrator
+                .wait_for(&failed, self.h.timeout, "Failed", |s| {
+                    s.phase == Phase::Failed
+                })
+                .await,
+        )?;
+        Ok((running, failed))
+    }
+
     async fn start_with(
         &self,
         name: &str,
@@ -577,14 +623,7 @@ impl<'h, 'a> Run<'h, 'a> {
     }
 
     async fn cleanup(self) {
-        let ids = std::mem::take(
-            &mut *self
-                .started
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let o = self.h.orchestrator;
-        futures::future::join_all(ids.iter().map(|id| o.stop_server(id, self.h.grace))).await;
+        self.cleanup_now().await;
     }
 }
 
@@ -746,16 +785,7 @@ pub async fn invalid_spec_rejected(h: &Harness<'_>) -> CheckResult {
                 });
             }
         }
-        let page = op(
-            C,
-            "list",
-            h.orchestrator
-                .list_instances(&InstanceFilters {
-                    label_selector: Some(run.run_selector()),
-                    ..InstanceFilters::default()
-                })
-                .await,
-        )?;
+        let page = run.list_run().await?;
         ensure!(
             C,
             page.items.is_empty(),
@@ -1215,8 +1245,7 @@ pub async fn list_filters(h: &Harness<'_>) -> CheckResult {
         );
         let both = InstanceFilters {
             server: Some(b.clone()),
-            label_selector: Some(run.run_selector()),
-            ..InstanceFilters::default()
+            ..run.run_filters()
         };
         let by_both = ids(op(
             C,

@@ -2,11 +2,9 @@
 //! engine's listing alone (Docker does, instead of an inspect per container), so its status can
 //! be a summary, but never a different answer than `get_status`.
 
-use mcp_types::{InstanceFilters, InstanceStatus, Phase};
+use mcp_types::InstanceStatus;
 
-use super::{CheckResult, Failure, Harness, idle, op, with_run};
-use crate::ext::OrchestratorExt;
-use crate::fixture::FixtureScript;
+use super::{CheckResult, Failure, Harness, op, with_run};
 
 /// A listed instance's phase, reason, message and exit code are exactly what `get_status`
 /// says; its restart count is at most `get_status`'s (0 where the listing does not carry it)
@@ -14,28 +12,8 @@ use crate::fixture::FixtureScript;
 pub async fn list_agrees_with_status(h: &Harness<'_>) -> CheckResult {
     const C: &str = "list_agrees_with_status";
     with_run(h, C, |h, run| async move {
-        let running = run.start(&run.name("agree-run"), &idle()).await?;
-        let failed = run
-            .start(&run.name("agree-fail"), &FixtureScript::new().exit(3))
-            .await?;
-        run.running(&running).await?;
-        op(
-            C,
-            "wait for Failed",
-            h.orchestrator
-                .wait_for(&failed, h.timeout, "Failed", |s| s.phase == Phase::Failed)
-                .await,
-        )?;
-        let page = op(
-            C,
-            "list",
-            h.orchestrator
-                .list_instances(&InstanceFilters {
-                    label_selector: Some(run.run_selector()),
-                    ..InstanceFilters::default()
-                })
-                .await,
-        )?;
+        let (running, failed) = run.running_and_failed("agree").await?;
+        let page = run.list_run().await?;
         let ids: Vec<_> = page.items.iter().map(|i| &i.id).collect();
         ensure!(
             C,
@@ -88,6 +66,7 @@ fn agrees(listed: &InstanceStatus, full: &InstanceStatus) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mcp_types::Phase;
 
     #[test]
     fn a_summary_agrees_and_a_different_answer_does_not() {

@@ -42,18 +42,7 @@ async fn listed(
 pub async fn list_phase_filter(h: &Harness<'_>) -> CheckResult {
     const C: &str = "list_phase_filter";
     with_run(h, C, |h, run| async move {
-        let running = run.start(&run.name("phase-run"), &idle()).await?;
-        let failed = run
-            .start(&run.name("phase-fail"), &FixtureScript::new().exit(3))
-            .await?;
-        run.running(&running).await?;
-        op(
-            C,
-            "wait for Failed",
-            h.orchestrator
-                .wait_for(&failed, h.timeout, "Failed", |s| s.phase == Phase::Failed)
-                .await,
-        )?;
+        let (running, failed) = run.running_and_failed("phase").await?;
         for (phase, want) in [
             (Phase::Running, vec![running.clone()]),
             (Phase::Failed, vec![failed.clone()]),
@@ -64,8 +53,7 @@ pub async fn list_phase_filter(h: &Harness<'_>) -> CheckResult {
                 C,
                 InstanceFilters {
                     phase: Some(phase),
-                    label_selector: Some(run.run_selector()),
-                    ..InstanceFilters::default()
+                    ..run.run_filters()
                 },
             )
             .await?;
@@ -195,15 +183,7 @@ pub async fn stop_during_backoff(h: &Harness<'_>) -> CheckResult {
                 ));
             }
         }
-        let left = listed(
-            h,
-            C,
-            InstanceFilters {
-                label_selector: Some(run.run_selector()),
-                ..InstanceFilters::default()
-            },
-        )
-        .await?;
+        let left = listed(h, C, run.run_filters()).await?;
         ensure!(
             C,
             left.is_empty(),
@@ -356,15 +336,7 @@ pub async fn spec_capabilities(h: &Harness<'_>) -> CheckResult {
                 _ => {}
             }
         }
-        let left = listed(
-            h,
-            C,
-            InstanceFilters {
-                label_selector: Some(run.run_selector()),
-                ..InstanceFilters::default()
-            },
-        )
-        .await?;
+        let left = listed(h, C, run.run_filters()).await?;
         ensure!(C, left.is_empty(), "refused specs left {left:?} behind");
         Ok(())
     })

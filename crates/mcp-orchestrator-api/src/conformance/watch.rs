@@ -274,10 +274,7 @@ pub async fn watch_lifecycle(h: &Harness<'_>) -> CheckResult {
     with_run(h, C, |h, run| async move {
         let before = run.start(&run.name("w-before"), &idle()).await?;
         run.running(&before).await?;
-        let all = InstanceFilters {
-            label_selector: Some(run.run_selector()),
-            ..InstanceFilters::default()
-        };
+        let all = run.run_filters();
         let new_name = run.name("w-new");
         let one_server = InstanceFilters {
             server: Some(new_name.clone()),
@@ -351,10 +348,7 @@ pub async fn watch_crash(h: &Harness<'_>) -> CheckResult {
         return Ok(());
     }
     with_run(h, C, |h, run| async move {
-        let filters = InstanceFilters {
-            label_selector: Some(run.run_selector()),
-            ..InstanceFilters::default()
-        };
+        let filters = run.run_filters();
         let mut w = Watcher::open(h, C, &filters).await?;
         w.until("Synced", |e| matches!(e, InstanceEvent::Synced))
             .await?;
@@ -462,10 +456,7 @@ pub async fn watch_reconnect(h: &Harness<'_>) -> CheckResult {
         ));
     };
     with_run(h, C, |h, run| async move {
-        let filters = InstanceFilters {
-            label_selector: Some(run.run_selector()),
-            ..InstanceFilters::default()
-        };
+        let filters = run.run_filters();
         let mut w = Watcher::open(h, C, &filters).await?;
         w.until("Synced", |e| matches!(e, InstanceEvent::Synced))
             .await?;
