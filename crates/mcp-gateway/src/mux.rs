@@ -360,6 +360,18 @@ impl Link {
     }
 }
 
+/// Completes an `initialize` handshake: the negotiated version, after `initialized` is sent.
+async fn initialized(link: &Link, init: Value) -> Result<(Value, String), String> {
+    let version = init
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(UPSTREAM_PROTOCOL)
+        .to_owned();
+    link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await?;
+    Ok((init, version))
+}
+
 /// The gateway's own `initialize` parameters upstream.
 fn initialize_params() -> Value {
     json!({
@@ -518,11 +530,8 @@ impl Mux {
         }
     }
 
-    /// `server/discover` first, as the official SDK clients do: a server that answers it and
-    /// lists a revision with `initialize` (rmcp keeps both lifecycles open after a discover) or
-    /// that does not know it (an error) gets `initialize`; a server that supports only the
-    /// stateless revision (or locks a connection into it after a discover, as the Python SDK
-    /// does) is spoken to statelessly, its discover result standing in for `initialize`'s.
+    /// The upstream handshake and the tool list: `initialize` first when the mux was built
+    /// `initialize_first` (a probe), otherwise [`Self::discover_first`].
     async fn handshake(&self, link: &Link, started: Instant) -> Result<(Value, ReadyInfo), String> {
         let early = if self.initialize_first {
             // Refused (an error answer) by a server that speaks only the stateless revision:
@@ -534,22 +543,18 @@ impl Mux {
             None
         };
         let (init, version) = if let Some(init) = early {
-            let version = init
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(UPSTREAM_PROTOCOL)
-                .to_owned();
-            link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-                .await?;
-            (init, version)
+            initialized(link, init).await?
         } else {
             self.discover_first(link).await?
         };
         self.finish_handshake(link, init, version, started).await
     }
 
-    /// The handshake of a gateway that keeps the session: `server/discover`, then `initialize`
-    /// unless the server speaks only the stateless revision.
+    /// `server/discover` first, as the official SDK clients do: a server that answers it and
+    /// lists a revision with `initialize` (rmcp keeps both lifecycles open after a discover) or
+    /// that does not know it (an error) gets `initialize`; a server that supports only the
+    /// stateless revision (or locks a connection into it after a discover, as the Python SDK
+    /// does) is spoken to statelessly, its discover result standing in for `initialize`'s.
     async fn discover_first(&self, link: &Link) -> Result<(Value, String), String> {
         link.stateless.store(true, Ordering::Relaxed);
         let discovered = link
@@ -600,14 +605,7 @@ impl Mux {
             let init = link
                 .request("initialize", initialize_params(), self.timeout)
                 .await?;
-            let version = init
-                .get("protocolVersion")
-                .and_then(Value::as_str)
-                .unwrap_or(UPSTREAM_PROTOCOL)
-                .to_owned();
-            link.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-                .await?;
-            (init, version)
+            initialized(link, init).await?
         };
         Ok((init, version))
     }
