@@ -45,15 +45,8 @@ fn main() -> ExitCode {
         Command::Stdio { .. } | Command::Http { .. } | Command::Fixture(_) => {}
     }
     // One thread is plenty for a test server, and keeps it light when dozens run at once.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mcp-test-server: starting the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let code = runtime.block_on(run(command));
     // Blocking stdin readers (stdio mode) must not keep the process alive after we are done.
@@ -61,18 +54,26 @@ fn main() -> ExitCode {
     code
 }
 
-/// `build-image`: the library's `ensure_docker_image` on the local engine.
-#[cfg(feature = "docker")]
-fn build_image(tag: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The single-threaded runtime every async command runs on; `None` (after saying why) when it
+/// cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("mcp-test-server: starting the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+/// `build-image`: the library's `ensure_docker_image` on the local engine.
+#[cfg(feature = "docker")]
+fn build_image(tag: &str) -> ExitCode {
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let built = runtime.block_on(async {
         let docker = bollard::Docker::connect_with_local_defaults()
