@@ -351,7 +351,10 @@ fn http_server() -> McpServer {
         ]),
         resources: ResourceRequirements::preset(SizePreset::Small),
         labels: BTreeMap::from([("team".into(), "platform".into())]),
-        egress: Some(vec!["203.0.113.0/24".into()]),
+        egress: Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
+            "203.0.113.0/24",
+            [],
+        )])),
         ..McpServer::new("fetch", "ghcr.io/example/mcp-fetch:1.0.0")
     }
 }

@@ -583,7 +583,10 @@ mod tests {
             "{err}"
         );
         let egress = McpServer {
-            egress: Some(vec!["10.0.0.0/8".into()]),
+            egress: Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
+                "10.0.0.0/8",
+                [],
+            )])),
             ..McpServer::new("e", "img")
         };
         let err = build_container(&egress, ID, now(), &[], "net").unwrap_err();

@@ -37,6 +37,16 @@ impl<'a> Checked<'a> {
             });
         }
         opts.check(&mut errors);
+        for (i, rule) in spec.egress.iter().flat_map(|e| e.rules()).enumerate() {
+            if rule.host.is_some() {
+                errors.push(FieldError {
+                    path: format!("egress.allow[{i}].host"),
+                    message: "host-name rules need the egress proxy, which this backend does not \
+                              deploy yet: use cidr rules"
+                        .into(),
+                });
+            }
+        }
         match ValidationErrors::from_vec(errors) {
             Some(e) => Err(e),
             None => Ok(Self {

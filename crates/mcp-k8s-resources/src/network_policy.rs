@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mcp_types::labels::{COMPONENT, LOCAL_PROXY};
-use mcp_types::{InstanceId, McpServer, ValidationErrors};
+use mcp_types::{Egress, InstanceId, METADATA_CIDRS, McpServer, ValidationErrors};
 
 use crate::meta::Checked;
 use crate::names::network_policy_name;
@@ -43,32 +43,7 @@ pub(crate) fn network_policy(c: Checked<'_>) -> NetworkPolicy {
             .filter(|_| spec.transport.is_http())
             .map(|p| vec![port("TCP", i32::from(p))]),
     };
-    let egress = match &spec.egress {
-        // An empty rule matches every destination: egress stays open.
-        None => vec![NetworkPolicyEgressRule::default()],
-        Some(cidrs) => {
-            let mut rules = Vec::with_capacity(2);
-            if !cidrs.is_empty() {
-                rules.push(NetworkPolicyEgressRule {
-                    to: Some(
-                        cidrs
-                            .iter()
-                            .map(|cidr| NetworkPolicyPeer {
-                                ip_block: Some(IPBlock {
-                                    cidr: cidr.clone(),
-                                    except: None,
-                                }),
-                                ..NetworkPolicyPeer::default()
-                            })
-                            .collect(),
-                    ),
-                    ports: None,
-                });
-            }
-            rules.push(dns_rule());
-            rules
-        }
-    };
+    let egress = egress_rules(&spec.effective_egress(&Egress::Open));
     NetworkPolicy {
         metadata: c.object_meta(network_policy_name(c.instance)),
         spec: Some(NetworkPolicySpec {
@@ -80,6 +55,61 @@ pub(crate) fn network_policy(c: Checked<'_>) -> NetworkPolicy {
             ingress: Some(vec![ingress]),
             egress: Some(egress),
         }),
+    }
+}
+
+/// The egress rules for `egress`: none at all for `none`; everything outside the metadata
+/// ranges for `open`; the CIDR rules (grouped by their ports) plus DNS to kube-dns for an
+/// allow-list.
+fn egress_rules(egress: &Egress) -> Vec<NetworkPolicyEgressRule> {
+    match egress {
+        Egress::None => Vec::new(),
+        Egress::Open => {
+            let block = |cidr: &str, family_v4: bool| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: cidr.to_owned(),
+                    except: Some(
+                        METADATA_CIDRS
+                            .iter()
+                            .filter(|m| m.contains(':') != family_v4)
+                            .map(|m| (*m).to_owned())
+                            .collect(),
+                    ),
+                }),
+                ..NetworkPolicyPeer::default()
+            };
+            vec![NetworkPolicyEgressRule {
+                to: Some(vec![block("0.0.0.0/0", true), block("::/0", false)]),
+                ports: None,
+            }]
+        }
+        Egress::Allow(_) => {
+            // One rule per distinct port list, so that ports of one CIDR do not open another.
+            let mut by_ports: BTreeMap<Vec<u16>, Vec<NetworkPolicyPeer>> = BTreeMap::new();
+            for rule in egress.cidr_rules() {
+                let mut ports = rule.ports.clone();
+                ports.sort_unstable();
+                by_ports.entry(ports).or_default().push(NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: rule.cidr.clone().unwrap_or_default(),
+                        except: None,
+                    }),
+                    ..NetworkPolicyPeer::default()
+                });
+            }
+            let mut rules: Vec<NetworkPolicyEgressRule> = by_ports
+                .into_iter()
+                .map(|(ports, to)| NetworkPolicyEgressRule {
+                    to: Some(to),
+                    ports: (!ports.is_empty())
+                        .then(|| ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
+                })
+                .collect();
+            if egress.needs_dns() {
+                rules.push(dns_rule());
+            }
+            rules
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use mcp_k8s_resources::{
 };
 use mcp_types::names::{check_dns1123_label, new_instance_name};
 use mcp_types::{
-    EnvValue, GpuSpec, InstanceId, K8sSecurityContext, McpServer, Quantity, ResourceRequirements,
-    SizePreset, Timestamp, Transport, VolumeSpec, labels,
+    Egress, EgressRule, EnvValue, GpuSpec, InstanceId, K8sSecurityContext, McpServer, Quantity,
+    ResourceRequirements, SizePreset, Timestamp, Transport, VolumeSpec, labels,
 };
 use rstest::rstest;
 
@@ -88,7 +88,10 @@ fn snapshot_http_instance() {
         resources: ResourceRequirements::preset(SizePreset::Medium),
         labels: BTreeMap::from([("team".into(), "search".into())]),
         annotations: BTreeMap::from([("example.com/owner".into(), "search-team".into())]),
-        egress: Some(vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()]),
+        egress: Some(Egress::Allow(vec![
+            EgressRule::cidr("10.0.0.0/8", []),
+            EgressRule::cidr("192.168.0.0/16", []),
+        ])),
         working_dir: Some("/app".into()),
         ..http()
     };
@@ -106,7 +109,7 @@ fn snapshot_pod() {
 #[test]
 fn snapshot_network_policy() {
     let spec = McpServer {
-        egress: Some(vec!["203.0.113.0/24".into()]),
+        egress: Some(Egress::Allow(vec![EgressRule::cidr("203.0.113.0/24", [])])),
         ..http()
     };
     assert_manifests(
@@ -389,34 +392,94 @@ fn ingress_only_from_local_proxies() {
     assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
 }
 
-#[rstest]
-#[case::open(None, 0, false)]
-#[case::dns_only(Some(vec![]), 0, true)]
-#[case::allow_list(Some(vec!["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()]), 2, true)]
-fn egress_rules(#[case] egress: Option<Vec<String>>, #[case] cidrs: usize, #[case] dns: bool) {
-    let spec = McpServer {
-        egress: egress.clone(),
-        ..stdio()
-    };
-    let rules = build(&spec)
+fn egress_of(egress: Option<Egress>) -> Vec<NetworkPolicyEgressRule> {
+    let spec = McpServer { egress, ..stdio() };
+    build(&spec)
         .network_policy
         .unwrap()
         .spec
         .unwrap()
         .egress
-        .unwrap();
-    if egress.is_none() {
-        // One empty rule: every destination and port is allowed.
-        assert_eq!(rules, [NetworkPolicyEgressRule::default()]);
-        return;
+        .unwrap()
+}
+
+#[test]
+fn egress_open_and_none() {
+    // Unset and `open`: everywhere but the metadata ranges, one ipBlock per address family.
+    for open in [None, Some(Egress::Open)] {
+        let rules = egress_of(open);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].ports, None);
+        let blocks: Vec<_> = rules[0]
+            .to
+            .iter()
+            .flatten()
+            .map(|p| p.ip_block.clone().unwrap())
+            .map(|b| (b.cidr, b.except.unwrap()))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                ("0.0.0.0/0".to_owned(), vec!["169.254.0.0/16".to_owned()]),
+                (
+                    "::/0".to_owned(),
+                    vec!["fe80::/10".to_owned(), "fd00:ec2::254/128".to_owned()]
+                ),
+            ]
+        );
     }
+    // `none`: an egress policy with no rule admits nothing, DNS included.
+    assert_eq!(egress_of(Some(Egress::None)), []);
+}
+
+#[test]
+fn egress_cidr_ports_stay_with_their_cidrs() {
+    let rules = egress_of(Some(Egress::Allow(vec![
+        EgressRule::cidr("10.0.0.0/8", [5432]),
+        EgressRule::cidr("192.168.0.0/16", []),
+        EgressRule::cidr("172.16.0.0/12", [5432]),
+    ])));
+    let shape: Vec<(Vec<String>, Vec<String>)> = rules[..2]
+        .iter()
+        .map(|r| {
+            (
+                r.to.iter()
+                    .flatten()
+                    .map(|p| p.ip_block.clone().unwrap().cidr)
+                    .collect(),
+                r.ports
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{:?}", p.port.clone().unwrap()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (vec!["192.168.0.0/16".to_owned()], vec![]),
+            (
+                vec!["10.0.0.0/8".to_owned(), "172.16.0.0/12".to_owned()],
+                vec!["Int(5432)".to_owned()]
+            ),
+        ]
+    );
+    assert_eq!(rules.len(), 3, "the CIDR rules plus DNS");
+}
+
+#[test]
+fn egress_allow_list_adds_dns() {
+    let egress = vec!["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()];
+    let rules = egress_of(Some(Egress::Allow(
+        egress.iter().map(|c| EgressRule::cidr(c, [])).collect(),
+    )));
     let blocks: Vec<_> = rules
         .iter()
         .flat_map(|r| r.to.iter().flatten())
         .filter_map(|p| p.ip_block.as_ref().map(|b| b.cidr.clone()))
         .collect();
-    assert_eq!(blocks, egress.unwrap());
-    assert_eq!(blocks.len(), cidrs);
+    assert_eq!(blocks, egress);
     let dns_rule = rules.last().unwrap();
     let peer = &dns_rule.to.as_ref().unwrap()[0];
     assert_eq!(
@@ -447,7 +510,6 @@ fn egress_rules(#[case] egress: Option<Vec<String>>, #[case] cidrs: usize, #[cas
             ("TCP".to_owned(), IntOrString::Int(53))
         ]
     );
-    assert!(dns);
 }
 
 #[test]

@@ -383,7 +383,10 @@ async fn specs_this_backend_cannot_honour_are_refused_before_anything_starts() {
     assert!(not_supported(&e), "{e}");
 
     let egress = McpServer {
-        egress: Some(vec!["10.0.0.0/8".into()]),
+        egress: Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
+            "10.0.0.0/8",
+            [],
+        )])),
         ..base.clone()
     };
     let e = o

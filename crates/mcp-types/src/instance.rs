@@ -204,6 +204,9 @@ pub struct InstanceStatus {
     /// When the last run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+    /// The effective egress policy and what enforces it, where the backend reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::EgressPosture>,
 }
 
 impl InstanceStatus {

@@ -1,6 +1,7 @@
 //! Plain data types and validation for orchestrating MCP servers: server specs, instances,
 //! statuses, logs, filters, pages and Kubernetes-facing configuration. No IO, no runtime.
 
+pub mod egress;
 pub mod events;
 pub mod exit;
 pub mod instance;
@@ -17,6 +18,7 @@ pub mod spec;
 pub mod validation;
 pub mod volume;
 
+pub use egress::{Egress, EgressPosture, EgressRule, METADATA_CIDRS};
 pub use events::{EventKind, InstanceEvent};
 pub use exit::{AfterExit, RunExit, exit_message, exit_reason};
 pub use instance::{Instance, InstanceId, InstanceStatus, Phase, reasons};
@@ -25,7 +27,7 @@ pub use list::{InstanceFilters, Page};
 pub use logs::{LogFilter, LogLine, LogOptions, LogStream, StreamSelector, TailBuffer};
 pub use names::{new_instance_name, persistent_volume_name};
 pub use quantity::{Quantity, QuantityError};
-pub use secret::{EnvValue, SecretKeyRef, SecretString};
+pub use secret::{EnvValue, SecretFile, SecretKeyRef, SecretString};
 pub use selector::{LabelSelector, Requirement};
 pub use spec::{
     AccessMode, DEFAULT_HTTP_PATH, GpuSpec, K8sResourceRequirements, MAX_METADATA_TOTAL_BYTES,

@@ -126,6 +126,45 @@ impl fmt::Debug for EnvValue {
     }
 }
 
+/// A secret mounted as a read-only file (mode 0400, owned by the server's user) rather than
+/// passed in the environment: its value appears in no container config, pod spec, state file or
+/// log.
+///
+/// `path` is where the server finds it: the container path on Docker and Kubernetes; on the
+/// process backend (no mount namespace) the file lives in the instance directory instead and
+/// only `env` tells the server where, so portable servers read the path from `env`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretFile {
+    /// Absolute path of the file inside the server (its directory need not exist).
+    pub path: String,
+    /// The secret key whose value the file holds.
+    pub secret_ref: SecretKeyRef,
+    /// An environment variable set to the file's path (the `_FILE` convention), if wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+impl SecretFile {
+    /// A file at `path` holding key `key` of secret `name`.
+    pub fn new(path: impl Into<String>, name: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            secret_ref: SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            },
+            env: None,
+        }
+    }
+
+    /// Also sets `var` to the file's path.
+    pub fn with_env(mut self, var: impl Into<String>) -> Self {
+        self.env = Some(var.into());
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

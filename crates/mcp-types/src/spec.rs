@@ -9,11 +9,12 @@ use std::fmt;
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::Egress;
 use crate::k8s::K8sSecurityContext;
 use crate::labels::RESERVED_LABEL_PREFIXES;
 use crate::names::{check_dns1123_label, check_dns1123_subdomain, check_label_key, check_labels};
 use crate::quantity::Quantity;
-use crate::secret::EnvValue;
+use crate::secret::{EnvValue, SecretFile};
 use crate::validation::{FieldError, ValidationErrors, garde_check};
 
 /// How a client speaks MCP to the server.
@@ -471,10 +472,15 @@ pub struct McpServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(dive)]
     pub security_context: Option<K8sSecurityContext>,
-    /// Egress allow-list as CIDRs; `None` allows all egress.
+    /// Where the server may connect ([`Egress`]); `None` takes the backend's configured
+    /// default ([`McpServer::effective_egress`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[garde(inner(custom(cidrs_rule)))]
-    pub egress: Option<Vec<String>>,
+    #[garde(skip)]
+    pub egress: Option<Egress>,
+    /// Secrets mounted as read-only files ([`SecretFile`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[garde(skip)]
+    pub secret_files: Vec<SecretFile>,
     /// Working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(inner(custom(absolute_path)))]
@@ -580,7 +586,67 @@ impl McpServer {
         if let Some(sc) = &self.security_context {
             sc.check("securityContext.", &mut errors);
         }
+        if let Some(egress) = &self.egress {
+            egress.check("egress", &mut errors);
+        }
+        self.check_secret_files(&mut errors);
         ValidationErrors::from_vec(errors).map_or(Ok(()), Err)
+    }
+
+    /// The egress policy this server runs with: its own, or `default` (the backend's configured
+    /// default) when it sets none.
+    pub fn effective_egress(&self, default: &Egress) -> Egress {
+        self.egress.clone().unwrap_or_else(|| default.clone())
+    }
+
+    fn check_secret_files(&self, errors: &mut Vec<FieldError>) {
+        let mut push = |path: String, message: String| errors.push(FieldError { path, message });
+        for (i, f) in self.secret_files.iter().enumerate() {
+            let at = format!("secretFiles[{i}]");
+            if let Err(e) = absolute_path(&f.path, &()) {
+                push(format!("{at}.path"), e.to_string());
+            } else if f.path.ends_with('/') {
+                push(
+                    format!("{at}.path"),
+                    format!("{:?} names a directory, not a file", f.path),
+                );
+            } else if self.secret_files[..i].iter().any(|o| o.path == f.path) {
+                push(format!("{at}.path"), format!("{:?} is used twice", f.path));
+            } else if let Some(v) = self.volumes.iter().find(|v| {
+                let m = v.mount_path.trim_end_matches('/');
+                f.path == m || f.path.starts_with(&format!("{m}/"))
+            }) {
+                push(
+                    format!("{at}.path"),
+                    format!(
+                        "{:?} lies in volume {:?} (mounted at {})",
+                        f.path, v.name, v.mount_path
+                    ),
+                );
+            }
+            if let Err(e) = crate::names::check_dns1123_subdomain(&f.secret_ref.name) {
+                push(format!("{at}.secretRef.name"), e);
+            }
+            if f.secret_ref.key.is_empty() {
+                push(format!("{at}.secretRef.key"), "must not be empty".into());
+            }
+            if let Some(var) = &f.env {
+                if let Err(e) = env_rule(&BTreeMap::from([(var.clone(), EnvValue::plain(""))]), &())
+                {
+                    push(format!("{at}.env"), e.to_string());
+                } else if self.env.contains_key(var) {
+                    push(format!("{at}.env"), format!("{var} is also set in env"));
+                } else if self.secret_files[..i]
+                    .iter()
+                    .any(|o| o.env.as_ref() == Some(var))
+                {
+                    push(
+                        format!("{at}.env"),
+                        format!("{var} is set by two secret files"),
+                    );
+                }
+            }
+        }
     }
 
     /// Whether the spec asks for storage (per-instance or persistent).
@@ -752,13 +818,6 @@ fn annotations_rule(annotations: &BTreeMap<String, String>, (): &()) -> garde::R
         .map_err(garde::Error::new)
 }
 
-fn cidrs_rule(cidrs: &[String], (): &()) -> garde::Result {
-    cidrs
-        .iter()
-        .try_for_each(|c| crate::net::check_cidr(c))
-        .map_err(garde::Error::new)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -823,8 +882,17 @@ mod tests {
     #[case(&spec_yaml("labels: { team: \"-x\" }\n"), "labels", "label value \"-x\": must start and end with a letter or digit")]
     #[case(&spec_yaml("env: { \"1X\": v }\n"), "env", "\"1X\" is not a valid variable name")]
     #[case(&spec_yaml("gpu: { count: 0 }\n"), "gpu.count", "lower than 1")]
-    #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress", "prefix length 33 is above 32")]
+    #[case(&spec_yaml("egress: [10.0.0.0/33]\n"), "egress.allow[0].cidr", "prefix length 33 is above 32")]
     #[case(&spec_yaml("securityContext: { runAsUser: 0 }\n"), "securityContext.runAsUser", "0 (root) is not allowed")]
+    #[case(&spec_yaml("egress: { allow: [ { host: 10.0.0.1 } ] }\n"), "egress.allow[0].host", "is an IP address")]
+    #[case(&spec_yaml("secretFiles: [{ path: token, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "must be an absolute path")]
+    #[case(&spec_yaml("secretFiles: [{ path: /run/s/, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "names a directory")]
+    #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: t } }, { path: /a, secretRef: { name: gh, key: u } }]\n"), "secretFiles[1].path", "is used twice")]
+    #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /data }]\nsecretFiles: [{ path: /data/t, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "lies in volume \"d\"")]
+    #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: Bad_Name, key: t } }]\n"), "secretFiles[0].secretRef.name", "")]
+    #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: \"\" } }]\n"), "secretFiles[0].secretRef.key", "must not be empty")]
+    #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: 1X }]\n"), "secretFiles[0].env", "not a valid variable name")]
+    #[case(&spec_yaml("env: { T_FILE: x }\nsecretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: T_FILE }]\n"), "secretFiles[0].env", "T_FILE is also set in env")]
     #[case("name: x\n", "image", "either image or command must be given")]
     #[case(&spec_yaml("resources: { limits: { memory: 1Ki } }\n"), "resources.limits.memory", "1Ki is below the smallest memory limit a server can start with (6Mi")]
     #[case(&spec_yaml("resources: { limits: { memory: 6291455 } }\n"), "resources.limits.memory", "(6Mi, Docker's minimum")]

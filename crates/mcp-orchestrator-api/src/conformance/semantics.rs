@@ -278,7 +278,12 @@ fn spec_using(
                 count: 1,
             });
         }
-        Capability::Egress => spec.egress = Some(vec!["10.0.0.0/8".into()]),
+        Capability::Egress => {
+            spec.egress = Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
+                "10.0.0.0/8",
+                [],
+            )]))
+        }
         Capability::PersistentVolumes => {
             let volume = mcp_types::VolumeSpec::new("keep", "16Mi", h.mount_path("keep"))
                 .map_err(|e| fail("spec_capabilities", format!("quantity 16Mi: {e}")))?;

@@ -93,7 +93,12 @@ async fn the_egress_allow_list_is_enforced() {
 
     let o = &kind.orchestrator;
     let client = |name: &str, egress: Vec<String>, attempts: [&str; 4]| McpServer {
-        egress: Some(egress),
+        egress: Some(mcp_types::Egress::Allow(
+            egress
+                .iter()
+                .map(|c| mcp_types::EgressRule::cidr(c, []))
+                .collect(),
+        )),
         restart_policy: RestartPolicy::Never,
         ..kind.probe_server(
             name,

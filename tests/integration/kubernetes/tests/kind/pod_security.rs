@@ -19,7 +19,10 @@ fn dry_run() -> PostParams {
 /// The server shapes of the generated examples: HTTP with egress, a volume, a GPU.
 fn shapes(kind: &Kind) -> Vec<McpServer> {
     let mut http = kind.http_server("psa-http", 8080);
-    http.egress = Some(vec!["203.0.113.0/24".into()]);
+    http.egress = Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
+        "203.0.113.0/24",
+        [],
+    )]));
     let volume = McpServer {
         volumes: vec![VolumeSpec {
             name: "data".into(),
