@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use garde::Validate;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::Egress;
 use crate::names::{check_dns1123_label, check_label_key, check_labels};
 use crate::validation::{FieldError, garde_check};
 
@@ -13,6 +14,8 @@ use crate::validation::{FieldError, garde_check};
 pub const DEFAULT_NAMESPACE: &str = "mcpctl";
 /// Default uid, gid and fsGroup of every server.
 pub const DEFAULT_UID: i64 = 1000;
+/// Default image of the per-namespace egress proxy (built from `crates/mcp-egress-proxy`).
+pub const DEFAULT_EGRESS_PROXY_IMAGE: &str = "mcp-egress-proxy:0.1.0";
 
 /// How the Kubernetes backend reaches its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
@@ -46,6 +49,41 @@ pub struct K8sConfig {
     #[serde(default = "yes")]
     #[garde(skip)]
     pub network_policies: bool,
+    /// Egress policy of servers whose spec sets none (`open` by default; `none` or an
+    /// allow-list possible).
+    #[serde(default)]
+    #[garde(custom(|v: &Egress, (): &()| garde_check(check_egress(v))))]
+    pub default_egress: Egress,
+    /// Image of the egress proxy the backend deploys per namespace for host-name rules.
+    #[serde(default = "default_egress_proxy_image")]
+    #[garde(custom(|v: &str, (): &()| garde_check(check_image(v))))]
+    pub egress_proxy_image: String,
+}
+
+fn default_egress_proxy_image() -> String {
+    DEFAULT_EGRESS_PROXY_IMAGE.to_owned()
+}
+
+/// Every problem of a configured egress policy, in one message naming the rule.
+fn check_egress(egress: &Egress) -> Result<(), String> {
+    let mut errors = Vec::new();
+    egress.check("", &mut errors);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path.trim_start_matches('.'), e.message))
+        .collect();
+    Err(messages.join("; "))
+}
+
+fn check_image(image: &str) -> Result<(), String> {
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        Err(format!("{image:?} is not an image reference"))
+    } else {
+        Ok(())
+    }
 }
 
 fn default_namespace() -> String {
@@ -66,6 +104,8 @@ impl Default for K8sConfig {
             service_account: None,
             pod_metadata: K8sPodMetadata::default(),
             network_policies: true,
+            default_egress: Egress::Open,
+            egress_proxy_image: default_egress_proxy_image(),
         }
     }
 }
@@ -142,5 +182,49 @@ impl K8sSecurityContext {
                     .into(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::EgressRule;
+    use crate::validation::ValidationErrors;
+
+    fn parse(yaml: &str) -> K8sConfig {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn egress_defaults_to_open_and_the_proxy_image_to_ours() {
+        let c = parse("namespace: team-a\n");
+        assert_eq!(c.default_egress, Egress::Open);
+        assert_eq!(c.egress_proxy_image, DEFAULT_EGRESS_PROXY_IMAGE);
+        assert_eq!(c, K8sConfig { namespace: "team-a".into(), ..K8sConfig::default() });
+        let c = parse("defaultEgress: none\negressProxyImage: registry.example/proxy:2\n");
+        assert_eq!(c.default_egress, Egress::None);
+        assert_eq!(c.egress_proxy_image, "registry.example/proxy:2");
+        let c = parse("defaultEgress: [10.0.0.0/8, pypi.org:443]\n");
+        assert_eq!(
+            c.default_egress,
+            Egress::Allow(vec![
+                EgressRule::cidr("10.0.0.0/8", []),
+                EgressRule::host("pypi.org", [443])
+            ])
+        );
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_bad_default_egress_or_image_names_the_field() {
+        let c = K8sConfig {
+            default_egress: Egress::Allow(vec![EgressRule::cidr("10.0.0.0/33", [])]),
+            egress_proxy_image: " ".into(),
+            ..K8sConfig::default()
+        };
+        let errors = ValidationErrors::from(c.validate().unwrap_err());
+        let text = errors.to_string();
+        assert!(text.contains("defaultEgress: allow[0].cidr:"), "{text}");
+        assert!(text.contains("egressProxyImage:"), "{text}");
     }
 }

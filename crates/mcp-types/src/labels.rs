@@ -34,6 +34,9 @@ pub const LOCAL_PROXY: &str = "local-proxy";
 pub const VOLUME: &str = "mcpctl.io/volume";
 /// `"true"` on a persistent volume (one per server, kept when instances stop).
 pub const PERSISTENT: &str = "mcpctl.io/persistent";
+/// The instance's effective egress policy as JSON (an annotation on Kubernetes, where the
+/// egress proxy reads it from the pod).
+pub const EGRESS: &str = "mcpctl.io/egress";
 /// Prefixes users may not set themselves.
 pub const RESERVED_LABEL_PREFIXES: &[&str] = &["mcpctl.io/", "app.kubernetes.io/"];
 
