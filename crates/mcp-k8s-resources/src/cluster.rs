@@ -10,6 +10,8 @@ use mcp_types::ValidationErrors;
 use mcp_types::labels::{APP_MANAGED_BY, MANAGED_BY_VALUE};
 use mcp_types::names::{check_dns1123_label, check_dns1123_subdomain};
 
+use crate::EGRESS_PROXY_NAME;
+
 /// One RBAC rule of the backend's Role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleRule {
@@ -19,21 +21,27 @@ pub struct RoleRule {
     pub resource: &'static str,
     /// Allowed verbs.
     pub verbs: &'static [&'static str],
+    /// The only objects the rule applies to (all of the resource when empty). RBAC cannot
+    /// restrict `create` or `list` by name, so such rules come in pairs: `create` for all,
+    /// the other verbs for the named objects.
+    pub resource_names: &'static [&'static str],
 }
 
 /// Exactly what the Kubernetes backend does: manage pods (read their logs, attach to a stdio
-/// server's stdin/stdout), and the NetworkPolicies, PersistentVolumeClaims and Services created
-/// with them.
+/// server's stdin/stdout), the NetworkPolicies, PersistentVolumeClaims and Services created
+/// with them, and the namespace's egress proxy.
 const BACKEND_RULES: &[RoleRule] = &[
     RoleRule {
         api_group: "",
         resource: "pods",
         verbs: &["create", "get", "list", "watch", "delete"],
+        resource_names: &[],
     },
     RoleRule {
         api_group: "",
         resource: "pods/log",
         verbs: &["get"],
+        resource_names: &[],
     },
     // `attach_stdio`: kube attaches over a WebSocket, an HTTP GET upgrade. The apiserver
     // authorizes that GET as `get` on pods/attach, and since Kubernetes 1.35
@@ -43,26 +51,85 @@ const BACKEND_RULES: &[RoleRule] = &[
         api_group: "",
         resource: "pods/attach",
         verbs: &["create", "get"],
+        resource_names: &[],
     },
     RoleRule {
         api_group: "networking.k8s.io",
         resource: "networkpolicies",
         // `patch`: the pod becomes its owner once it exists (see mcp-k8s `lifecycle`).
         verbs: &["create", "get", "list", "patch", "delete"],
+        resource_names: &[],
     },
     RoleRule {
         api_group: "",
         resource: "persistentvolumeclaims",
         verbs: &["create", "get", "list", "patch", "delete"],
+        resource_names: &[],
     },
     RoleRule {
         api_group: "",
         resource: "services",
         verbs: &["create", "get", "list", "delete"],
+        resource_names: &[],
+    },
+    // The namespace's egress proxy (`build_egress_proxy`): created when a start needs it and
+    // missing, removed by `collect_garbage` when no instance needs it. Its Service and
+    // NetworkPolicy fall under the rules above. Reading and deleting is limited to the proxy's
+    // own objects, so the backend can neither read nor remove other Roles or bindings (its
+    // own included). Creating the proxy's Role (`get` on pods) and RoleBinding needs no
+    // `escalate` or `bind`: the backend holds that permission itself.
+    RoleRule {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["create"],
+        resource_names: &[],
+    },
+    RoleRule {
+        api_group: "apps",
+        resource: "deployments",
+        verbs: &["get", "delete"],
+        resource_names: &[EGRESS_PROXY_NAME],
+    },
+    RoleRule {
+        api_group: "",
+        resource: "serviceaccounts",
+        verbs: &["create"],
+        resource_names: &[],
+    },
+    RoleRule {
+        api_group: "",
+        resource: "serviceaccounts",
+        verbs: &["get", "delete"],
+        resource_names: &[EGRESS_PROXY_NAME],
+    },
+    RoleRule {
+        api_group: "rbac.authorization.k8s.io",
+        resource: "roles",
+        verbs: &["create"],
+        resource_names: &[],
+    },
+    RoleRule {
+        api_group: "rbac.authorization.k8s.io",
+        resource: "roles",
+        verbs: &["get", "delete"],
+        resource_names: &[EGRESS_PROXY_NAME],
+    },
+    RoleRule {
+        api_group: "rbac.authorization.k8s.io",
+        resource: "rolebindings",
+        verbs: &["create"],
+        resource_names: &[],
+    },
+    RoleRule {
+        api_group: "rbac.authorization.k8s.io",
+        resource: "rolebindings",
+        verbs: &["get", "delete"],
+        resource_names: &[EGRESS_PROXY_NAME],
     },
 ];
 
-/// The rules of the backend's Role, one per resource.
+/// The rules of the backend's Role: one per resource, two where reading and deleting are
+/// limited to named objects.
 pub fn backend_role_rules() -> &'static [RoleRule] {
     BACKEND_RULES
 }
@@ -148,6 +215,8 @@ pub fn build_rbac(namespace: &str, name: &str) -> Result<RbacResources, Validati
             api_groups: Some(vec![r.api_group.to_owned()]),
             resources: Some(vec![r.resource.to_owned()]),
             verbs: r.verbs.iter().map(|v| (*v).to_owned()).collect(),
+            resource_names: (!r.resource_names.is_empty())
+                .then(|| r.resource_names.iter().map(|n| (*n).to_owned()).collect()),
             ..PolicyRule::default()
         })
         .collect();

@@ -5,7 +5,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use mcp_types::{InstanceId, McpServer, ValidationErrors};
 
 use crate::meta::Checked;
-use crate::{BuildOptions, Manifest, network_policy, pod, service, storage};
+use crate::{
+    BuildOptions, EgressProxyResources, Manifest, build_egress_proxy, network_policy, pod, service,
+    storage,
+};
 
 /// The objects of one instance. Each carries the instance's labels, so
 /// [`crate::names::instance_selector`] finds them all.
@@ -23,19 +26,29 @@ pub struct InstanceResources {
     pub persistent_pvcs: Vec<PersistentVolumeClaim>,
     /// The ClusterIP Service of HTTP transports.
     pub service: Option<Service>,
+    /// The namespace's egress proxy, when the effective egress policy names hosts: shared by
+    /// every such instance of the namespace, created when missing (an existing one is used as
+    /// it is) and never removed with an instance.
+    pub egress_proxy: Option<EgressProxyResources>,
 }
 
 impl InstanceResources {
-    /// The objects in the order to create them: claims and policy before the pod that uses
-    /// them, so the pod never runs unisolated or waits on a missing claim.
+    /// The objects in the order to create them: the egress proxy first, then claims and policy
+    /// before the pod that uses them, so the pod never runs unisolated or waits on a missing
+    /// claim.
     pub fn manifests(&self) -> Vec<Manifest> {
         let mut out: Vec<Manifest> = self
-            .persistent_pvcs
-            .iter()
-            .chain(&self.pvcs)
-            .cloned()
-            .map(Manifest::from)
-            .collect();
+            .egress_proxy
+            .as_ref()
+            .map(EgressProxyResources::manifests)
+            .unwrap_or_default();
+        out.extend(
+            self.persistent_pvcs
+                .iter()
+                .chain(&self.pvcs)
+                .cloned()
+                .map(Manifest::from),
+        );
         out.extend(self.network_policy.clone().map(Manifest::from));
         out.extend(self.service.clone().map(Manifest::from));
         out.push(Manifest::from(self.pod.clone()));
@@ -63,5 +76,10 @@ pub fn build_instance(
         pvcs: storage::pvcs(c),
         persistent_pvcs: storage::persistent_pvcs(c),
         service: service::service(c),
+        egress_proxy: if c.egress().needs_proxy() {
+            Some(build_egress_proxy(opts)?)
+        } else {
+            None
+        },
     })
 }

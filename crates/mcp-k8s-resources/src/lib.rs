@@ -6,12 +6,16 @@
 //! snapshot-tested, rendered to YAML by [`to_yaml`], or sent to a cluster by a backend.
 //!
 //! The entry point for one instance is [`build_instance`]; cluster-level objects (the namespace
-//! and the backend's own RBAC) come from [`build_namespace`] and [`build_rbac`].
+//! and the backend's own RBAC) come from [`build_namespace`] and [`build_rbac`], and the
+//! namespace's egress proxy (shared by the instances whose egress policy names hosts) from
+//! [`build_egress_proxy`].
 //!
 //! Every object an instance owns carries the label [`mcp_types::labels::INSTANCE`], so a backend
 //! removes them all with the selector from [`names::instance_selector`].
 
 mod cluster;
+mod egress;
+mod egress_proxy;
 mod instance;
 mod meta;
 pub mod names;
@@ -24,6 +28,14 @@ mod yaml;
 
 pub use cluster::{
     RbacResources, RoleRule, backend_role_rules, build_namespace, build_rbac, pod_security_labels,
+};
+pub use egress::{
+    EGRESS_PROXY_CLIENT_LABEL, EGRESS_PROXY_NAME, EGRESS_PROXY_PORT, EGRESS_PROXY_PORT_NAME,
+    PROXY_ENV_NAMES, egress_annotation, no_proxy, proxy_url,
+};
+pub use egress_proxy::{
+    EGRESS_PROXY_COMPONENT, EGRESS_PROXY_CONTAINER, EgressProxyResources, build_egress_proxy,
+    proxy_selector,
 };
 pub use instance::{InstanceResources, build_instance};
 pub use network_policy::build_network_policy;

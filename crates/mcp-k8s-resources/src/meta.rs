@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mcp_types::labels::{CREATED_AT, instance_labels};
 use mcp_types::names::check_dns1123_label;
-use mcp_types::{FieldError, InstanceId, McpServer, ValidationErrors};
+use mcp_types::{Egress, FieldError, InstanceId, McpServer, ValidationErrors};
 
 use crate::BuildOptions;
 
@@ -37,16 +37,11 @@ impl<'a> Checked<'a> {
             });
         }
         opts.check(&mut errors);
-        for (i, rule) in spec.egress.iter().flat_map(|e| e.rules()).enumerate() {
-            if rule.host.is_some() {
-                errors.push(FieldError {
-                    path: format!("egress.allow[{i}].host"),
-                    message: "host-name rules need the egress proxy, which this backend does not \
-                              deploy yet: use cidr rules"
-                        .into(),
-                });
-            }
-        }
+        crate::egress::check_env(
+            spec,
+            &spec.effective_egress(&opts.default_egress),
+            &mut errors,
+        );
         match ValidationErrors::from_vec(errors) {
             Some(e) => Err(e),
             None => Ok(Self {
@@ -55,6 +50,11 @@ impl<'a> Checked<'a> {
                 opts,
             }),
         }
+    }
+
+    /// The instance's effective egress policy: the spec's, or the configured default.
+    pub(crate) fn egress(&self) -> Egress {
+        self.spec.effective_egress(&self.opts.default_egress)
     }
 
     /// The labels of every object the instance owns: the `mcpctl.io/*` and

@@ -1,4 +1,12 @@
-//! The instance's NetworkPolicy: ingress only from local proxies, egress to an allow-list + DNS.
+//! The instance's NetworkPolicy: ingress only from local proxies, egress as its policy says.
+//!
+//! | effective egress        | egress rules                                                        |
+//! |-------------------------|---------------------------------------------------------------------|
+//! | `none`                  | none (policy type Egress with no rule: nothing leaves)              |
+//! | `open`                  | `0.0.0.0/0` and `::/0`, each excepting the metadata ranges           |
+//! | CIDR rules              | the CIDRs, one rule per distinct port list, + DNS to kube-dns        |
+//! | host-name rules         | the egress proxy's pods on 3128 + DNS (to resolve the proxy's name) |
+//! | both                    | both sets                                                           |
 
 use std::collections::BTreeMap;
 
@@ -11,6 +19,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mcp_types::labels::{COMPONENT, LOCAL_PROXY};
 use mcp_types::{Egress, InstanceId, METADATA_CIDRS, McpServer, ValidationErrors};
 
+use crate::egress::EGRESS_PROXY_PORT;
+use crate::egress_proxy::proxy_selector;
+
 use crate::meta::Checked;
 use crate::names::network_policy_name;
 use crate::{BuildOptions, DNS_NAMESPACE, DNS_POD_LABEL, NAMESPACE_NAME_LABEL};
@@ -18,8 +29,8 @@ use crate::{BuildOptions, DNS_NAMESPACE, DNS_POD_LABEL, NAMESPACE_NAME_LABEL};
 /// Builds the NetworkPolicy isolating instance `instance` of `spec`.
 ///
 /// Ingress is allowed only from pods labelled `mcpctl.io/component: local-proxy` in the same
-/// namespace, and only on the server port for HTTP transports. Egress is allowed to the spec's
-/// `egress` CIDRs plus DNS (UDP and TCP 53) to kube-dns, or everywhere when `egress` is `None`.
+/// namespace, and only on the server port for HTTP transports. Egress follows the effective
+/// policy (the spec's, or [`BuildOptions::default_egress`]) as the module's table says.
 ///
 /// # Errors
 /// As [`crate::build_pod`].
@@ -43,7 +54,7 @@ pub(crate) fn network_policy(c: Checked<'_>) -> NetworkPolicy {
             .filter(|_| spec.transport.is_http())
             .map(|p| vec![port("TCP", i32::from(p))]),
     };
-    let egress = egress_rules(&spec.effective_egress(&Egress::Open));
+    let egress = egress_rules(&c.egress());
     NetworkPolicy {
         metadata: c.object_meta(network_policy_name(c.instance)),
         spec: Some(NetworkPolicySpec {
@@ -58,31 +69,11 @@ pub(crate) fn network_policy(c: Checked<'_>) -> NetworkPolicy {
     }
 }
 
-/// The egress rules for `egress`: none at all for `none`; everything outside the metadata
-/// ranges for `open`; the CIDR rules (grouped by their ports) plus DNS to kube-dns for an
-/// allow-list.
+/// The egress rules for `egress`, as the module's table says.
 fn egress_rules(egress: &Egress) -> Vec<NetworkPolicyEgressRule> {
     match egress {
         Egress::None => Vec::new(),
-        Egress::Open => {
-            let block = |cidr: &str, family_v4: bool| NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: cidr.to_owned(),
-                    except: Some(
-                        METADATA_CIDRS
-                            .iter()
-                            .filter(|m| m.contains(':') != family_v4)
-                            .map(|m| (*m).to_owned())
-                            .collect(),
-                    ),
-                }),
-                ..NetworkPolicyPeer::default()
-            };
-            vec![NetworkPolicyEgressRule {
-                to: Some(vec![block("0.0.0.0/0", true), block("::/0", false)]),
-                ports: None,
-            }]
-        }
+        Egress::Open => vec![open_rule()],
         Egress::Allow(_) => {
             // One rule per distinct port list, so that ports of one CIDR do not open another.
             let mut by_ports: BTreeMap<Vec<u16>, Vec<NetworkPolicyPeer>> = BTreeMap::new();
@@ -105,7 +96,20 @@ fn egress_rules(egress: &Egress) -> Vec<NetworkPolicyEgressRule> {
                         .then(|| ports.iter().map(|p| port("TCP", i32::from(*p))).collect()),
                 })
                 .collect();
-            if egress.needs_dns() {
+            if egress.needs_proxy() {
+                rules.push(NetworkPolicyEgressRule {
+                    to: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(proxy_selector()),
+                            match_expressions: None,
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(vec![port("TCP", i32::from(EGRESS_PROXY_PORT))]),
+                });
+            }
+            // The proxy's Service name needs resolving too.
+            if egress.needs_dns() || egress.needs_proxy() {
                 rules.push(dns_rule());
             }
             rules
@@ -113,8 +117,30 @@ fn egress_rules(egress: &Egress) -> Vec<NetworkPolicyEgressRule> {
     }
 }
 
+/// Everywhere outside the metadata ranges: `0.0.0.0/0` and `::/0`, each excepting the
+/// [`METADATA_CIDRS`] of its family (an `except` must lie inside its `cidr`).
+pub(crate) fn open_rule() -> NetworkPolicyEgressRule {
+    let block = |cidr: &str, family_v4: bool| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.to_owned(),
+            except: Some(
+                METADATA_CIDRS
+                    .iter()
+                    .filter(|m| m.contains(':') != family_v4)
+                    .map(|m| (*m).to_owned())
+                    .collect(),
+            ),
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicyEgressRule {
+        to: Some(vec![block("0.0.0.0/0", true), block("::/0", false)]),
+        ports: None,
+    }
+}
+
 /// Name resolution keeps working under an allow-list: UDP and TCP 53 to the kube-dns pods.
-fn dns_rule() -> NetworkPolicyEgressRule {
+pub(crate) fn dns_rule() -> NetworkPolicyEgressRule {
     NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(match_labels([(NAMESPACE_NAME_LABEL, DNS_NAMESPACE)])),
@@ -125,7 +151,7 @@ fn dns_rule() -> NetworkPolicyEgressRule {
     }
 }
 
-fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
+pub(crate) fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         protocol: Some(protocol.to_owned()),
         port: Some(IntOrString::Int(port)),
@@ -133,7 +159,7 @@ fn port(protocol: &str, port: i32) -> NetworkPolicyPort {
     }
 }
 
-fn match_labels<const N: usize>(pairs: [(&str, &str); N]) -> LabelSelector {
+pub(crate) fn match_labels<const N: usize>(pairs: [(&str, &str); N]) -> LabelSelector {
     LabelSelector {
         match_labels: Some(
             pairs

@@ -1,9 +1,10 @@
 //! Inputs to the builders besides the spec: namespace, creation time and cluster settings.
 
+use mcp_types::k8s::DEFAULT_EGRESS_PROXY_IMAGE;
 use mcp_types::names::{
     check_dns1123_label, check_dns1123_subdomain, check_label_key, check_labels,
 };
-use mcp_types::{FieldError, K8sConfig, K8sPodMetadata, Timestamp};
+use mcp_types::{Egress, FieldError, K8sConfig, K8sPodMetadata, Timestamp};
 
 /// Everything a builder needs besides the spec and the instance id.
 ///
@@ -19,8 +20,13 @@ pub struct BuildOptions {
     pub service_account: Option<String>,
     /// Extra labels and annotations for every pod (the spec's own labels win on conflict).
     pub pod_metadata: K8sPodMetadata,
-    /// Whether [`crate::build_instance`] produces a NetworkPolicy.
+    /// Whether [`crate::build_instance`] produces NetworkPolicies (the instance's, and the
+    /// egress proxy's).
     pub network_policy: bool,
+    /// The egress policy of specs that set none.
+    pub default_egress: Egress,
+    /// The image of the per-namespace egress proxy ([`crate::build_egress_proxy`]).
+    pub egress_proxy_image: String,
 }
 
 impl BuildOptions {
@@ -32,6 +38,8 @@ impl BuildOptions {
             service_account: None,
             pod_metadata: K8sPodMetadata::default(),
             network_policy: true,
+            default_egress: Egress::Open,
+            egress_proxy_image: DEFAULT_EGRESS_PROXY_IMAGE.to_owned(),
         }
     }
 
@@ -43,6 +51,8 @@ impl BuildOptions {
             service_account: config.service_account.clone(),
             pod_metadata: config.pod_metadata.clone(),
             network_policy: config.network_policies,
+            default_egress: config.default_egress.clone(),
+            egress_proxy_image: config.egress_proxy_image.clone(),
         }
     }
 
@@ -55,6 +65,7 @@ impl BuildOptions {
 
     /// Appends a [`FieldError`] (paths under `options.`) for each invalid field.
     pub(crate) fn check(&self, errors: &mut Vec<FieldError>) {
+        self.default_egress.check("options.defaultEgress", errors);
         let mut push = |path: &str, r: Result<(), String>| {
             if let Err(message) = r {
                 errors.push(FieldError {
@@ -78,6 +89,19 @@ impl BuildOptions {
                 .keys()
                 .try_for_each(|k| check_label_key(k)),
         );
+        push(
+            "egressProxyImage",
+            if self.egress_proxy_image.trim().is_empty()
+                || self.egress_proxy_image.chars().any(char::is_whitespace)
+            {
+                Err(format!(
+                    "{:?} is not an image reference",
+                    self.egress_proxy_image
+                ))
+            } else {
+                Ok(())
+            },
+        );
     }
 }
 
@@ -91,10 +115,14 @@ mod tests {
             namespace: "team-a".into(),
             service_account: Some("runner".into()),
             network_policies: false,
+            default_egress: Egress::None,
+            egress_proxy_image: "registry.example/proxy:2".into(),
             ..K8sConfig::default()
         };
         let o = BuildOptions::from_config(&config, Timestamp::UNIX_EPOCH);
         assert_eq!(o.namespace, "team-a");
+        assert_eq!(o.default_egress, Egress::None);
+        assert_eq!(o.egress_proxy_image, "registry.example/proxy:2");
         assert_eq!(o.service_account_name(), "runner");
         assert!(!o.network_policy);
         assert_eq!(
@@ -109,16 +137,20 @@ mod tests {
         o.service_account = Some("no/slash".into());
         o.pod_metadata.labels.insert("ok".into(), "-bad".into());
         o.pod_metadata.annotations.insert("a b".into(), "v".into());
+        o.default_egress = Egress::Allow(Vec::new());
+        o.egress_proxy_image = String::new();
         let mut errors = Vec::new();
         o.check(&mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
             [
+                "options.defaultEgress.allow",
                 "options.namespace",
                 "options.serviceAccount",
                 "options.podMetadata.labels",
-                "options.podMetadata.annotations"
+                "options.podMetadata.annotations",
+                "options.egressProxyImage"
             ]
         );
     }

@@ -57,7 +57,7 @@ pub(crate) fn pod(c: Checked<'_>) -> Pod {
     meta.labels = Some(labels);
     meta.annotations = Some(annotations);
 
-    Pod {
+    let mut pod = Pod {
         metadata: meta,
         spec: Some(PodSpec {
             containers: vec![container(spec, &security)],
@@ -86,7 +86,9 @@ pub(crate) fn pod(c: Checked<'_>) -> Pod {
             ..PodSpec::default()
         }),
         status: None,
-    }
+    };
+    crate::egress::decorate_pod(c, &mut pod);
+    pod
 }
 
 fn container(spec: &McpServer, security: &K8sSecurityContext) -> Container {

@@ -1,5 +1,6 @@
 //! Rendering objects as a multi-document YAML stream (what `kubectl apply -f` reads).
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -28,6 +29,8 @@ pub enum Manifest {
     Service(Service),
     /// A Pod.
     Pod(Pod),
+    /// A Deployment (the egress proxy).
+    Deployment(Deployment),
 }
 
 macro_rules! manifest_from {
@@ -48,7 +51,8 @@ manifest_from!(
     PersistentVolumeClaim,
     NetworkPolicy,
     Service,
-    Pod
+    Pod,
+    Deployment
 );
 
 impl From<InstanceResources> for Vec<Manifest> {

@@ -832,47 +832,83 @@ fn rbac_grants_exactly_the_backend_verbs() {
                 (
                     r.api_groups.clone().unwrap()[0].clone(),
                     r.resources.clone().unwrap()[0].clone(),
+                    r.resource_names.clone().unwrap_or_default(),
                 ),
                 r.verbs.clone(),
             )
         })
         .collect();
+    let proxy = || vec!["mcp-egress-proxy".to_owned()];
     let want: BTreeMap<_, _> = [
         (
             "",
             "pods",
+            vec![],
             &["create", "get", "list", "watch", "delete"][..],
         ),
-        ("", "pods/log", &["get"][..]),
-        ("", "pods/attach", &["create", "get"][..]),
+        ("", "pods/log", vec![], &["get"][..]),
+        ("", "pods/attach", vec![], &["create", "get"][..]),
         (
             "networking.k8s.io",
             "networkpolicies",
+            vec![],
             // `patch`: the pod becomes the owner of what was created before it.
             &["create", "get", "list", "patch", "delete"][..],
         ),
         (
             "",
             "persistentvolumeclaims",
+            vec![],
             &["create", "get", "list", "patch", "delete"][..],
         ),
-        ("", "services", &["create", "get", "list", "delete"][..]),
+        (
+            "",
+            "services",
+            vec![],
+            &["create", "get", "list", "delete"][..],
+        ),
+        // The egress proxy: create anything (RBAC cannot restrict create by name), read and
+        // delete only the proxy's objects.
+        ("apps", "deployments", vec![], &["create"][..]),
+        ("apps", "deployments", proxy(), &["get", "delete"][..]),
+        ("", "serviceaccounts", vec![], &["create"][..]),
+        ("", "serviceaccounts", proxy(), &["get", "delete"][..]),
+        (
+            "rbac.authorization.k8s.io",
+            "roles",
+            vec![],
+            &["create"][..],
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "roles",
+            proxy(),
+            &["get", "delete"][..],
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            vec![],
+            &["create"][..],
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            proxy(),
+            &["get", "delete"][..],
+        ),
     ]
     .into_iter()
-    .map(|(g, r, v)| {
+    .map(|(g, r, names, v)| {
         (
-            (g.to_owned(), r.to_owned()),
+            (g.to_owned(), r.to_owned(), names),
             v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         )
     })
     .collect();
     assert_eq!(got, want);
     assert_eq!(backend_role_rules().len(), want.len());
-    assert!(
-        rules
-            .iter()
-            .all(|r| r.resource_names.is_none() && r.non_resource_urls.is_none())
-    );
+    assert!(rules.iter().all(|r| r.non_resource_urls.is_none()));
     let rb = rbac.role_binding;
     assert_eq!(
         (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),

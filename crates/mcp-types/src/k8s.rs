@@ -200,7 +200,13 @@ mod tests {
         let c = parse("namespace: team-a\n");
         assert_eq!(c.default_egress, Egress::Open);
         assert_eq!(c.egress_proxy_image, DEFAULT_EGRESS_PROXY_IMAGE);
-        assert_eq!(c, K8sConfig { namespace: "team-a".into(), ..K8sConfig::default() });
+        assert_eq!(
+            c,
+            K8sConfig {
+                namespace: "team-a".into(),
+                ..K8sConfig::default()
+            }
+        );
         let c = parse("defaultEgress: none\negressProxyImage: registry.example/proxy:2\n");
         assert_eq!(c.default_egress, Egress::None);
         assert_eq!(c.egress_proxy_image, "registry.example/proxy:2");
