@@ -254,15 +254,30 @@ async fn api_versions() -> Response {
     }))
 }
 
+/// The named groups of the served kinds, each at v1.
+fn served_groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = ResourceKind::ALL
+        .into_iter()
+        .map(ResourceKind::group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
 async fn api_groups() -> Response {
+    let groups: Vec<Value> = served_groups()
+        .into_iter()
+        .map(|name| {
+            let version = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+            json!({"name": name, "versions": [version.clone()], "preferredVersion": version})
+        })
+        .collect();
     ok_json(&json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [{
-            "name": "networking.k8s.io",
-            "versions": [{"groupVersion": "networking.k8s.io/v1", "version": "v1"}],
-            "preferredVersion": {"groupVersion": "networking.k8s.io/v1", "version": "v1"},
-        }],
+        "groups": groups,
     }))
 }
 
@@ -271,7 +286,7 @@ async fn resource_list(
 ) -> ApiResult {
     let group = path.get("group").map(String::as_str).unwrap_or_default();
     let version = path.get("version").map(String::as_str).unwrap_or_default();
-    if version != "v1" || !(group.is_empty() || group == "networking.k8s.io") {
+    if version != "v1" || !(group.is_empty() || served_groups().contains(&group)) {
         return Err(ApiError::unknown_path());
     }
     let verbs = json!([

@@ -24,11 +24,17 @@ pub enum ResourceKind {
     ResourceQuota,
     /// Core v1 `limitranges` (container defaults and bounds applied on pod creation).
     LimitRange,
+    /// `apps/v1` `deployments` (stored, defaulted and validated; no controller runs them).
+    Deployment,
+    /// `rbac.authorization.k8s.io/v1` `roles` (stored and validated; nothing is authorized).
+    Role,
+    /// `rbac.authorization.k8s.io/v1` `rolebindings`.
+    RoleBinding,
 }
 
 impl ResourceKind {
     /// Every served kind.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::Pod,
         Self::Service,
         Self::PersistentVolumeClaim,
@@ -37,6 +43,9 @@ impl ResourceKind {
         Self::ServiceAccount,
         Self::ResourceQuota,
         Self::LimitRange,
+        Self::Deployment,
+        Self::Role,
+        Self::RoleBinding,
     ];
 
     /// The plural resource name used in URLs.
@@ -50,6 +59,9 @@ impl ResourceKind {
             Self::ServiceAccount => "serviceaccounts",
             Self::ResourceQuota => "resourcequotas",
             Self::LimitRange => "limitranges",
+            Self::Deployment => "deployments",
+            Self::Role => "roles",
+            Self::RoleBinding => "rolebindings",
         }
     }
 
@@ -64,6 +76,9 @@ impl ResourceKind {
             Self::ServiceAccount => "ServiceAccount",
             Self::ResourceQuota => "ResourceQuota",
             Self::LimitRange => "LimitRange",
+            Self::Deployment => "Deployment",
+            Self::Role => "Role",
+            Self::RoleBinding => "RoleBinding",
         }
     }
 
@@ -71,15 +86,19 @@ impl ResourceKind {
     pub fn group(self) -> &'static str {
         match self {
             Self::NetworkPolicy => "networking.k8s.io",
+            Self::Deployment => "apps",
+            Self::Role | Self::RoleBinding => "rbac.authorization.k8s.io",
             _ => "",
         }
     }
 
     /// The `apiVersion` of objects of this kind.
     pub fn api_version(self) -> &'static str {
-        match self {
-            Self::NetworkPolicy => "networking.k8s.io/v1",
-            _ => "v1",
+        match self.group() {
+            "" => "v1",
+            "networking.k8s.io" => "networking.k8s.io/v1",
+            "apps" => "apps/v1",
+            _ => "rbac.authorization.k8s.io/v1",
         }
     }
 
@@ -162,7 +181,10 @@ impl ResourceKind {
             | Self::NetworkPolicy
             | Self::ServiceAccount
             | Self::ResourceQuota
-            | Self::LimitRange => &["metadata.name", "metadata.namespace"],
+            | Self::LimitRange
+            | Self::Deployment
+            | Self::Role
+            | Self::RoleBinding => &["metadata.name", "metadata.namespace"],
         }
     }
 
@@ -180,6 +202,8 @@ impl ResourceKind {
     pub(crate) fn validate_name(self, name: &str) -> Result<(), String> {
         match self {
             Self::Service => names::dns1035_label(name),
+            // RBAC objects only need to be one URL path segment (`minimalNameRequirements`).
+            Self::Role | Self::RoleBinding => names::path_segment_name(name),
             _ => names::dns1123_subdomain(name),
         }
     }

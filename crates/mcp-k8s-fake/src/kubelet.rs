@@ -64,6 +64,10 @@ impl Default for KubeletTimings {
     }
 }
 
+/// The first two octets of pod IPs unless [`crate::FakeKubeOptions::pod_network`] says
+/// otherwise (kind's and kubeadm's usual pod CIDR, 10.244.0.0/16).
+pub const DEFAULT_POD_NETWORK: [u8; 2] = [10, 244];
+
 /// What the API tells a pod's task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum PodSignal {
@@ -90,6 +94,8 @@ pub(crate) struct Kubelet {
     pods: Mutex<HashMap<String, watch::Sender<PodSignal>>>,
     runtimes: Mutex<HashMap<String, Arc<PodRuntime>>>,
     next_ip: AtomicU32,
+    /// The first two octets of every pod IP.
+    pod_network: [u8; 2],
     programs: Arc<Programs>,
     hubs: Arc<StdioHubs>,
     /// The data of mounted volumes (see `volume_data`).
@@ -116,10 +122,17 @@ impl Kubelet {
             pods: Mutex::new(HashMap::new()),
             runtimes: Mutex::new(HashMap::new()),
             next_ip: AtomicU32::new(0),
+            pod_network: DEFAULT_POD_NETWORK,
             programs,
             hubs: Arc::new(StdioHubs::default()),
             volume_data: VolumeData::default(),
         }
+    }
+
+    /// Pod IPs in `<a>.<b>.0.0/16` instead of [`DEFAULT_POD_NETWORK`].
+    pub(crate) fn with_pod_network(mut self, network: [u8; 2]) -> Self {
+        self.pod_network = network;
+        self
     }
 
     /// The stdio hubs of containers that run real programs (for attach).
@@ -156,7 +169,13 @@ impl Kubelet {
             ObjectKey::new(ResourceKind::Pod, &namespace, &name),
             uid.clone(),
             &pod,
-            format!("10.244.{}.{}", (ip / 250) % 250, ip % 250 + 2),
+            format!(
+                "{}.{}.{}.{}",
+                self.pod_network[0],
+                self.pod_network[1],
+                (ip / 250) % 250,
+                ip % 250 + 2
+            ),
         ));
         self.runtimes().insert(uid.clone(), Arc::clone(&runtime));
         let kubelet = Arc::clone(self);

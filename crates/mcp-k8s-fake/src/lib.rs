@@ -2,8 +2,8 @@
 //!
 //! [`FakeKubeServer`] serves the Kubernetes REST API over HTTP on `127.0.0.1` (an OS-chosen
 //! port), so a real [`kube::Client`] talks to it exactly as to a cluster. It keeps pods,
-//! services, persistentvolumeclaims, networkpolicies, secrets, serviceaccounts, resourcequotas and
-//! limitranges with the apiserver's metadata handling
+//! services, persistentvolumeclaims, networkpolicies, secrets, serviceaccounts, resourcequotas,
+//! limitranges, deployments, roles and rolebindings with the apiserver's metadata handling
 //! (generateName, uid, a global resourceVersion, 409/404/410/422 `Status` errors), lists with
 //! label/field selectors and consistent `limit`/`continue` pagination, watches, graceful pod
 //! deletion, the pod `log` subresource and the pod `attach` subresource over WebSocket. A
@@ -31,7 +31,11 @@
 //! - Names: DNS-1123 subdomains (services: DNS-1035 labels); `generateName` appends 5 random
 //!   characters. Labels, annotation keys and a useful subset of each kind's spec are validated
 //!   (422 `Invalid` with `details.causes`); pods, services and claims get the apiserver's
-//!   defaults (restart policy, grace period, cluster IP, bound claim, ...).
+//!   defaults (restart policy, grace period, cluster IP, bound claim, ...). NetworkPolicy
+//!   `ipBlock`s are checked strictly (a CIDR in network form, each `except` a strict subset of
+//!   its `cidr`); Deployments get the `apps/v1` defaults and `ValidateDeployment`'s checks (the
+//!   selector matching the template, the template's pod spec); Roles and RoleBindings
+//!   `ValidateRole`/`ValidateRoleBinding`'s (see `networking`, `workloads`, `rbac`).
 //! - Lists are ordered by name (by namespace/name across namespaces). A continue token reads the
 //!   snapshot of the first page; `remainingItemCount` is set when no selector is used, like an
 //!   etcd-backed list. A token older than the last compaction answers 410 `Expired`; the
@@ -122,7 +126,9 @@
 //! answered 400 like a request without an upgrade), TTYs (`tty=true` is refused with 400), the
 //! legacy `channel.k8s.io` and base64 subprotocols, attach to fixture-script containers (400: they
 //! have no byte streams), `valueFrom` env values other than `secretKeyRef`, authentication and
-//! authorization, and resource kinds other than the eight above.
+//! authorization (so neither RBAC's escalation check on creating a Role nor its `bind` check),
+//! controllers (a Deployment makes no ReplicaSet and no pod; its status stays empty), and
+//! resource kinds other than the eleven above.
 
 mod admission;
 mod api;
@@ -133,8 +139,10 @@ mod kind;
 mod kubelet;
 mod logs;
 mod names;
+mod networking;
 mod process;
 mod quantity;
+mod rbac;
 mod requests;
 mod resources;
 mod selector;
@@ -142,6 +150,7 @@ mod status;
 mod store;
 mod time;
 mod volume_data;
+mod workloads;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -155,7 +164,7 @@ use tokio_util::task::TaskTracker;
 pub use admission::POD_SECURITY_ENFORCE;
 pub use failures::{Failure, FailureTarget};
 pub use kind::ResourceKind;
-pub use kubelet::{KubeletTimings, NODE_NAME};
+pub use kubelet::{DEFAULT_POD_NETWORK, KubeletTimings, NODE_NAME};
 pub use logs::LogStream;
 pub use requests::RecordedRequest;
 
@@ -221,6 +230,10 @@ pub struct FakeKubeOptions {
     /// token or watch position lives one to two intervals. `None`: only
     /// [`FakeKubeHandle::expire_continue_tokens`] compacts.
     pub compaction_interval: Option<Duration>,
+    /// The first two octets of pod IPs (`<a>.<b>.x.y`, [`DEFAULT_POD_NETWORK`] by default).
+    /// `[127, n]` puts pods on loopback addresses (all of 127.0.0.0/8 is local on Linux), so
+    /// a test can open a real connection *from* a pod's address by binding its socket to it.
+    pub pod_network: [u8; 2],
 }
 
 impl Default for FakeKubeOptions {
@@ -230,6 +243,7 @@ impl Default for FakeKubeOptions {
             timings: KubeletTimings::default(),
             bookmark_interval: Duration::from_secs(60),
             compaction_interval: Some(Duration::from_secs(5 * 60)),
+            pod_network: DEFAULT_POD_NETWORK,
         }
     }
 }
@@ -287,15 +301,18 @@ impl FakeKubeServer {
         let logs = Arc::new(LogStore::default());
         let failures = Arc::new(failures::Failures::default());
         let programs = Arc::new(process::Programs::default());
-        let kubelet = Arc::new(Kubelet::new(
-            Arc::clone(&store),
-            Arc::clone(&logs),
-            Arc::clone(&failures),
-            options.timings.clone(),
-            cancel.clone(),
-            tracker.clone(),
-            Arc::clone(&programs),
-        ));
+        let kubelet = Arc::new(
+            Kubelet::new(
+                Arc::clone(&store),
+                Arc::clone(&logs),
+                Arc::clone(&failures),
+                options.timings.clone(),
+                cancel.clone(),
+                tracker.clone(),
+                Arc::clone(&programs),
+            )
+            .with_pod_network(options.pod_network),
+        );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let namespaces = Arc::new(admission::Namespaces::default());
         let watch_resets = Arc::new(tokio::sync::watch::channel(0u64).0);

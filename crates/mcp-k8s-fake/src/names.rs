@@ -92,6 +92,22 @@ pub(crate) fn dns1035_label(value: &str) -> Result<(), String> {
 
 /// `true` when `value` is non-empty, starts and ends with `edge` characters and only has
 /// `inner` characters in between.
+/// `path.IsValidPathSegmentName`: the minimal rule for RBAC object names (any text that can
+/// be one URL path segment).
+pub(crate) fn path_segment_name(value: &str) -> Result<(), String> {
+    for bad in [".", ".."] {
+        if value == bad {
+            return Err(format!("may not be '{bad}'"));
+        }
+    }
+    for bad in ['/', '%'] {
+        if value.contains(bad) {
+            return Err(format!("may not contain '{bad}'"));
+        }
+    }
+    Ok(())
+}
+
 fn label_shape(value: &str, edge: impl Fn(char) -> bool, inner: impl Fn(char) -> bool) -> bool {
     let (Some(first), Some(last)) = (value.chars().next(), value.chars().last()) else {
         return false;

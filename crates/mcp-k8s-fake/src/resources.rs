@@ -119,8 +119,8 @@ pub(crate) fn prepare_create(
         ResourceKind::NetworkPolicy => {
             let mut policy: NetworkPolicy = parse_typed(kind, body)?;
             validate_meta(&policy.metadata, &mut errors);
-            validate_network_policy(&policy, &mut errors);
-            default_network_policy(&mut policy);
+            crate::networking::validate_network_policy(&policy, &mut errors);
+            crate::networking::default_network_policy(&mut policy);
             to_value(&policy)?
         }
         ResourceKind::Secret => {
@@ -132,6 +132,9 @@ pub(crate) fn prepare_create(
         ResourceKind::ServiceAccount => only_meta::<ServiceAccount>(kind, body, &mut errors)?,
         ResourceKind::ResourceQuota => only_meta::<ResourceQuota>(kind, body, &mut errors)?,
         ResourceKind::LimitRange => only_meta::<LimitRange>(kind, body, &mut errors)?,
+        ResourceKind::Deployment => crate::workloads::prepare_deployment(body, &mut errors)?,
+        ResourceKind::Role => crate::rbac::prepare_role(body, &mut errors)?,
+        ResourceKind::RoleBinding => crate::rbac::prepare_role_binding(body, &mut errors)?,
     };
     if errors.is_empty() {
         Ok(prepared)
@@ -215,7 +218,7 @@ fn default_secret(secret: &mut Secret) {
     secret.type_.get_or_insert_with(|| "Opaque".to_owned());
 }
 
-fn parse_typed<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_typed<T: serde::de::DeserializeOwned>(
     kind: ResourceKind,
     body: &Value,
 ) -> Result<T, ApiError> {
@@ -228,12 +231,12 @@ fn parse_typed<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, ApiError> {
+pub(crate) fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, ApiError> {
     serde_json::to_value(object).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Validates labels and annotation keys.
-fn validate_meta(meta: &ObjectMeta, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_meta(meta: &ObjectMeta, errors: &mut Vec<FieldError>) {
     for (key, value) in meta.labels.iter().flatten() {
         if let Err(message) = names::qualified_name(key) {
             errors.push(FieldError::invalid("metadata.labels", key, message));
@@ -312,7 +315,7 @@ pub(crate) fn validate_new_name(
     }
 }
 
-fn default_pod(pod: &mut Pod) {
+pub(crate) fn default_pod(pod: &mut Pod) {
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.restart_policy
         .get_or_insert_with(|| "Always".to_owned());
@@ -399,9 +402,9 @@ fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
-const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+pub(crate) const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 
-fn validate_pod(pod: &Pod, errors: &mut Vec<FieldError>) {
+pub(crate) fn validate_pod(pod: &Pod, errors: &mut Vec<FieldError>) {
     let Some(spec) = &pod.spec else {
         errors.push(FieldError::required("spec.containers", ""));
         return;
@@ -743,82 +746,7 @@ fn bind_pvc(pvc: &mut PersistentVolumeClaim) {
     });
 }
 
-fn validate_network_policy(policy: &NetworkPolicy, errors: &mut Vec<FieldError>) {
-    let spec = policy.spec.clone().unwrap_or_default();
-    if let Some(selector) = &spec.pod_selector {
-        validate_label_selector("spec.podSelector", selector, errors);
-    }
-    for (i, policy_type) in spec.policy_types.iter().flatten().enumerate() {
-        if !["Egress", "Ingress"].contains(&policy_type.as_str()) {
-            errors.push(FieldError::not_supported(
-                format!("spec.policyTypes[{i}]"),
-                policy_type,
-                &["Egress", "Ingress"],
-            ));
-        }
-    }
-    let ingress_peers = spec.ingress.iter().flatten().enumerate().map(|(i, rule)| {
-        (
-            format!("spec.ingress[{i}]"),
-            "from",
-            rule.from.clone(),
-            rule.ports.clone(),
-        )
-    });
-    let egress_peers = spec.egress.iter().flatten().enumerate().map(|(i, rule)| {
-        (
-            format!("spec.egress[{i}]"),
-            "to",
-            rule.to.clone(),
-            rule.ports.clone(),
-        )
-    });
-    for (path, peer_field, peers, ports) in ingress_peers.chain(egress_peers) {
-        for (j, peer) in peers.iter().flatten().enumerate() {
-            let field = format!("{path}.{peer_field}[{j}]");
-            let set = usize::from(peer.pod_selector.is_some())
-                + usize::from(peer.namespace_selector.is_some())
-                + usize::from(peer.ip_block.is_some());
-            if set == 0 {
-                errors.push(FieldError::required(&field, "must specify a peer"));
-            }
-            if peer.ip_block.is_some() && set > 1 {
-                errors.push(FieldError::forbidden(
-                    &field,
-                    "may not specify both ipBlock and another peer",
-                ));
-            }
-            if let Some(selector) = &peer.pod_selector {
-                validate_label_selector(&format!("{field}.podSelector"), selector, errors);
-            }
-            if let Some(selector) = &peer.namespace_selector {
-                validate_label_selector(&format!("{field}.namespaceSelector"), selector, errors);
-            }
-        }
-        for (j, port) in ports.iter().flatten().enumerate() {
-            if let Some(protocol) = &port.protocol
-                && !PROTOCOLS.contains(&protocol.as_str())
-            {
-                errors.push(FieldError::not_supported(
-                    format!("{path}.ports[{j}].protocol"),
-                    protocol,
-                    PROTOCOLS,
-                ));
-            }
-            if let Some(IntOrString::Int(n)) = &port.port
-                && !(1..=65535).contains(n)
-            {
-                errors.push(FieldError::invalid(
-                    format!("{path}.ports[{j}].port"),
-                    n.to_string(),
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-        }
-    }
-}
-
-fn validate_label_selector(
+pub(crate) fn validate_label_selector(
     path: &str,
     selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
     errors: &mut Vec<FieldError>,
@@ -865,19 +793,6 @@ fn validate_label_selector(
                 message,
             ));
         }
-    }
-}
-
-fn default_network_policy(policy: &mut NetworkPolicy) {
-    let spec = policy.spec.get_or_insert_with(Default::default);
-    spec.pod_selector.get_or_insert_with(Default::default);
-    if spec.policy_types.as_ref().is_none_or(Vec::is_empty) {
-        let mut types = vec!["Ingress".to_owned()];
-        // Like the apiserver: an empty `egress: []` does not make an egress policy.
-        if spec.egress.as_ref().is_some_and(|rules| !rules.is_empty()) {
-            types.push("Egress".to_owned());
-        }
-        spec.policy_types = Some(types);
     }
 }
 
@@ -996,13 +911,14 @@ mod tests {
             }
         });
         let status = prepare(ResourceKind::NetworkPolicy, &policy).unwrap_err();
+        // The apiserver's order: selector, each rule's ports then peers, policy types last.
         assert_eq!(
             fields(&status),
             [
                 "spec.podSelector.matchExpressions[0].values",
-                "spec.policyTypes[0]",
+                "spec.egress[0].ports[0].protocol",
                 "spec.egress[0].to[0]",
-                "spec.egress[0].ports[0].protocol"
+                "spec.policyTypes[0]",
             ]
         );
         let egress = json!({"metadata": {"name": "np"}, "spec": {"egress": [{}]}});

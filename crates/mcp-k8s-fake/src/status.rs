@@ -300,7 +300,7 @@ impl FieldError {
     }
 
     /// The message without the field path (`Invalid value: "x": detail`).
-    fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let mut body = match &self.kind {
             FieldErrorKind::Required => "Required value".to_owned(),
             FieldErrorKind::Invalid(value) => format!("Invalid value: \"{value}\""),

@@ -9,6 +9,7 @@ mod logs;
 mod objects;
 mod runtime;
 mod watch;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

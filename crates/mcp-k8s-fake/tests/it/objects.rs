@@ -374,7 +374,7 @@ async fn version_content_types_unknown_paths_and_request_log() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
 
-    let request = http::Request::get("/apis/apps/v1/namespaces/default/deployments")
+    let request = http::Request::get("/apis/batch/v1/namespaces/default/jobs")
         .body(Vec::new())
         .unwrap();
     let status = status_of(client.request_text(request).await);
