@@ -1,5 +1,7 @@
 //! What an instance's pod carries for its egress policy: the `mcpctl.io/egress` annotation
-//! (the effective policy as JSON, which the egress proxy reads and the status reports), and for
+//! (the effective policy as JSON, which the egress proxy reads and the status reports), the
+//! [`NETWORK_POLICY_ANNOTATION`] naming the NetworkPolicy built with it (absent when network
+//! policies are off: the status says what enforces the policy from these two), and for
 //! host-name rules the proxy-client label and the proxy variables.
 //!
 //! | effective policy             | annotation | label `mcpctl.io/egress-proxy` | `HTTP(S)_PROXY`, `NO_PROXY` |
@@ -13,6 +15,8 @@ use mcp_types::{Egress, FieldError, McpServer};
 
 use crate::meta::Checked;
 
+/// Pod annotation naming the instance's NetworkPolicy, set when one is built with the pod.
+pub const NETWORK_POLICY_ANNOTATION: &str = "mcpctl.io/network-policy";
 /// Name of every object of the per-namespace egress proxy (Deployment, Service,
 /// ServiceAccount, Role, RoleBinding, NetworkPolicy).
 pub const EGRESS_PROXY_NAME: &str = "mcp-egress-proxy";
@@ -75,10 +79,17 @@ pub(crate) fn check_env(spec: &McpServer, egress: &Egress, errors: &mut Vec<Fiel
 /// the pod [`crate::pod`] built.
 pub(crate) fn decorate_pod(c: Checked<'_>, pod: &mut Pod) {
     let egress = c.egress();
-    pod.metadata
+    let annotations = pod
+        .metadata
         .annotations
-        .get_or_insert_with(Default::default)
-        .insert(EGRESS.to_owned(), egress_annotation(&egress));
+        .get_or_insert_with(Default::default);
+    annotations.insert(EGRESS.to_owned(), egress_annotation(&egress));
+    if c.opts.network_policy {
+        annotations.insert(
+            NETWORK_POLICY_ANNOTATION.to_owned(),
+            crate::names::network_policy_name(c.instance),
+        );
+    }
     if !egress.needs_proxy() {
         return;
     }

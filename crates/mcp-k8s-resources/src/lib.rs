@@ -31,7 +31,7 @@ pub use cluster::{
 };
 pub use egress::{
     EGRESS_PROXY_CLIENT_LABEL, EGRESS_PROXY_NAME, EGRESS_PROXY_PORT, EGRESS_PROXY_PORT_NAME,
-    PROXY_ENV_NAMES, egress_annotation, no_proxy, proxy_url,
+    NETWORK_POLICY_ANNOTATION, PROXY_ENV_NAMES, egress_annotation, no_proxy, proxy_url,
 };
 pub use egress_proxy::{
     EGRESS_PROXY_COMPONENT, EGRESS_PROXY_CONTAINER, EgressProxyResources, build_egress_proxy,

@@ -272,10 +272,18 @@ fn the_proxy_admits_only_its_clients_and_reaches_everything_but_metadata() {
         rules[0].resources.as_deref(),
         Some(&["pods".to_owned()][..])
     );
-    // Without network policies, none for the proxy either.
+    // Without network policies, none for the proxy either, and the pod names none.
     let mut o = opts();
     o.network_policy = false;
     assert!(build_egress_proxy(&o).unwrap().network_policy.is_none());
+    let r = build_with(&spec(Some(hosts())), &o);
+    let annotations = r.pod.metadata.annotations.unwrap();
+    assert!(!annotations.contains_key("mcpctl.io/network-policy"));
+    let r = build(&spec(Some(hosts())));
+    assert_eq!(
+        r.pod.metadata.annotations.unwrap()["mcpctl.io/network-policy"],
+        "mcp-fetch-0123456789-np"
+    );
     o.egress_proxy_image = " ".into();
     let err = build_egress_proxy(&o).unwrap_err();
     assert_eq!(err.errors()[0].path, "options.egressProxyImage");

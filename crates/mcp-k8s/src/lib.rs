@@ -27,11 +27,13 @@
 
 mod attach;
 mod config;
+mod egress_proxy;
 mod error;
 mod lifecycle;
 mod listing;
 mod logs;
 mod orchestrator;
+mod posture;
 #[cfg(test)]
 mod request_tests;
 mod status;

@@ -11,7 +11,9 @@
 //! still removes them by label, and sweeps the leftovers of a pod that is already gone.
 //! Persistent claims (one per server and persistent spec volume) come first, are created only
 //! when missing, carry no instance label and no owner, and are left alone by stop and
-//! roll-back (see `volumes`).
+//! roll-back (see `volumes`). For a policy naming hosts, the namespace's egress proxy is
+//! ensured once the pod exists (see `egress_proxy`); it is shared, so neither stop nor
+//! roll-back removes it.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -66,7 +68,7 @@ pub(crate) async fn start(
             &id,
             &BuildOptions::from_config(&o.config, Timestamp::now()),
         )?;
-        match create_instance(o, &id, resources).await {
+        match Box::pin(create_instance(o, &id, resources)).await {
             Ok(()) => return Ok(id),
             // Names are random, so a collision is a fluke (or a leftover): try a fresh name once.
             Err(OrchestratorError::AlreadyExists { what }) if !retried => {
@@ -84,7 +86,7 @@ async fn create_instance(
     resources: InstanceResources,
 ) -> Result<()> {
     let mut created = Vec::new();
-    let result = create_all(o, id.as_str(), resources, &mut created).await;
+    let result = Box::pin(create_all(o, id.as_str(), resources, &mut created)).await;
     if result.is_err() {
         roll_back(o, id.as_str(), &created).await;
     }
@@ -136,6 +138,11 @@ async fn create_all(
             Created::Service,
         )
         .await?;
+    }
+    // After the pod, so that a garbage collection racing this start cannot leave the server
+    // without its proxy (see `egress_proxy`).
+    if let Some(proxy) = &resources.egress_proxy {
+        Box::pin(crate::egress_proxy::ensure(o, proxy, id)).await?;
     }
     if let Some(owner) = owner_reference(&pod) {
         for object in created.clone() {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use mcp_orchestrator_api::connect::{self, HttpEndpoint, McpChannel, StdioChannel, StdioClaims};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
@@ -37,6 +39,11 @@ pub struct KubernetesOrchestrator {
     pub(crate) services: Api<Service>,
     pub(crate) claims: Api<PersistentVolumeClaim>,
     pub(crate) policies: Api<NetworkPolicy>,
+    /// The egress proxy's Deployment, ServiceAccount, Role and RoleBinding (`egress_proxy`).
+    pub(crate) deployments: Api<Deployment>,
+    pub(crate) service_accounts: Api<ServiceAccount>,
+    pub(crate) roles: Api<Role>,
+    pub(crate) role_bindings: Api<RoleBinding>,
     /// Instances a client is attached to (`attach_stdio`), shared by clones.
     pub(crate) attached: StdioClaims,
 }
@@ -117,6 +124,10 @@ impl KubernetesOrchestrator {
             services: Api::namespaced(client.clone(), ns),
             claims: Api::namespaced(client.clone(), ns),
             policies: Api::namespaced(client.clone(), ns),
+            deployments: Api::namespaced(client.clone(), ns),
+            service_accounts: Api::namespaced(client.clone(), ns),
+            roles: Api::namespaced(client.clone(), ns),
+            role_bindings: Api::namespaced(client.clone(), ns),
             attached: StdioClaims::new(BACKEND),
             client,
             config,
@@ -344,7 +355,14 @@ impl McpOrchestrator for KubernetesOrchestrator {
         crate::volumes::remove(self, name).await
     }
 
+    /// Per-instance companions whose pod is gone, and the namespace's egress proxy once no
+    /// instance routes through it (see `egress_proxy`).
     async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
-        lifecycle::find_orphans(self, Duration::ZERO, dry_run).await
+        let mut report = lifecycle::find_orphans(self, Duration::ZERO, dry_run).await?;
+        report
+            .orphans
+            .extend(crate::egress_proxy::collect(self, dry_run).await?);
+        report.sort();
+        Ok(report)
     }
 }

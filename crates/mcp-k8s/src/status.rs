@@ -38,8 +38,16 @@ use mcp_types::{
     exit_reason, labels, reasons,
 };
 
-/// The status of the instance a pod runs.
+/// The status of the instance a pod runs, with its egress posture (see `posture`).
 pub fn instance_status(pod: &Pod) -> InstanceStatus {
+    InstanceStatus {
+        egress: crate::posture::egress_posture(pod),
+        ..run_status(pod)
+    }
+}
+
+/// Phase, reason, message, restarts and times, as the module's table says.
+fn run_status(pod: &Pod) -> InstanceStatus {
     let no_status = PodStatus::default();
     let status = pod.status.as_ref().unwrap_or(&no_status);
     let container = server_container(status);

@@ -199,6 +199,24 @@ impl Egress {
         }
     }
 
+    /// Whether a CIDR rule opens part of the [`METADATA_CIDRS`] (an allow-list naming
+    /// `169.254.169.254/32`, or a range overlapping one): then the metadata endpoints are not
+    /// blocked, whatever enforces the policy. `open` and `none` never reach them; host rules
+    /// never do either (a proxy refuses names resolving there).
+    pub fn reaches_metadata(&self) -> bool {
+        let metadata: Vec<(IpAddr, u8)> = METADATA_CIDRS
+            .iter()
+            .filter_map(|c| parse_cidr(c))
+            .collect();
+        self.cidr_rules()
+            .filter_map(|r| r.cidr.as_deref().and_then(parse_cidr))
+            .any(|(net, len)| {
+                metadata
+                    .iter()
+                    .any(|&(m, mlen)| cidr_contains(net, len, m) || cidr_contains(m, mlen, net))
+            })
+    }
+
     /// A short human-readable form: `none`, `open`, `allow 10.0.0.0/8, api.github.com:443`.
     pub fn summary(&self) -> String {
         match self {
@@ -506,6 +524,18 @@ mod tests {
         assert!(!allow.allows_ip(ip("11.0.0.1"), 5432));
         assert!(!allow.allows_ip(ip("169.254.169.254"), 80));
         assert!(allow.needs_proxy() && allow.needs_dns());
+        assert!(!allow.reaches_metadata() && !open.reaches_metadata());
+        for (cidr, reaches) in [
+            ("169.254.169.254/32", true),
+            ("169.0.0.0/8", true),
+            ("0.0.0.0/0", true),
+            ("fd00:ec2::/32", true),
+            ("169.255.0.0/16", false),
+            ("fd00::/120", false),
+        ] {
+            let e = Egress::Allow(vec![EgressRule::cidr(cidr, [])]);
+            assert_eq!(e.reaches_metadata(), reaches, "{cidr}");
+        }
         let hosts_only = Egress::Allow(vec![EgressRule::host("pypi.org", [443])]);
         assert!(hosts_only.needs_proxy() && !hosts_only.needs_dns());
         assert_eq!(

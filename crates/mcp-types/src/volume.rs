@@ -51,6 +51,8 @@ pub enum OrphanKind {
     NetworkPolicy,
     /// A Kubernetes Secret.
     Secret,
+    /// An object of a namespace's egress proxy (Kubernetes) that no instance needs any more.
+    EgressProxy,
 }
 
 impl OrphanKind {
@@ -63,6 +65,7 @@ impl OrphanKind {
             Self::Service => "service",
             Self::NetworkPolicy => "networkpolicy",
             Self::Secret => "secret",
+            Self::EgressProxy => "egress-proxy",
         }
     }
 }
