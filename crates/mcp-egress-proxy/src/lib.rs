@@ -24,14 +24,18 @@
 //! ```
 //!
 //! The binary (`mcp-egress-proxy --listen 0.0.0.0:3128 --allow api.github.com:443`) is what the
-//! Docker backend runs as an instance's companion container.
+//! Docker backend runs as an instance's companion container. With `--kubernetes` it is the
+//! per-namespace proxy of the Kubernetes backend: each client names its instance as the proxy
+//! user, and the policy is read from that instance's pod ([`PodPolicy`], module [`kubernetes`]).
 
 pub mod connect;
+pub mod kubernetes;
 pub mod policy;
 pub mod resolve;
 mod server;
 
 pub use connect::{Connect, TcpConnector};
+pub use kubernetes::PodPolicy;
 pub use policy::{ERROR_HEADER, PolicySource, REFUSAL_HEADER, Refusal, StaticPolicy};
 pub use resolve::{Resolve, StaticResolver, SystemResolver};
 pub use server::{Limits, MIN_HEADER_BYTES, Proxy, serve};

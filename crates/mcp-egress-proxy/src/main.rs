@@ -1,6 +1,6 @@
 //! The `mcp-egress-proxy` binary: `--listen ADDR` and a policy (`--allow RULE`... or
-//! `--policy-json JSON`), served until SIGTERM or SIGINT. Bad arguments print one line naming
-//! the flag and exit with code 2.
+//! `--policy-json JSON`, or `--kubernetes`: each client's from its pod), served until SIGTERM
+//! or SIGINT. Bad arguments print one line naming the flag and exit with code 2.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use mcp_egress_proxy::{Limits, Proxy, StaticPolicy, SystemResolver};
+use mcp_egress_proxy::{Limits, PodPolicy, PolicySource, Proxy, StaticPolicy, SystemResolver};
 use mcp_types::egress::{Egress, parse_rule};
 
 /// An HTTP/1.1 forward proxy (CONNECT and absolute-form requests) admitting only what an
@@ -24,8 +24,21 @@ struct Args {
     #[arg(long = "allow", value_name = "RULE", conflicts_with = "policy_json")]
     allow: Vec<String>,
     /// The whole policy as JSON: `"open"`, `"none"` or `{"allow":[...]}`.
-    #[arg(long, value_name = "JSON")]
+    #[arg(long, value_name = "JSON", conflicts_with = "kubernetes")]
     policy_json: Option<String>,
+    /// The Kubernetes backend's per-namespace proxy: each client names its instance as the
+    /// proxy user (`http://<instance-id>@proxy:3128`) and gets the policy of that instance's
+    /// pod (its `mcpctl.io/egress` annotation), if the connection comes from the pod's address.
+    /// Uses the in-cluster configuration.
+    #[arg(long, conflicts_with = "allow")]
+    kubernetes: bool,
+    /// With --kubernetes: the namespace of the instances (default: the proxy pod's own).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// With --kubernetes: seconds a pod's addresses and policy are used before reading it again
+    /// (default 5).
+    #[arg(long)]
+    cache_ttl_secs: Option<u64>,
     /// Seconds a connection to a destination may take.
     #[arg(long, default_value_t = 10)]
     connect_timeout_secs: u64,
@@ -40,13 +53,43 @@ struct Args {
     max_header_bytes: usize,
 }
 
+/// Where the clients' policies come from.
+enum Source {
+    /// One policy for every client.
+    Static(Egress),
+    /// Each client's pod (`--kubernetes`).
+    Pods {
+        namespace: Option<String>,
+        ttl: Duration,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let policy = match policy(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("mcp-egress-proxy: {e}");
-            return ExitCode::from(2);
+    let source = if args.kubernetes {
+        Source::Pods {
+            namespace: args.namespace.clone(),
+            ttl: args.cache_ttl_secs.map_or(
+                mcp_egress_proxy::kubernetes::DEFAULT_CACHE_TTL,
+                Duration::from_secs,
+            ),
+        }
+    } else if let Some(flag) = [
+        ("--namespace", args.namespace.is_some()),
+        ("--cache-ttl-secs", args.cache_ttl_secs.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+    {
+        eprintln!("mcp-egress-proxy: {flag} needs --kubernetes");
+        return ExitCode::from(2);
+    } else {
+        match policy(&args) {
+            Ok(p) => Source::Static(p),
+            Err(e) => {
+                eprintln!("mcp-egress-proxy: {e}");
+                return ExitCode::from(2);
+            }
         }
     };
     let limits = Limits {
@@ -79,7 +122,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args.listen, policy, limits)) {
+    match runtime.block_on(run(args.listen, source, limits)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-egress-proxy: {e}");
@@ -101,7 +144,10 @@ fn policy(args: &Args) -> Result<Egress, String> {
                 .collect::<Result<_, _>>()?,
         ),
         (None, true) => {
-            return Err("give the policy: --allow RULE (repeatable) or --policy-json JSON".into());
+            return Err(
+                "give the policy: --allow RULE (repeatable), --policy-json JSON or --kubernetes"
+                    .into(),
+            );
         }
     };
     let mut errors = Vec::new();
@@ -112,14 +158,25 @@ fn policy(args: &Args) -> Result<Egress, String> {
     Ok(policy)
 }
 
-async fn run(listen: SocketAddr, policy: Egress, limits: Limits) -> Result<(), String> {
+async fn run(listen: SocketAddr, source: Source, limits: Limits) -> Result<(), String> {
     let resolver = SystemResolver::from_system_conf().map_err(|e| e.to_string())?;
+    let (policies, described): (Arc<dyn PolicySource>, String) = match source {
+        Source::Static(policy) => {
+            let summary = policy.summary();
+            (Arc::new(StaticPolicy::new(policy)), summary)
+        }
+        Source::Pods { namespace, ttl } => {
+            let pods = PodPolicy::in_cluster(namespace.as_deref())?.with_cache_ttl(ttl);
+            let described = format!("each instance's pod in namespace {}", pods.namespace());
+            (Arc::new(pods), described)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("--listen {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(policy = %policy.summary(), "mcp-egress-proxy listening on {local}");
-    Proxy::new(Arc::new(StaticPolicy::new(policy)), Arc::new(resolver))
+    tracing::info!(policy = %described, "mcp-egress-proxy listening on {local}");
+    Proxy::new(policies, Arc::new(resolver))
         .with_limits(limits)
         .serve(listener, stop_signal())
         .await
