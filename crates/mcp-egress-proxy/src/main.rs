@@ -118,7 +118,7 @@ async fn run(listen: SocketAddr, policy: Egress, limits: Limits) -> Result<(), S
         .await
         .map_err(|e| format!("--listen {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(policy = %policy.summary(), "mcp-egress-proxy listening on {local}");
+    tracing::info!(policy = %policy.summary(), "{} {local}", mcp_egress_proxy::LISTENING_MESSAGE);
     Proxy::new(Arc::new(StaticPolicy::new(policy)), Arc::new(resolver))
         .with_limits(limits)
         .serve(listener, stop_signal())
