@@ -272,8 +272,9 @@ async fn conformance_kit_passes() {
         .with_capability(Capability::Volumes, Support::Honoured)
         .with_capability(Capability::PersistentVolumes, Support::Honoured)
         .with_capability(Capability::GarbageCollection, Support::Honoured)
-        // Docker networks cannot restrict egress to an allow-list.
-        .with_capability(Capability::Egress, Support::Refused)
+        // Allow-lists through the egress proxy companion; `none` without a network.
+        .with_capability(Capability::Egress, Support::Honoured)
+        .with_egress_posture(mcp_types::Egress::Open)
         .with_watch_break({
             let relay = relay.clone();
             Arc::new(move || {

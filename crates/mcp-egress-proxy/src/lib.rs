@@ -23,22 +23,62 @@
 //! # }
 //! ```
 //!
-//! The binary (`mcp-egress-proxy --listen 0.0.0.0:3128 --allow api.github.com:443`) is what the
-//! Docker backend runs as an instance's companion container. With `--kubernetes` it is the
-//! per-namespace proxy of the Kubernetes backend: each client names its instance as the proxy
-//! user, and the policy is read from that instance's pod ([`PodPolicy`], module [`kubernetes`]).
+//! The binary (`mcp-egress-proxy --listen 0.0.0.0:3128 --allow api.github.com:443`, or
+//! [`command_args`]) is what the Docker backend runs as an instance's companion container;
+//! feature `docker` builds its `FROM scratch` image ([`image::ensure_proxy_image`]).
+//!
+//! Features: `server` (default) is the proxy; `docker` the image helpers, usable without
+//! `server` by a backend that only runs the image.
+//!
+//! With `--kubernetes` the binary is the per-namespace proxy of the Kubernetes backend: each
+//! client names its instance as the proxy user, and the policy is read from that instance's pod
+//! ([`PodPolicy`], module [`kubernetes`]).
 
+#[cfg(feature = "server")]
 pub mod connect;
+#[cfg(feature = "docker")]
+pub mod image;
+#[cfg(feature = "server")]
 pub mod kubernetes;
+#[cfg(feature = "server")]
 pub mod policy;
+#[cfg(feature = "server")]
 pub mod resolve;
+#[cfg(feature = "server")]
 mod server;
 
+#[cfg(feature = "server")]
 pub use connect::{Connect, TcpConnector};
+#[cfg(feature = "docker")]
+pub use image::{DEFAULT_IMAGE_TAG, ensure_proxy_image};
+#[cfg(feature = "server")]
 pub use kubernetes::PodPolicy;
+#[cfg(feature = "server")]
 pub use policy::{ERROR_HEADER, PolicySource, REFUSAL_HEADER, Refusal, StaticPolicy};
+#[cfg(feature = "server")]
 pub use resolve::{Resolve, StaticResolver, SystemResolver};
+#[cfg(feature = "server")]
 pub use server::{Limits, MIN_HEADER_BYTES, Proxy, serve};
 
+use mcp_types::Egress;
+
+/// The binary's name (and the package's).
+pub const BINARY_NAME: &str = "mcp-egress-proxy";
 /// The port the proxy listens on in the images and companions this project runs.
 pub const DEFAULT_PORT: u16 = 3128;
+
+/// The binary's arguments for serving `policy` on `0.0.0.0:port`: what a backend passes as a
+/// proxy container's command.
+pub fn command_args(policy: &Egress, port: u16) -> Vec<String> {
+    vec![
+        "--listen".to_owned(),
+        format!("0.0.0.0:{port}"),
+        "--policy-json".to_owned(),
+        // An Egress always serializes (strings and a list of plain rules).
+        serde_json::to_string(policy).unwrap_or_else(|_| "\"none\"".to_owned()),
+    ]
+}
+
+/// The line the binary logs once it listens (a backend may wait for it before starting the
+/// clients).
+pub const LISTENING_MESSAGE: &str = "mcp-egress-proxy listening on";

@@ -175,7 +175,7 @@ async fn run(listen: SocketAddr, source: Source, limits: Limits) -> Result<(), S
         .await
         .map_err(|e| format!("--listen {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(policy = %described, "mcp-egress-proxy listening on {local}");
+    tracing::info!(policy = %described, "{} {local}", mcp_egress_proxy::LISTENING_MESSAGE);
     Proxy::new(policies, Arc::new(resolver))
         .with_limits(limits)
         .serve(listener, stop_signal())

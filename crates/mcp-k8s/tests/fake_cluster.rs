@@ -70,7 +70,9 @@ async fn passes_the_conformance_kit() {
         .with_http_connect(HttpConnect::InEngineNetwork)
         // A PersistentVolumeClaim per volume, a NetworkPolicy for egress.
         .with_capability(Capability::Volumes, Support::Honoured)
-        .with_capability(Capability::Egress, Support::Honoured);
+        .with_capability(Capability::Egress, Support::Honoured)
+        // Every pod states its effective policy; the NetworkPolicy enforces it.
+        .with_egress_posture(mcp_types::Egress::Open);
     // A forced reconnect: every watch closed, so the watcher resumes from its last
     // resourceVersion. (Compacting too, for the 410 path, would expire the continue tokens of
     // the pagination check running concurrently: `watch_relists_after_410` covers it alone.)

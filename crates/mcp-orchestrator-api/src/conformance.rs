@@ -227,6 +227,9 @@ pub struct Harness<'a> {
     /// The directory under which the kit mounts volumes (`/` unless set): their mount paths
     /// are `<mount root>/<name>`.
     pub mount_root: String,
+    /// The backend's default egress policy, when it reports each instance's egress posture in
+    /// its status (see [`Harness::with_egress_posture`]).
+    pub egress_default: Option<mcp_types::Egress>,
 }
 
 /// A hook that makes every open watch of the backend under test lose its connection to the
@@ -252,7 +255,17 @@ impl<'a> Harness<'a> {
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
             watch_break: None,
             mount_root: "/".to_owned(),
+            egress_default: None,
         }
+    }
+
+    /// Declares that the backend reports each instance's egress posture
+    /// ([`InstanceStatus::egress`](mcp_types::InstanceStatus::egress)) in `get_status`,
+    /// listings and watches, and that `default` is its configured default policy: the
+    /// [`egress_posture`] check holds it to that (with [`Capability::Egress`] honoured).
+    pub fn with_egress_posture(mut self, default: mcp_types::Egress) -> Self {
+        self.egress_default = Some(default);
+        self
     }
 
     /// Declares [`Capability::Watch`] honoured, with the hook that breaks the backend's watch
@@ -345,6 +358,7 @@ impl fmt::Debug for Harness<'_> {
             .field("capabilities", &self.capabilities)
             .field("watch_break", &self.watch_break.is_some())
             .field("mount_root", &self.mount_root)
+            .field("egress_default", &self.egress_default)
             .finish_non_exhaustive()
     }
 }
@@ -1803,12 +1817,14 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+mod egress;
 mod listing;
 mod restarts;
 mod semantics;
 mod volumes;
 mod watch;
 
+pub use egress::egress_posture;
 pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
 pub use volumes::{garbage_collection, persistent_volumes};
@@ -1856,6 +1872,7 @@ pub fn checks() -> Vec<&'static str> {
         "watch_reconnect",
         "persistent_volumes",
         "garbage_collection",
+        "egress_posture",
     ]
 }
 
@@ -1899,6 +1916,7 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "watch_reconnect" => watch_reconnect(h).await,
         "persistent_volumes" => persistent_volumes(h).await,
         "garbage_collection" => garbage_collection(h).await,
+        "egress_posture" => egress_posture(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

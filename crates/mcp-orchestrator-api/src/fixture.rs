@@ -51,6 +51,19 @@ pub enum FixtureStep {
     /// Print the lines of the file at `path` on stdout, or [`missing_line`] when it cannot be
     /// read.
     PrintFile(String),
+    /// Fetch an `http://` URL with one HTTP/1.1 GET, through the proxy in `HTTP_PROXY` (or
+    /// `http_proxy`) unless `NO_PROXY` names the host, and print [`fetch_line`] on stdout.
+    Fetch(String),
+}
+
+/// The line [`FixtureStep::Fetch`] prints: `fetch URL: STATUS NOTE` when an answer came
+/// (whatever its status), `fetch URL failed: REASON NOTE` when none did. `note` says how the
+/// request went (`(via proxy HOST:PORT)`, `(direct)`) and carries a proxy's refusal reason.
+pub fn fetch_line(url: &str, outcome: Result<u16, &str>, note: &str) -> String {
+    match outcome {
+        Ok(status) => format!("fetch {url}: {status} {note}"),
+        Err(e) => format!("fetch {url} failed: {e} {note}"),
+    }
 }
 
 /// The line [`FixtureStep::WriteFile`] prints once `path` is written, or `wrote PATH failed:
@@ -194,6 +207,12 @@ impl FixtureScript {
         self
     }
 
+    /// Adds fetching an `http://` URL and printing the outcome ([`fetch_line`]).
+    pub fn fetch(mut self, url: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Fetch(url.into()));
+        self
+    }
+
     /// Ignores SIGTERM from here on, so stopping needs the grace period's kill.
     pub fn ignore_sigterm(mut self) -> Self {
         self.steps.push(FixtureStep::IgnoreSigterm);
@@ -229,7 +248,8 @@ impl FixtureScript {
 
     /// The lines the script prints on stdout and stderr, in order, with their stream
     /// (`true` = stdout). Lines whose text depends on where the script runs
-    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`], the file steps) are not included.
+    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`], the file and fetch steps) are not
+    /// included.
     pub fn expected_lines(&self) -> Vec<(bool, String)> {
         let mut out = Vec::new();
         for s in &self.steps {
@@ -244,7 +264,8 @@ impl FixtureScript {
                 | FixtureStep::PrintCwd
                 | FixtureStep::IgnoreSigterm
                 | FixtureStep::WriteFile { .. }
-                | FixtureStep::PrintFile(_) => {}
+                | FixtureStep::PrintFile(_)
+                | FixtureStep::Fetch(_) => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
@@ -253,7 +274,7 @@ impl FixtureScript {
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
     /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --write-file PATH=CONTENT
-    /// --print-file PATH --exit CODE
+    /// --print-file PATH --fetch URL --exit CODE
     /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
@@ -272,6 +293,7 @@ impl FixtureScript {
                     ("--write-file", format!("{path}={content}"))
                 }
                 FixtureStep::PrintFile(path) => ("--print-file", path.clone()),
+                FixtureStep::Fetch(url) => ("--fetch", url.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -329,6 +351,7 @@ impl FixtureScript {
                     }
                 }
                 "--print-file" => FixtureStep::PrintFile(value.to_owned()),
+                "--fetch" => FixtureStep::Fetch(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
                         .split_once(':')
@@ -386,6 +409,7 @@ mod tests {
             .ignore_sigterm()
             .print_env("GREETING")
             .print_cwd()
+            .fetch("http://a-host:8080/health")
             .stdout("x");
         assert_eq!(
             probes.to_args()[1..],
@@ -394,9 +418,19 @@ mod tests {
                 "--print-env",
                 "GREETING",
                 "--print-cwd",
+                "--fetch",
+                "http://a-host:8080/health",
                 "--stdout",
                 "x"
             ]
+        );
+        assert_eq!(
+            fetch_line("http://h/", Ok(200), "(direct)"),
+            "fetch http://h/: 200 (direct)"
+        );
+        assert_eq!(
+            fetch_line("http://h/", Err("refused"), "(direct)"),
+            "fetch http://h/ failed: refused (direct)"
         );
         assert_eq!(
             FixtureScript::parse_args(&probes.to_args()).unwrap(),

@@ -1,6 +1,7 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), an environment variable or the working directory, sleeps, exits with its
-//! code, serves MCP, or idles until a stop signal (which it may be told to ignore).
+//! see them at once), an environment variable or the working directory, fetches URLs, sleeps,
+//! exits with its code, serves MCP, or idles until a stop signal (which it may be told to
+//! ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +83,13 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
                 }
                 Err(_) => print(&mut stdout, &missing_line(path)).await,
             },
+            FixtureStep::Fetch(url) => {
+                let url = url.clone();
+                let line = tokio::task::spawn_blocking(move || crate::fetch::fetch(&url))
+                    .await
+                    .unwrap_or_else(|e| format!("fetch failed: {e}"));
+                print(&mut stdout, &line).await;
+            }
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,
             FixtureStep::Stderr(line) => print(&mut stderr, line).await,
             FixtureStep::StdoutLines { prefix, count } => {

@@ -14,8 +14,9 @@ use crate::validation::{FieldError, garde_check};
 pub const DEFAULT_NAMESPACE: &str = "mcpctl";
 /// Default uid, gid and fsGroup of every server.
 pub const DEFAULT_UID: i64 = 1000;
-/// Default image of the per-namespace egress proxy (built from `crates/mcp-egress-proxy`).
-pub const DEFAULT_EGRESS_PROXY_IMAGE: &str = "mcp-egress-proxy:0.1.0";
+/// Default image of the per-namespace egress proxy: the tag `mcp_egress_proxy::image` builds
+/// locally (`crates/mcp-egress-proxy`); clusters that cannot see local images set their own.
+pub const DEFAULT_EGRESS_PROXY_IMAGE: &str = "mcp-egress-proxy:local";
 
 /// How the Kubernetes backend reaches its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]

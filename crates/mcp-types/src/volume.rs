@@ -51,7 +51,8 @@ pub enum OrphanKind {
     NetworkPolicy,
     /// A Kubernetes Secret.
     Secret,
-    /// An object of a namespace's egress proxy (Kubernetes) that no instance needs any more.
+    /// An egress proxy no instance needs any more: a Docker instance's companion container,
+    /// or an object of a Kubernetes namespace's shared proxy.
     EgressProxy,
 }
 
@@ -65,7 +66,7 @@ impl OrphanKind {
             Self::Service => "service",
             Self::NetworkPolicy => "networkpolicy",
             Self::Secret => "secret",
-            Self::EgressProxy => "egress-proxy",
+            Self::EgressProxy => "egressproxy",
         }
     }
 }
