@@ -239,14 +239,7 @@ async fn each_policy_shape_makes_its_network_policy_and_only_hosts_bring_the_pro
         ),
         (&host, posture(hosts(), &host, " and egress proxy")),
     ];
-    let listed = o.list_instances(&InstanceFilters::default()).await.unwrap();
-    assert_eq!(listed.items.len(), 4, "the proxy's pods are no instances");
-    for (id, posture) in &want {
-        let status = o.get_status(id).await.unwrap();
-        assert_eq!(status.egress.as_ref(), Some(posture), "{id}");
-        let item = listed.items.iter().find(|i| &i.id == *id).unwrap();
-        assert_eq!(item.status.egress.as_ref(), Some(posture), "{id} listed");
-    }
+    assert_postures(&o, &want).await;
 
     // Stopping every instance leaves the shared proxy.
     for (id, _) in &want {
@@ -254,6 +247,22 @@ async fn each_policy_shape_makes_its_network_policy_and_only_hosts_bring_the_pro
     }
     assert_eq!(proxy_objects(&server), ALL_PROXY_OBJECTS);
     assert!(server.handle().list::<Pod>(Some(NS)).is_empty());
+}
+
+/// `get_status` and the listing state exactly these postures (and list no other instance).
+async fn assert_postures(o: &KubernetesOrchestrator, want: &[(&InstanceId, EgressPosture)]) {
+    let listed = o.list_instances(&InstanceFilters::default()).await.unwrap();
+    assert_eq!(
+        listed.items.len(),
+        want.len(),
+        "the proxy's pods are no instances"
+    );
+    for (id, posture) in want {
+        let status = o.get_status(id).await.unwrap();
+        assert_eq!(status.egress.as_ref(), Some(posture), "{id}");
+        let item = listed.items.iter().find(|i| &i.id == *id).unwrap();
+        assert_eq!(item.status.egress.as_ref(), Some(posture), "{id} listed");
+    }
 }
 
 #[tokio::test]
