@@ -80,11 +80,31 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Writes every generated file that differs from what is on disk.
+/// The `.yaml` files of the examples directory that the builders do not make.
+fn strays(dir: &Path, generated: &BTreeMap<&'static str, String>) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml") && !generated.contains_key(n.as_str()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Writes every generated file that differs from what is on disk and removes the `.yaml` files
+/// the builders no longer make.
 pub(crate) fn write(root: &Path) -> Result<()> {
     let dir = root.join(EXAMPLES_DIR);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (name, content) in generate()? {
+    let generated = generate()?;
+    for name in strays(&dir, &generated) {
+        let path = dir.join(&name);
+        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        println!("removed {EXAMPLES_DIR}/{name} (no builder makes it)");
+    }
+    for (name, content) in generated {
         let path = dir.join(name);
         if fs::read_to_string(&path).ok().as_deref() == Some(content.as_str()) {
             continue;
@@ -95,11 +115,15 @@ pub(crate) fn write(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fails, naming every stale or missing file, when the files on disk are not what the
-/// builders produce.
+/// Fails, naming every stale, missing or extra file, when the `.yaml` files on disk are not
+/// what the builders produce.
 pub(crate) fn check(root: &Path) -> Result<()> {
-    let mut stale = Vec::new();
-    for (name, content) in generate()? {
+    let generated = generate()?;
+    let mut stale: Vec<String> = strays(&root.join(EXAMPLES_DIR), &generated)
+        .into_iter()
+        .map(|name| format!("{EXAMPLES_DIR}/{name} is not made by the builders"))
+        .collect();
+    for (name, content) in generated {
         let path = root.join(EXAMPLES_DIR).join(name);
         match fs::read_to_string(&path) {
             Ok(on_disk) if on_disk == content => {}
@@ -266,6 +290,11 @@ fn write_doc_snippets(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Every example file: its name and its full content (header included).
+///
+/// Each `sample-*` file holds everything the backend creates for that one instance, in the
+/// order it creates them (`InstanceResources::manifests`): its claims, NetworkPolicy, Service
+/// and Pod, and for a policy naming hosts the namespace's egress proxy (made by the first such
+/// start, shared afterwards), so an example is exactly what the backend applies.
 fn generate() -> Result<BTreeMap<&'static str, String>> {
     let created_at: Timestamp = CREATED_AT.parse()?;
     let opts = BuildOptions::new(NAMESPACE, created_at);
@@ -274,6 +303,7 @@ fn generate() -> Result<BTreeMap<&'static str, String>> {
     let http = instance(&http_server(), "mcp-fetch-7k2m9q4x1z")?;
     let pvc = instance(&pvc_server()?, "mcp-filesystem-3d8f6h1j5n")?;
     let gpu = instance(&gpu_server(), "mcp-embeddings-9w4t2r6y8b")?;
+    let proxied = instance(&proxied_server(), "mcp-github-5c2v8n4m6k")?;
 
     let mut files = BTreeMap::new();
     let mut add = |name: &'static str, about: &str, manifests: Vec<Manifest>| -> Result<()> {
@@ -296,38 +326,24 @@ fn generate() -> Result<BTreeMap<&'static str, String>> {
         build_rbac(NAMESPACE, "mcpctl")?.into(),
     )?;
     add(
-        "networkpolicy.yaml",
-        "NetworkPolicy of the HTTP server in sample-mcp-pod.yaml: ingress from local proxies, egress allow-list + DNS.",
-        http.network_policy
-            .clone()
-            .map(Manifest::from)
-            .into_iter()
-            .collect(),
-    )?;
-    add(
         "sample-mcp-pod.yaml",
-        "An MCP server with the streamable-http transport: its ClusterIP Service and Pod.",
-        http.service
-            .clone()
-            .map(Manifest::from)
-            .into_iter()
-            .chain([http.pod.clone().into()])
-            .collect(),
+        "An MCP server with the streamable-http transport and a CIDR egress allow-list: its NetworkPolicy (ingress from local proxies, egress to the CIDR + DNS), ClusterIP Service and Pod.",
+        http.manifests(),
     )?;
     add(
         "sample-mcp-pod-with-pvc.yaml",
-        "A stdio MCP server on the default image with a persistent volume: the PersistentVolumeClaim and the Pod.",
-        pvc.pvcs
-            .iter()
-            .cloned()
-            .map(Manifest::from)
-            .chain([pvc.pod.clone().into()])
-            .collect(),
+        "A stdio MCP server on the default image with a per-instance volume and the default egress (open, metadata denied): its PersistentVolumeClaim, NetworkPolicy and Pod.",
+        pvc.manifests(),
     )?;
     add(
         "sample-mcp-pod-with-gpu.yaml",
-        "A stdio MCP server on one NVIDIA A100 GPU: the Pod.",
-        vec![gpu.pod.clone().into()],
+        "A stdio MCP server on one NVIDIA A100 GPU with egress none: its NetworkPolicy (no egress at all) and Pod.",
+        gpu.manifests(),
+    )?;
+    add(
+        "sample-mcp-pod-with-egress-proxy.yaml",
+        "A stdio MCP server allowed to reach two host names: the namespace's egress proxy (ServiceAccount, Role, RoleBinding, NetworkPolicy, Service, Deployment; created by the first such start, then shared), the server's NetworkPolicy (egress to the proxy + DNS) and its Pod (HTTP(S)_PROXY names the instance).",
+        proxied.manifests(),
     )?;
     Ok(files)
 }
@@ -390,7 +406,24 @@ fn gpu_server() -> McpServer {
             count: 1,
         }),
         resources: ResourceRequirements::preset(SizePreset::Large),
+        // A local model: nothing to reach.
+        egress: Some(mcp_types::Egress::None),
         ..McpServer::new("embeddings", "ghcr.io/example/mcp-embeddings:0.3.0")
+    }
+}
+
+fn proxied_server() -> McpServer {
+    McpServer {
+        env: BTreeMap::from([(
+            "GITHUB_TOKEN".into(),
+            EnvValue::secret("github-credentials", "token"),
+        )]),
+        resources: ResourceRequirements::preset(SizePreset::Small),
+        egress: Some(mcp_types::Egress::Allow(vec![
+            mcp_types::EgressRule::host("api.github.com", [443]),
+            mcp_types::EgressRule::host("*.githubusercontent.com", [443]),
+        ])),
+        ..McpServer::new("github", "ghcr.io/example/mcp-github:2.1.0")
     }
 }
 
@@ -402,6 +435,21 @@ mod tests {
     fn every_file_has_the_generated_header_and_is_stable() {
         let files = generate().unwrap();
         assert_eq!(files.len(), 6);
+        // Every sample pod comes with its companions.
+        for (name, content) in files.iter().filter(|(n, _)| n.starts_with("sample-")) {
+            assert!(content.contains("kind: NetworkPolicy"), "{name}");
+            assert!(content.contains("kind: Pod"), "{name}");
+        }
+        let proxied = &files["sample-mcp-pod-with-egress-proxy.yaml"];
+        for kind in [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+        ] {
+            assert!(proxied.contains(&format!("kind: {kind}\n")), "{kind}");
+        }
         for (name, content) in &files {
             assert!(
                 content.starts_with("# Generated by `cargo xtask manifests`"),
@@ -504,7 +552,15 @@ mod tests {
             err.contains("examples/k8s/namespace.yaml cannot be read"),
             "{err}"
         );
-        assert!(!err.contains("networkpolicy.yaml"), "{err}");
+        assert!(!err.contains("sample-mcp-pod.yaml"), "{err}");
+        // A file the builders do not make is stale too; writing removes it.
+        fs::write(examples.join("old.yaml"), "kind: Pod\n").unwrap();
+        fs::write(examples.join("notes.txt"), "kept\n").unwrap();
+        let err = check(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("examples/k8s/old.yaml is not made by the builders"),
+            "{err}"
+        );
         write(&dir).unwrap();
         check(&dir).unwrap();
         fs::remove_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 mod admission;
 mod attach;
 mod delete;
+mod examples;
 mod kubelet;
 mod lists;
 mod logs;
