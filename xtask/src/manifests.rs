@@ -87,7 +87,12 @@ fn strays(dir: &Path, generated: &BTreeMap<&'static str, String>) -> Vec<String>
     };
     let mut out: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".yaml") && !generated.contains_key(n.as_str()))
+        .filter(|n| {
+            Path::new(n)
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("yaml"))
+                && !generated.contains_key(n.as_str())
+        })
         .collect();
     out.sort();
     out
