@@ -16,7 +16,8 @@ fn dry_run() -> PostParams {
     }
 }
 
-/// The server shapes of the generated examples: HTTP with egress, a volume, a GPU.
+/// The server shapes of the generated examples: HTTP with egress, a volume, a GPU, host-name
+/// egress (through the egress proxy).
 fn shapes(kind: &Kind) -> Vec<McpServer> {
     let mut http = kind.http_server("psa-http", 8080);
     http.egress = Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
@@ -43,7 +44,14 @@ fn shapes(kind: &Kind) -> Vec<McpServer> {
         resources: mcp_types::ResourceRequirements::preset(SizePreset::Large),
         ..McpServer::new("psa-gpu", &kind.image)
     };
-    vec![http, volume, gpu]
+    let proxied = McpServer {
+        egress: Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::host(
+            "api.github.com",
+            [443],
+        )])),
+        ..kind.fixture("psa-proxied", &mcp_orchestrator_api::FixtureScript::new())
+    };
+    vec![http, volume, gpu, proxied]
 }
 
 #[tokio::test]
@@ -78,6 +86,24 @@ async fn restricted_admits_every_pod_the_builders_make() {
         let built = build_instance(&spec, &id, &opts).expect("build");
         if let Err(e) = pods.create(&dry_run(), &built.pod).await {
             panic!("restricted refused the {} pod: {e}", spec.name);
+        }
+        // The egress proxy's pods, as its ReplicaSet would create them. Pod Security admission
+        // only warns about a Deployment; it enforces on the pods. (The dry run names the
+        // default account: the proxy's own exists only once the backend made it.)
+        if let Some(proxy) = built.egress_proxy {
+            let template = proxy.deployment.spec.expect("spec").template;
+            let mut metadata = template.metadata.unwrap_or_default();
+            metadata.name = Some(unique("psa-egress-proxy"));
+            let mut spec = template.spec.expect("pod spec");
+            spec.service_account_name = None;
+            let pod = Pod {
+                metadata,
+                spec: Some(spec),
+                status: None,
+            };
+            if let Err(e) = pods.create(&dry_run(), &pod).await {
+                panic!("restricted refused the egress proxy's pod: {e}");
+            }
         }
     }
     // The probe fixture is held to the same standard.
