@@ -51,6 +51,9 @@ pub enum FixtureStep {
     /// Print the lines of the file at `path` on stdout, or [`missing_line`] when it cannot be
     /// read.
     PrintFile(String),
+    /// Open a TCP connection to `HOST:PORT` (waiting at most 5 s), close it, and print
+    /// [`connect_line`] on stdout: whether the server's network reaches that address.
+    Connect(String),
 }
 
 /// The line [`FixtureStep::WriteFile`] prints once `path` is written, or `wrote PATH failed:
@@ -65,6 +68,15 @@ pub fn write_line(path: &str, error: Option<&str>) -> String {
 /// The line [`FixtureStep::PrintFile`] prints when `path` cannot be read.
 pub fn missing_line(path: &str) -> String {
     format!("{path} unreadable")
+}
+
+/// The line [`FixtureStep::Connect`] prints: `connect TARGET ok`, or `connect TARGET failed:
+/// REASON`.
+pub fn connect_line(target: &str, error: Option<&str>) -> String {
+    match error {
+        None => format!("connect {target} ok"),
+        Some(e) => format!("connect {target} failed: {e}"),
+    }
 }
 
 /// The line [`FixtureStep::PrintEnv`] prints for `name` with `value` (`None`: unset).
@@ -194,6 +206,12 @@ impl FixtureScript {
         self
     }
 
+    /// Adds a TCP connection attempt to `target` (`HOST:PORT`).
+    pub fn connect(mut self, target: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Connect(target.into()));
+        self
+    }
+
     /// Ignores SIGTERM from here on, so stopping needs the grace period's kill.
     pub fn ignore_sigterm(mut self) -> Self {
         self.steps.push(FixtureStep::IgnoreSigterm);
@@ -244,7 +262,8 @@ impl FixtureScript {
                 | FixtureStep::PrintCwd
                 | FixtureStep::IgnoreSigterm
                 | FixtureStep::WriteFile { .. }
-                | FixtureStep::PrintFile(_) => {}
+                | FixtureStep::PrintFile(_)
+                | FixtureStep::Connect(_) => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
@@ -253,7 +272,7 @@ impl FixtureScript {
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
     /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --write-file PATH=CONTENT
-    /// --print-file PATH --exit CODE
+    /// --print-file PATH --connect HOST:PORT --exit CODE
     /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
@@ -272,6 +291,7 @@ impl FixtureScript {
                     ("--write-file", format!("{path}={content}"))
                 }
                 FixtureStep::PrintFile(path) => ("--print-file", path.clone()),
+                FixtureStep::Connect(target) => ("--connect", target.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -329,6 +349,7 @@ impl FixtureScript {
                     }
                 }
                 "--print-file" => FixtureStep::PrintFile(value.to_owned()),
+                "--connect" => FixtureStep::Connect(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
                         .split_once(':')
@@ -427,6 +448,12 @@ mod tests {
         assert_eq!(FixtureScript::parse_args(&files.to_args()).unwrap(), files);
         assert!(files.expected_lines().is_empty());
         assert!(FixtureScript::parse_args(&["fixture", "--write-file", "nopath"]).is_err());
+        let net = FixtureScript::new().connect("127.0.0.1:9");
+        assert_eq!(net.to_args()[1..], ["--connect", "127.0.0.1:9"]);
+        assert_eq!(FixtureScript::parse_args(&net.to_args()).unwrap(), net);
+        assert!(net.expected_lines().is_empty());
+        assert_eq!(connect_line("h:1", None), "connect h:1 ok");
+        assert_eq!(connect_line("h:1", Some("refused")), "connect h:1 failed: refused");
     }
 
     #[test]

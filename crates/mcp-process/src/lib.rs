@@ -75,15 +75,18 @@
 
 mod bridge;
 mod config;
+mod egress;
 mod error;
 mod layout;
 mod lifecycle;
 mod logs;
 mod orchestrator;
 mod procfs;
+mod sandbox;
 mod status;
 mod stdio;
 pub mod supervisor;
+mod volumes;
 mod watch;
 
 pub use config::{

@@ -1,12 +1,12 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), an environment variable or the working directory, sleeps, exits with its
-//! code, serves MCP, or idles until a stop signal (which it may be told to ignore).
+//! see them at once), an environment variable or the working directory, tries a TCP connection,
+//! sleeps, exits with its code, serves MCP, or idles until a stop signal (which it may be told to ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mcp_orchestrator_api::fixture::{
-    FixtureScript, FixtureStep, ServeMode, env_line, missing_line, write_line,
+    FixtureScript, FixtureStep, ServeMode, connect_line, env_line, missing_line, write_line,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -82,6 +82,10 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
                 }
                 Err(_) => print(&mut stdout, &missing_line(path)).await,
             },
+            FixtureStep::Connect(target) => {
+                let error = connect(target).await.err();
+                print(&mut stdout, &connect_line(target, error.as_deref())).await;
+            }
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,
             FixtureStep::Stderr(line) => print(&mut stderr, line).await,
             FixtureStep::StdoutLines { prefix, count } => {
@@ -95,6 +99,16 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
         }
     }
     End::Idle
+}
+
+/// Opens (and drops) a TCP connection to `target`, within 5 s.
+async fn connect(target: &str) -> Result<(), String> {
+    let attempt = tokio::net::TcpStream::connect(target);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 5s".into()),
+    }
 }
 
 /// Writes one line and flushes it. Write errors are ignored on purpose: a fixture must keep
