@@ -453,7 +453,10 @@ mod tests {
         assert_eq!(FixtureScript::parse_args(&net.to_args()).unwrap(), net);
         assert!(net.expected_lines().is_empty());
         assert_eq!(connect_line("h:1", None), "connect h:1 ok");
-        assert_eq!(connect_line("h:1", Some("refused")), "connect h:1 failed: refused");
+        assert_eq!(
+            connect_line("h:1", Some("refused")),
+            "connect h:1 failed: refused"
+        );
     }
 
     #[test]

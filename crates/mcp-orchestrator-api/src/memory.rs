@@ -203,7 +203,10 @@ impl Entry {
                 // Instances of this backend live in the caller's process: they have no network.
                 FixtureStep::Connect(target) => self.print(
                     LogStream::Stdout,
-                    crate::fixture::connect_line(target, Some("the in-memory backend has no network")),
+                    crate::fixture::connect_line(
+                        target,
+                        Some("the in-memory backend has no network"),
+                    ),
                 ),
                 FixtureStep::Stdout(l) => self.print(LogStream::Stdout, l.clone()),
                 FixtureStep::Stderr(l) => self.print(LogStream::Stderr, l.clone()),

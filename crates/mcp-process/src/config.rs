@@ -402,7 +402,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.validate(), Ok(()));
         let c: ProcessConfig = serde_json::from_str(r#"{"defaultEgress":"none"}"#).unwrap();
-        assert_eq!((c.default_egress.clone(), c.validate()), (Egress::None, Ok(())));
+        assert_eq!(
+            (c.default_egress.clone(), c.validate()),
+            (Egress::None, Ok(()))
+        );
         // The default is left out when writing a configuration back.
         let written = serde_json::to_string(&ProcessConfig::default()).unwrap();
         assert!(!written.contains("defaultEgress"), "{written}");

@@ -27,7 +27,10 @@ pub(crate) const ALLOW_UNSUPPORTED: &str = "a local process cannot be limited to
 /// # Errors
 /// [`NotSupported`](OrchestratorError::NotSupported) naming `egress` for an allow-list, and
 /// for `none` on an HTTP server.
-pub(crate) fn isolates_network(spec: &McpServer, effective: &Egress) -> Result<bool, OrchestratorError> {
+pub(crate) fn isolates_network(
+    spec: &McpServer,
+    effective: &Egress,
+) -> Result<bool, OrchestratorError> {
     match effective {
         Egress::Open => Ok(false),
         Egress::None if spec.transport.is_http() => Err(OrchestratorError::NotSupported {
@@ -42,7 +45,10 @@ pub(crate) fn isolates_network(spec: &McpServer, effective: &Egress) -> Result<b
         Egress::None => Ok(true),
         Egress::Allow(_) => Err(OrchestratorError::NotSupported {
             backend: BACKEND,
-            what: format!("egress allow-lists ({}): {ALLOW_UNSUPPORTED}", effective.summary()),
+            what: format!(
+                "egress allow-lists ({}): {ALLOW_UNSUPPORTED}",
+                effective.summary()
+            ),
         }),
     }
 }
@@ -53,7 +59,10 @@ pub(crate) fn posture(policy: &Egress) -> EgressPosture {
         Egress::None => ("network namespace (loopback only)", true),
         Egress::Open => ("not enforced: host network", false),
         // Never started (refused above); reported honestly should an old record hold one.
-        Egress::Allow(_) => ("not enforced: allow-lists are refused by this backend", false),
+        Egress::Allow(_) => (
+            "not enforced: allow-lists are refused by this backend",
+            false,
+        ),
     };
     EgressPosture {
         policy: policy.clone(),
@@ -100,7 +109,11 @@ mod tests {
         assert!(none.metadata_blocked && none.enforced_by.contains("namespace"));
         let open = posture(&Egress::Open);
         assert_eq!(
-            (open.policy, open.metadata_blocked, open.enforced_by.as_str()),
+            (
+                open.policy,
+                open.metadata_blocked,
+                open.enforced_by.as_str()
+            ),
             (Egress::Open, false, "not enforced: host network")
         );
     }

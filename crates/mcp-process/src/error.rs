@@ -50,7 +50,10 @@ pub(crate) enum ProcessError {
     VolumeNotFound(String),
     /// A persistent volume is mounted by these instances.
     #[error("volume {name:?} is in use")]
-    VolumeInUse { name: String, users: Vec<InstanceId> },
+    VolumeInUse {
+        name: String,
+        users: Vec<InstanceId>,
+    },
     /// A directory of that name belongs to another server's volume (two names hashed alike).
     #[error("volume {name:?} belongs to server {owner:?}, volume {volume:?}")]
     VolumeTaken {
@@ -105,7 +108,9 @@ pub(crate) fn to_shared(e: ProcessError) -> OrchestratorError {
                 OrchestratorError::unavailable(BACKEND, r.message, None)
             }
         },
-        ProcessError::VolumeNotFound(name) => mcp_orchestrator_api::volumes::volume_not_found(&name),
+        ProcessError::VolumeNotFound(name) => {
+            mcp_orchestrator_api::volumes::volume_not_found(&name)
+        }
         ProcessError::VolumeInUse { name, users } => {
             mcp_orchestrator_api::volumes::in_use(&name, &users)
         }

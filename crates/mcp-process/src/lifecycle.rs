@@ -111,7 +111,10 @@ impl Lifecycle<'_> {
         let (mounts, persistent) = store.prepare(spec, paths)?;
         meta.persistent_volumes = persistent;
         if !mounts.is_empty() {
-            meta.launch.sandbox.get_or_insert_with(Sandbox::default).mounts = mounts;
+            meta.launch
+                .sandbox
+                .get_or_insert_with(Sandbox::default)
+                .mounts = mounts;
         }
         write_json(&paths.meta(), &meta).map_err(ProcessError::io("writing", &paths.meta()))?;
         std::fs::File::create(paths.logs())

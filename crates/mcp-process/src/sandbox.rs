@@ -290,7 +290,8 @@ mod tests {
         let r = both.unsupported("unshare: Operation not permitted");
         assert_eq!(r.kind, RefusalKind::Unsupported);
         assert!(
-            r.message.starts_with("volumes and `egress: none` need an unprivileged user namespace")
+            r.message
+                .starts_with("volumes and `egress: none` need an unprivileged user namespace")
                 && r.message.contains("unshare: Operation not permitted")
                 && r.message.contains("docker or kubernetes backend"),
             "{}",
@@ -300,7 +301,13 @@ mod tests {
             isolate_network: true,
             mounts: Vec::new(),
         };
-        assert!(net.is_needed() && net.unsupported("x").message.starts_with("`egress: none` needs"));
+        assert!(
+            net.is_needed()
+                && net
+                    .unsupported("x")
+                    .message
+                    .starts_with("`egress: none` needs")
+        );
         assert!(!Sandbox::default().is_needed());
     }
 }

@@ -76,7 +76,10 @@ impl<'a> VolumeStore<'a> {
             let field = format!("volumes[{i}].mountPath");
             let path = Path::new(&v.mount_path);
             if path.parent().is_none() {
-                return Err(ValidationErrors::single(field, "cannot mount a volume over /"));
+                return Err(ValidationErrors::single(
+                    field,
+                    "cannot mount a volume over /",
+                ));
             }
             if self.state_dir.starts_with(path) {
                 return Err(ValidationErrors::single(
@@ -136,7 +139,8 @@ impl<'a> VolumeStore<'a> {
         let name = persistent_volume_name(server, &v.name);
         let dir = self.dir(&name);
         if let Some(record) = self.record(&name)? {
-            return Self::owned_by(&name, &record, server, &v.name).map(|()| (name, dir.join("data")));
+            return Self::owned_by(&name, &record, server, &v.name)
+                .map(|()| (name, dir.join("data")));
         }
         let root = self.root();
         create_private_dir_all(&root).map_err(ProcessError::io("creating", &root))?;
@@ -401,7 +405,10 @@ mod tests {
         let cases = [
             ("/", "over /"),
             (state.path().to_str().unwrap(), "would hide"),
-            (state.path().parent().unwrap().to_str().unwrap(), "would hide"),
+            (
+                state.path().parent().unwrap().to_str().unwrap(),
+                "would hide",
+            ),
             (file.to_str().unwrap(), "is not a directory"),
         ];
         for (path, says) in cases {
@@ -426,18 +433,27 @@ mod tests {
     fn persistent_volumes_are_created_once_and_listed_with_their_users() {
         let state = tempfile::tempdir().unwrap();
         let store = VolumeStore::new(state.path());
-        let keep = VolumeSpec::new("keep", "16Mi", "/keep").unwrap().persistent();
+        let keep = VolumeSpec::new("keep", "16Mi", "/keep")
+            .unwrap()
+            .persistent();
         let (name, data) = store.ensure("srv", &keep).unwrap();
         assert_eq!(name, "mcp-srv-keep");
         std::fs::write(data.join("f"), "x").unwrap();
         // A second start finds the same volume and its data.
         let (again, data2) = store.ensure("srv", &keep).unwrap();
-        assert_eq!((again.as_str(), data2.join("f").exists()), ("mcp-srv-keep", true));
+        assert_eq!(
+            (again.as_str(), data2.join("f").exists()),
+            ("mcp-srv-keep", true)
+        );
         let listed = store.list(None).unwrap();
         assert_eq!(listed.len(), 1);
         let v = &listed[0];
         assert_eq!(
-            (v.server.as_str(), v.volume.as_str(), v.size.as_ref().map(ToString::to_string)),
+            (
+                v.server.as_str(),
+                v.volume.as_str(),
+                v.size.as_ref().map(ToString::to_string)
+            ),
             ("srv", "keep", Some("16Mi".to_owned()))
         );
         assert!(v.in_use_by.is_empty() && v.created_at.is_some());
@@ -452,7 +468,10 @@ mod tests {
                 "restartPolicy": "Never", "backoffInitialMs": 10, "backoffMaxMs": 100}
         });
         std::fs::write(inst.join("meta.json"), meta.to_string()).unwrap();
-        assert_eq!(store.list(Some("srv")).unwrap()[0].in_use_by, [InstanceId::new("mcp-srv-1")]);
+        assert_eq!(
+            store.list(Some("srv")).unwrap()[0].in_use_by,
+            [InstanceId::new("mcp-srv-1")]
+        );
         assert!(matches!(
             store.remove("mcp-srv-keep"),
             Err(ProcessError::VolumeInUse { users, .. }) if users == [InstanceId::new("mcp-srv-1")]
@@ -475,10 +494,19 @@ mod tests {
     #[test]
     fn concurrent_creations_share_one_volume() {
         let state = tempfile::tempdir().unwrap();
-        let keep = VolumeSpec::new("keep", "16Mi", "/keep").unwrap().persistent();
+        let keep = VolumeSpec::new("keep", "16Mi", "/keep")
+            .unwrap()
+            .persistent();
         let dirs: Vec<PathBuf> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| VolumeStore::new(state.path()).ensure("srv", &keep).unwrap().1))
+                .map(|_| {
+                    s.spawn(|| {
+                        VolumeStore::new(state.path())
+                            .ensure("srv", &keep)
+                            .unwrap()
+                            .1
+                    })
+                })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -487,14 +515,20 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["mcp-srv-keep"], "half-built volumes were left behind");
+        assert_eq!(
+            names,
+            ["mcp-srv-keep"],
+            "half-built volumes were left behind"
+        );
     }
 
     #[test]
     fn a_name_taken_by_another_server_is_refused() {
         let state = tempfile::tempdir().unwrap();
         let store = VolumeStore::new(state.path());
-        let keep = VolumeSpec::new("keep", "16Mi", "/keep").unwrap().persistent();
+        let keep = VolumeSpec::new("keep", "16Mi", "/keep")
+            .unwrap()
+            .persistent();
         let (name, _) = store.ensure("srv", &keep).unwrap();
         let record = VolumeRecord {
             server: "other".into(),

@@ -19,12 +19,15 @@ async fn process_backend_passes_the_conformance_kit() {
     let harness = Harness::new(&recording, &servers)
         .with_timeout(Duration::from_secs(30))
         .with_grace(Duration::from_secs(5))
-        // A local process shares the host's file system, devices and network.
-        .with_capability(Capability::Volumes, Support::Refused)
-        // Volumes are refused, persistent ones too (`list_volumes` is NotSupported).
-        .with_capability(Capability::PersistentVolumes, Support::Refused)
+        // Volumes are bind-mounted at their mount paths in a mount namespace of the server's
+        // (any absolute path: the kit's are `/data`, `/keep`, `/scratch`, which the host lacks).
+        .with_capability(Capability::Volumes, Support::Honoured)
+        .with_capability(Capability::PersistentVolumes, Support::Honoured)
         .with_capability(Capability::GarbageCollection, Support::Honoured)
+        // A local process shares the host's devices.
         .with_capability(Capability::Gpu, Support::Refused)
+        // The kit's egress spec is an allow-list, which needs privileges to enforce; `none`
+        // (a network namespace) and `open` are honoured and tested in `tests/egress.rs`.
         .with_capability(Capability::Egress, Support::Refused);
     let breaker = env.orchestrator.watch_breaker();
     let harness = harness.with_watch_break(std::sync::Arc::new(move || breaker.break_watches()));

@@ -8,8 +8,8 @@ use std::ffi::CString;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::fs::StatVfsMountFlags;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use super::{BindMount, Refusal};
 
@@ -66,11 +66,20 @@ impl<'a> Mounter<'a> {
                     format!("{} exists and is not a directory", target.display()),
                 ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing, or a file on the way (named by the next step).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 self.make_mount_point(&target, field)?;
             }
             Err(e) => {
-                return Err(Refusal::invalid(field, format!("{}: {e}", target.display())));
+                return Err(Refusal::invalid(
+                    field,
+                    format!("{}: {e}", target.display()),
+                ));
             }
         }
         let target = std::fs::canonicalize(&target)
