@@ -55,10 +55,19 @@ fn volumes_ls_and_rm_around_two_runs_of_a_server() {
         .lines()
         .find(|l| l.starts_with("mcp-clikeep-keep\t"))
         .unwrap_or_else(|| panic!("no row for the volume:\n{table}"));
-    assert_eq!(row, format!("mcp-clikeep-keep\tclikeep\tkeep\t16Mi\t{first}"));
-    let listed = json(&env, &["volumes", "ls", "--server", "clikeep", "-o", "json"]);
+    assert_eq!(
+        row,
+        format!("mcp-clikeep-keep\tclikeep\tkeep\t16Mi\t{first}")
+    );
+    let listed = json(
+        &env,
+        &["volumes", "ls", "--server", "clikeep", "-o", "json"],
+    );
     assert_eq!(listed[0]["inUseBy"], serde_json::json!([first]), "{listed}");
-    assert_eq!(json(&env, &["volumes", "ls", "--server", "other", "-o", "json"]), serde_json::json!([]));
+    assert_eq!(
+        json(&env, &["volumes", "ls", "--server", "other", "-o", "json"]),
+        serde_json::json!([])
+    );
 
     let refused = env
         .cmd(&["volumes", "rm", "mcp-clikeep-keep"])
@@ -68,18 +77,27 @@ fn volumes_ls_and_rm_around_two_runs_of_a_server() {
         .stderr
         .clone();
     let refused = String::from_utf8(refused).expect("utf-8");
-    assert!(refused.starts_with("error: ") && refused.contains(&first), "{refused}");
+    assert!(
+        refused.starts_with("error: ") && refused.contains(&first),
+        "{refused}"
+    );
 
     stdout_of(env.cmd(&["stop", &first, "--grace", "2s"]));
     let second = stdout_of(env.cmd(&["run", "--skip-ready", spec]));
-    assert_eq!(log_lines(&env, &second, 2), ["kept", &write_line(file, None)]);
+    assert_eq!(
+        log_lines(&env, &second, 2),
+        ["kept", &write_line(file, None)]
+    );
     stdout_of(env.cmd(&["stop", &second, "--grace", "2s"]));
 
     assert_eq!(
         stdout_of(env.cmd(&["volumes", "rm", "mcp-clikeep-keep"])),
         "mcp-clikeep-keep"
     );
-    assert_eq!(json(&env, &["volumes", "ls", "-o", "json"]), serde_json::json!([]));
+    assert_eq!(
+        json(&env, &["volumes", "ls", "-o", "json"]),
+        serde_json::json!([])
+    );
     let gone = env
         .cmd(&["volumes", "rm", "mcp-clikeep-keep"])
         .assert()
@@ -87,13 +105,20 @@ fn volumes_ls_and_rm_around_two_runs_of_a_server() {
         .get_output()
         .stderr
         .clone();
-    assert!(String::from_utf8(gone).expect("utf-8").contains("not found"));
+    assert!(
+        String::from_utf8(gone)
+            .expect("utf-8")
+            .contains("not found")
+    );
 }
 
 #[test]
 fn gc_dry_run_reports_an_orphan_and_gc_removes_it() {
     let env = Env::process();
-    let spec = env.spec("idle.yaml", &fixture_spec("cliorphan", &FixtureScript::new()));
+    let spec = env.spec(
+        "idle.yaml",
+        &fixture_spec("cliorphan", &FixtureScript::new()),
+    );
     let id = stdout_of(env.cmd(&["run", "--skip-ready", spec.to_str().expect("utf-8 path")]));
     assert_eq!(
         stdout_of(env.cmd(&["gc", "--dry-run"])),
@@ -122,7 +147,10 @@ fn gc_dry_run_reports_an_orphan_and_gc_removes_it() {
         "{report}"
     );
     let table = stdout_of(env.cmd(&["gc", "--dry-run"]));
-    assert!(table.contains(&id) && table.contains("would remove"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("would remove"),
+        "{table}"
+    );
     assert!(instance_dir.exists(), "a dry run removed the instance");
     let table = stdout_of(env.cmd(&["gc"]));
     assert!(table.contains(&id) && table.contains("removed"), "{table}");

@@ -76,7 +76,8 @@ impl Lifecycle<'_> {
             persistent_volumes: Vec::new(),
             launch,
         };
-        let started = match self.prepare(spec, &paths, meta).await {
+        let mut created = Vec::new();
+        let started = match self.prepare(spec, &paths, meta, &mut created).await {
             Ok(()) => {
                 self.spawn_supervisor(&id, &paths, &supervisor, &Handoff { env })
                     .await
@@ -87,6 +88,7 @@ impl Lifecycle<'_> {
             if let Err(cleanup) = self.kill_and_remove(&paths, Duration::ZERO).await {
                 tracing::warn!(%id, "cleaning up after a failed start: {cleanup}");
             }
+            self.remove_created(&id, &created).await;
             return Err(e.into());
         }
         tracing::debug!(%id, "started");
@@ -101,6 +103,7 @@ impl Lifecycle<'_> {
         spec: &McpServer,
         paths: &InstancePaths,
         mut meta: Meta,
+        created: &mut Vec<String>,
     ) -> Result<(), ProcessError> {
         let store = VolumeStore::new(self.state_dir);
         let _lock = if spec.volumes.iter().any(|v| v.persistent) {
@@ -108,7 +111,7 @@ impl Lifecycle<'_> {
         } else {
             None
         };
-        let (mounts, persistent) = store.prepare(spec, paths)?;
+        let (mounts, persistent) = store.prepare(spec, paths, created)?;
         meta.persistent_volumes = persistent;
         if !mounts.is_empty() {
             meta.launch
@@ -120,6 +123,31 @@ impl Lifecycle<'_> {
         std::fs::File::create(paths.logs())
             .map(drop)
             .map_err(ProcessError::io("creating", &paths.logs()))
+    }
+
+    /// Removes the persistent volumes a failed start created, unless another instance
+    /// mounts one by now.
+    async fn remove_created(&self, id: &InstanceId, created: &[String]) {
+        if created.is_empty() {
+            return;
+        }
+        let store = VolumeStore::new(self.state_dir);
+        let _lock = match store.lock(true).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(%id, "cleaning up the volumes of a failed start: {e}");
+                return;
+            }
+        };
+        for name in created {
+            match store.remove(name) {
+                Ok(())
+                | Err(ProcessError::VolumeInUse { .. } | ProcessError::VolumeNotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(%id, "cleaning up volume {name} after a failed start: {e}");
+                }
+            }
+        }
     }
 
     /// Stops the instance at `paths`: serialized with other stops of it, the grace period

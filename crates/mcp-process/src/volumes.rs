@@ -103,17 +103,23 @@ impl<'a> VolumeStore<'a> {
 
     /// The mounts of `spec`'s volumes for the instance at `paths` (per-instance directories
     /// created, persistent volumes created when missing), parents before children, and the
-    /// names of the persistent volumes. Call it holding [`VolumeStore::lock`] shared.
+    /// names of the persistent volumes. The names of the persistent volumes it created are
+    /// added to `created` (also when it fails half-way), so that a failed start can remove
+    /// them. Call it holding [`VolumeStore::lock`] shared.
     pub(crate) fn prepare(
         &self,
         spec: &McpServer,
         paths: &InstancePaths,
+        created: &mut Vec<String>,
     ) -> Result<(Vec<BindMount>, Vec<String>), ProcessError> {
         let mut mounts = Vec::new();
         let mut persistent = Vec::new();
         for (i, v) in spec.volumes.iter().enumerate() {
             let source = if v.persistent {
-                let (name, data) = self.ensure(&spec.name, v)?;
+                let (name, data, new) = self.ensure(&spec.name, v)?;
+                if new {
+                    created.push(name.clone());
+                }
                 persistent.push(name);
                 data
             } else {
@@ -132,15 +138,19 @@ impl<'a> VolumeStore<'a> {
         Ok((mounts, persistent))
     }
 
-    /// The persistent volume of `server`'s spec volume `v`, created when missing: its name and
-    /// data directory.
-    fn ensure(&self, server: &str, v: &VolumeSpec) -> Result<(String, PathBuf), ProcessError> {
+    /// The persistent volume of `server`'s spec volume `v`, created when missing: its name,
+    /// data directory, and whether this call created it.
+    fn ensure(
+        &self,
+        server: &str,
+        v: &VolumeSpec,
+    ) -> Result<(String, PathBuf, bool), ProcessError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let name = persistent_volume_name(server, &v.name);
         let dir = self.dir(&name);
         if let Some(record) = self.record(&name)? {
             return Self::owned_by(&name, &record, server, &v.name)
-                .map(|()| (name, dir.join("data")));
+                .map(|()| (name, dir.join("data"), false));
         }
         let root = self.root();
         create_private_dir_all(&root).map_err(ProcessError::io("creating", &root))?;
@@ -169,12 +179,12 @@ impl<'a> VolumeStore<'a> {
             let _ = std::fs::remove_dir_all(&building);
         }
         if built? {
-            return Ok((name, dir.join("data")));
+            return Ok((name, dir.join("data"), true));
         }
         let record = self
             .record(&name)?
             .ok_or_else(|| ProcessError::VolumeNotFound(name.clone()))?;
-        Self::owned_by(&name, &record, server, &v.name).map(|()| (name, dir.join("data")))
+        Self::owned_by(&name, &record, server, &v.name).map(|()| (name, dir.join("data"), false))
     }
 
     fn owned_by(
@@ -436,14 +446,14 @@ mod tests {
         let keep = VolumeSpec::new("keep", "16Mi", "/keep")
             .unwrap()
             .persistent();
-        let (name, data) = store.ensure("srv", &keep).unwrap();
-        assert_eq!(name, "mcp-srv-keep");
+        let (name, data, new) = store.ensure("srv", &keep).unwrap();
+        assert_eq!((name.as_str(), new), ("mcp-srv-keep", true));
         std::fs::write(data.join("f"), "x").unwrap();
         // A second start finds the same volume and its data.
-        let (again, data2) = store.ensure("srv", &keep).unwrap();
+        let (again, data2, new) = store.ensure("srv", &keep).unwrap();
         assert_eq!(
-            (again.as_str(), data2.join("f").exists()),
-            ("mcp-srv-keep", true)
+            (again.as_str(), data2.join("f").exists(), new),
+            ("mcp-srv-keep", true, false)
         );
         let listed = store.list(None).unwrap();
         assert_eq!(listed.len(), 1);
@@ -497,20 +507,24 @@ mod tests {
         let keep = VolumeSpec::new("keep", "16Mi", "/keep")
             .unwrap()
             .persistent();
-        let dirs: Vec<PathBuf> = std::thread::scope(|s| {
+        let made: Vec<(PathBuf, bool)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
                 .map(|_| {
                     s.spawn(|| {
-                        VolumeStore::new(state.path())
-                            .ensure("srv", &keep)
-                            .unwrap()
-                            .1
+                        let (_, dir, new) =
+                            VolumeStore::new(state.path()).ensure("srv", &keep).unwrap();
+                        (dir, new)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert!(dirs.windows(2).all(|w| w[0] == w[1]), "{dirs:?}");
+        assert!(made.windows(2).all(|w| w[0].0 == w[1].0), "{made:?}");
+        assert_eq!(
+            made.iter().filter(|m| m.1).count(),
+            1,
+            "one creator: {made:?}"
+        );
         let names: Vec<String> = std::fs::read_dir(state.path().join(VOLUMES))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -529,7 +543,7 @@ mod tests {
         let keep = VolumeSpec::new("keep", "16Mi", "/keep")
             .unwrap()
             .persistent();
-        let (name, _) = store.ensure("srv", &keep).unwrap();
+        let (name, _, _) = store.ensure("srv", &keep).unwrap();
         let record = VolumeRecord {
             server: "other".into(),
             volume: "keep".into(),
