@@ -435,8 +435,8 @@ mod tests {
                 "{path}: {e}"
             );
         }
-        let fine = spec("s", vec![VolumeSpec::new("d", "1Mi", "/srv/x/y").unwrap()]);
-        assert!(store.check_mount_paths(&fine).is_ok());
+        let usable = spec("s", vec![VolumeSpec::new("d", "1Mi", "/srv/x/y").unwrap()]);
+        assert!(store.check_mount_paths(&usable).is_ok());
     }
 
     #[test]
@@ -491,8 +491,11 @@ mod tests {
         let locked = data.join("locked");
         std::fs::create_dir(&locked).unwrap();
         std::fs::write(locked.join("f"), "x").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+        std::fs::set_permissions(
+            &locked,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o500),
+        )
+        .unwrap();
         store.remove("mcp-srv-keep").unwrap();
         assert!(store.list(None).unwrap().is_empty());
         assert!(matches!(

@@ -13,7 +13,7 @@ use mcp_orchestrator_api::fixture::{FixtureScript, missing_line, write_line};
 use mcp_orchestrator_api::{McpOrchestrator, OrchestratorError, OrchestratorExt};
 use mcp_process::ProcessOrchestrator;
 use mcp_types::{
-    InstanceId, LogOptions, McpServer, Phase, RestartPolicy, StartOptions, VolumeSpec,
+    InstanceId, LogOptions, McpServer, RestartPolicy, StartOptions, VolumeSpec,
     persistent_volume_name,
 };
 
@@ -221,6 +221,20 @@ async fn mount_paths_that_cannot_be_mounted_are_refused_naming_the_field() {
         }
     }
     assert_eq!(entries(host.path()), ["a-file"]);
+    let over_root = spec(
+        "badmount",
+        &FixtureScript::new(),
+        vec![VolumeSpec::new("root", "1Mi", "/").unwrap()],
+    )
+    .await;
+    let e = o
+        .start_server(&over_root, &StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, OrchestratorError::InvalidSpec(v) if v.has_path("volumes[0].mountPath")),
+        "{e}"
+    );
     env.assert_clean().await;
 }
 
@@ -255,7 +269,7 @@ async fn two_orchestrators_racing_to_create_a_persistent_volume_share_it() {
     );
     match a.remove_volume(&name).await {
         Err(OrchestratorError::InUse { users: named, .. }) => {
-            let want: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+            let want: Vec<String> = users.iter().map(ToString::to_string).collect();
             assert_eq!(named, want);
         }
         other => panic!("expected InUse, got {other:?}"),

@@ -16,6 +16,9 @@ const IFF_UP: u32 = 0x1;
 const HEADER_LEN: usize = 16;
 /// `sizeof(struct nlmsghdr) + sizeof(struct ifinfomsg)`.
 const REQUEST_LEN: usize = HEADER_LEN + 16;
+/// The same, as `nlmsg_len` holds it.
+const REQUEST_LEN_U32: u32 = 32;
+const _: () = assert!(REQUEST_LEN_U32 as usize == REQUEST_LEN);
 
 /// A failure, and whether it was a permission refusal (the namespace grants no privileges).
 #[derive(Debug)]
@@ -68,7 +71,7 @@ pub(super) fn bring_up() -> Result<(), LoopbackError> {
 /// `struct nlmsghdr` + `struct ifinfomsg` asking to set `IFF_UP` on interface `index`.
 fn set_up_request(index: i32, seq: u32) -> [u8; REQUEST_LEN] {
     let mut m = [0u8; REQUEST_LEN];
-    m[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
+    m[0..4].copy_from_slice(&REQUEST_LEN_U32.to_ne_bytes());
     m[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
     m[6..8].copy_from_slice(&REQUEST_WITH_ACK.to_ne_bytes());
     m[8..12].copy_from_slice(&seq.to_ne_bytes());
