@@ -168,8 +168,7 @@ fn supervisor_of(dir: &std::path::Path) -> Option<i32> {
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 c.split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .next_back()
+                    .rfind(|a| !a.is_empty())
                     .is_some_and(|last| last == want.as_bytes())
             })
         })

@@ -264,9 +264,10 @@ impl<'a> Harness<'a> {
         self
     }
 
-    /// Sets the directory under which the kit mounts volumes, for backends that mount over
-    /// existing host directories only (the process backend): the kit's volumes are mounted at
-    /// `<root>/data`, `<root>/keep` and `<root>/scratch`, which must exist there.
+    /// Sets the directory under which the kit mounts volumes, for backends that can mount only
+    /// below a directory of their choosing (the workspace's backends mount anywhere and keep
+    /// the default `/`): the kit's volumes are mounted at `<root>/data`, `<root>/keep` and
+    /// `<root>/scratch`.
     pub fn with_mount_root(mut self, root: impl Into<String>) -> Self {
         self.mount_root = root.into();
         self
