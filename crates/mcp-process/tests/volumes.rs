@@ -327,3 +327,33 @@ async fn a_server_keeps_its_volumes_across_its_own_restarts() {
     o.stop_server(&id, GRACE).await.expect("stop");
     env.assert_clean().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_left_half_built_is_an_orphan_once_old() {
+    let env = TestEnv::new();
+    let o = &env.orchestrator;
+    let volumes = env.dir.path().join("volumes");
+    let (old, fresh) = (
+        volumes.join(".new-mcp-gone-data.1.0"),
+        volumes.join(".new-mcp-busy-data.2.0"),
+    );
+    for dir in [&old, &fresh] {
+        std::fs::create_dir_all(dir.join("data")).expect("half-built volume");
+    }
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(&old)
+        .and_then(|d| d.set_modified(an_hour_ago))
+        .expect("age it");
+    let report = o.collect_garbage(true).await.expect("dry run");
+    let names: Vec<&str> = report.orphans.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, [old.display().to_string()], "{report:?}");
+    assert!(old.exists() && !report.orphans[0].removed);
+    let report = o.collect_garbage(false).await.expect("collect");
+    assert!(report.orphans[0].removed, "{report:?}");
+    assert!(!old.exists(), "removed");
+    assert!(
+        fresh.exists(),
+        "a volume being built right now is left alone"
+    );
+    assert!(o.list_volumes(None).await.expect("list").is_empty());
+}
