@@ -13,6 +13,7 @@
 //!     stop.json        a stop request's grace period (written by a stopper before SIGTERM)
 //!     stop.lock        flock that serializes stoppers
 //!     stdio.sock       the stdio bridge of a stdio server (see `attach_stdio`)
+//!     secrets/<i>-<name>  secret file i, mode 0400 (written once, before the supervisor)
 //!   trash/             instance directories being deleted (renamed here first, atomically)
 //! ```
 //!
@@ -82,6 +83,10 @@ impl InstancePaths {
     }
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join(SOCKET_FILE)
+    }
+    /// The directory of the instance's secret files (`secret_files.rs`).
+    pub(crate) fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
     }
 }
 
