@@ -48,8 +48,9 @@ pub struct ContainerPlan {
     pub name: String,
     /// The create body. Its `Env` holds secret values: never log it.
     pub body: ContainerCreateBody,
-    /// Named volumes to create first: per-instance ones labelled with the instance, persistent
-    /// ones ([`labels::PERSISTENT`]) with the server only (creating an existing one is a no-op).
+    /// Named volumes to create first: per-instance ones labelled with the instance (the secret
+    /// files' one too), persistent ones ([`labels::PERSISTENT`]) with the server only
+    /// (creating an existing one is a no-op).
     pub volumes: Vec<VolumeCreateRequest>,
     /// Volumes whose root directory is given to the server's user before the start, as
     /// (volume name, uid, gid): the writable ones, whose root a new named volume otherwise
@@ -129,7 +130,13 @@ pub fn build_container(
 
     let sc = spec.security_context.clone().unwrap_or_default();
 
-    let (mounts, volumes) = volume_parts(spec, instance, network);
+    crate::secret_files::check_paths(spec)?;
+    let (mut mounts, mut volumes) = volume_parts(spec, instance, network);
+    // The secret files' volume; their binds are added once it is filled (`secret_files`).
+    if let Some((volume, mount)) = crate::secret_files::volume_parts(spec, instance, network) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let owned_mounts = spec
         .volumes
         .iter()
@@ -182,6 +189,7 @@ pub fn build_container(
         env: Some(
             env.iter()
                 .map(|(k, v)| format!("{k}={}", v.expose()))
+                .chain(crate::secret_files::env_entries(spec))
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),

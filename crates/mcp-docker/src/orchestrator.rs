@@ -20,7 +20,9 @@ use futures::StreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
-use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
+use mcp_orchestrator_api::secrets::{
+    DirSecretResolver, NoSecrets, SecretResolver, resolve_env, resolve_secret_files,
+};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
@@ -260,6 +262,7 @@ impl DockerOrchestrator {
 
     async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
+        let secret_values = resolve_secret_files(&spec.secret_files, self.secrets.as_ref())?;
         let mut plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
         if spec.transport.is_http() {
             pin_host_port(&mut plan, free_loopback_port()?);
@@ -278,6 +281,31 @@ impl DockerOrchestrator {
         {
             self.discard(id).await;
             return Err(e);
+        }
+        if !spec.secret_files.is_empty() {
+            let sc = spec.security_context.clone().unwrap_or_default();
+            let owner = (
+                u64::try_from(sc.uid()).unwrap_or_default(),
+                u64::try_from(sc.gid()).unwrap_or_default(),
+            );
+            let filled = crate::secret_files::fill(
+                &self.docker,
+                id,
+                image,
+                spec,
+                &secret_values,
+                owner,
+                &self.endpoint,
+            )
+            .await;
+            match (filled, plan.body.host_config.as_mut()) {
+                (Ok(binds), Some(hc)) => hc.mounts.get_or_insert_with(Vec::new).extend(binds),
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    self.discard(id).await;
+                    return Err(e);
+                }
+            }
         }
         if let Err(e) = self.create_and_start(id, image, plan.body).await {
             self.discard(id).await;
