@@ -130,13 +130,7 @@ pub fn build_container(
 
     let sc = spec.security_context.clone().unwrap_or_default();
 
-    crate::secret_files::check_paths(spec)?;
-    let (mut mounts, mut volumes) = volume_parts(spec, instance, network);
-    // The secret files' volume; their binds are added once it is filled (`secret_files`).
-    if let Some((volume, mount)) = crate::secret_files::volume_parts(spec, instance, network) {
-        volumes.push(volume);
-        mounts.push(mount);
-    }
+    let (mounts, volumes) = volume_parts(spec, instance, network)?;
     let owned_mounts = spec
         .volumes
         .iter()
@@ -270,13 +264,15 @@ fn source_of(spec: &McpServer, instance: &str, v: &mcp_types::VolumeSpec) -> Str
     }
 }
 
-/// The mounts of the container and the named volumes behind them.
+/// The mounts of the container and the named volumes behind them: the spec's volumes, and the
+/// secret files' volume (their binds are added once it is filled, see `secret_files`).
 fn volume_parts(
     spec: &McpServer,
     instance: &str,
     network: &str,
-) -> (Vec<Mount>, Vec<VolumeCreateRequest>) {
-    let mounts: Vec<Mount> = spec
+) -> Result<(Vec<Mount>, Vec<VolumeCreateRequest>)> {
+    crate::secret_files::check_paths(spec)?;
+    let mut mounts: Vec<Mount> = spec
         .volumes
         .iter()
         .map(|v| Mount {
@@ -287,7 +283,7 @@ fn volume_parts(
             ..Mount::default()
         })
         .collect();
-    let volumes = spec
+    let mut volumes: Vec<VolumeCreateRequest> = spec
         .volumes
         .iter()
         .map(|v| {
@@ -310,8 +306,11 @@ fn volume_parts(
             }
         })
         .collect();
-
-    (mounts, volumes)
+    if let Some((volume, mount)) = crate::secret_files::volume_parts(spec, instance, network) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    Ok((mounts, volumes))
 }
 
 /// Resources, hardening, restart policy and network: the parts of the host config that do not

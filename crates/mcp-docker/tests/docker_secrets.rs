@@ -299,7 +299,10 @@ async fn orphan_collection_removes_a_secrets_volume_whose_container_is_gone() {
         .await
         .unwrap();
     let volume = secrets_volume_name(id.as_str());
-    assert_eq!(env.volumes_of(id.as_str()).await, [volume.clone()]);
+    assert_eq!(
+        env.volumes_of(id.as_str()).await,
+        std::slice::from_ref(&volume)
+    );
     let report = env.o.collect_garbage(false).await.unwrap();
     assert!(
         report

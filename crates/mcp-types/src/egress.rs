@@ -253,7 +253,7 @@ fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
     // An IPv4-mapped IPv6 address is the IPv4 address it maps.
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        v4 @ IpAddr::V4(_) => v4,
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {

@@ -282,7 +282,7 @@ fn spec_using(
             spec.egress = Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
                 "10.0.0.0/8",
                 [],
-            )]))
+            )]));
         }
         Capability::PersistentVolumes => {
             let volume = mcp_types::VolumeSpec::new("keep", "16Mi", h.mount_path("keep"))
