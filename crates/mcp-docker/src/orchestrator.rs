@@ -62,6 +62,9 @@ const LIST_CONCURRENCY: usize = 8;
 ///   path (Docker then copies it, with its owner, into the empty volume), and `fsGroup` is
 ///   only added as a supplementary group;
 /// - `egress` allow-lists are refused with `NotSupported`;
+/// - `secretFiles` are bound read-only at their paths from a per-instance volume filled before
+///   the start (see [`crate::secret_files`]): no value is in the container's configuration;
+///   `secretRef` env values are (Docker has no secret store for plain containers);
 /// - `gpu.product` cannot be chosen on one host and is ignored (the count is requested);
 /// - logs are one stream across restarts, so `previous` is refused with `InvalidArgument`.
 #[derive(Clone)]

@@ -612,6 +612,11 @@ impl McpServer {
                 );
             } else if self.secret_files[..i].iter().any(|o| o.path == f.path) {
                 push(format!("{at}.path"), format!("{:?} is used twice", f.path));
+            } else if f.path == "/tmp" {
+                push(
+                    format!("{at}.path"),
+                    "/tmp is reserved for the scratch tmpfs".into(),
+                );
             } else if let Some(v) = self.volumes.iter().find(|v| {
                 let m = v.mount_path.trim_end_matches('/');
                 f.path == m || f.path.starts_with(&format!("{m}/"))
@@ -904,6 +909,7 @@ mod tests {
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: Bad_Name, key: t } }]\n"), "secretFiles[0].secretRef.name", "")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: \"\" } }]\n"), "secretFiles[0].secretRef.key", "must not be empty")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: a/b } }]\n"), "secretFiles[0].secretRef.key", "\"a/b\" is not a valid key")]
+    #[case(&spec_yaml("secretFiles: [{ path: /tmp, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "/tmp is reserved")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: 1X }]\n"), "secretFiles[0].env", "not a valid variable name")]
     #[case(&spec_yaml("env: { T_FILE: x }\nsecretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: T_FILE }]\n"), "secretFiles[0].env", "T_FILE is also set in env")]
     #[case("name: x\n", "image", "either image or command must be given")]
