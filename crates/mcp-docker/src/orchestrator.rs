@@ -20,7 +20,9 @@ use futures::StreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
-use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
+use mcp_orchestrator_api::secrets::{
+    DirSecretResolver, NoSecrets, SecretResolver, resolve_env, resolve_secret_files,
+};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
@@ -60,6 +62,9 @@ const LIST_CONCURRENCY: usize = 8;
 ///   path (Docker then copies it, with its owner, into the empty volume), and `fsGroup` is
 ///   only added as a supplementary group;
 /// - `egress` allow-lists are refused with `NotSupported`;
+/// - `secretFiles` are bound read-only at their paths from a per-instance volume filled before
+///   the start (see [`crate::secret_files`]): no value is in the container's configuration;
+///   `secretRef` env values are (Docker has no secret store for plain containers);
 /// - `gpu.product` cannot be chosen on one host and is ignored (the count is requested);
 /// - logs are one stream across restarts, so `previous` is refused with `InvalidArgument`.
 #[derive(Clone)]
@@ -260,6 +265,7 @@ impl DockerOrchestrator {
 
     async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
+        let secret_values = resolve_secret_files(&spec.secret_files, self.secrets.as_ref())?;
         let mut plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
         if spec.transport.is_http() {
             pin_host_port(&mut plan, free_loopback_port()?);
@@ -278,6 +284,31 @@ impl DockerOrchestrator {
         {
             self.discard(id).await;
             return Err(e);
+        }
+        if !spec.secret_files.is_empty() {
+            let sc = spec.security_context.clone().unwrap_or_default();
+            let owner = (
+                u64::try_from(sc.uid()).unwrap_or_default(),
+                u64::try_from(sc.gid()).unwrap_or_default(),
+            );
+            let filled = crate::secret_files::fill(
+                &self.docker,
+                id,
+                image,
+                spec,
+                &secret_values,
+                owner,
+                &self.endpoint,
+            )
+            .await;
+            match (filled, plan.body.host_config.as_mut()) {
+                (Ok(binds), Some(hc)) => hc.mounts.get_or_insert_with(Vec::new).extend(binds),
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    self.discard(id).await;
+                    return Err(e);
+                }
+            }
         }
         if let Err(e) = self.create_and_start(id, image, plan.body).await {
             self.discard(id).await;

@@ -15,6 +15,7 @@
 //!     stdio.sock       the stdio bridge of a stdio server (see `attach_stdio`)
 //!     volumes/<name>/  the per-instance volumes (deleted with the instance)
 //!     sandbox/         the supervisor's staging directory for its mount namespace
+//!     secrets/<i>-<name>  secret file i, mode 0400 (written once, before the supervisor)
 //!   volumes/<mcp-server-volume>/   persistent volumes, kept across instances
 //!     volume.json      server, spec volume, size, createdAt
 //!     data/            what the server sees at the mount path
@@ -103,6 +104,10 @@ impl InstancePaths {
     /// The supervisor's staging directory for the mount namespace.
     pub(crate) fn sandbox_work(&self) -> PathBuf {
         self.dir.join("sandbox")
+    }
+    /// The directory of the instance's secret files (`secret_files.rs`).
+    pub(crate) fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
     }
 }
 

@@ -35,7 +35,12 @@
 //! - **Environment**: the server gets `PATH`, `HOME` and `LANG` from the starting process
 //!   (configurable) plus the spec's `env`, with `secretRef`s read from `secretsDir`. Values are
 //!   handed to the supervisor over a pipe: they are never written to the state directory,
-//!   never put in the supervisor's own environment and never logged.
+//!   never put in the supervisor's own environment and never logged. A `secretRef` value is
+//!   still in the server's environment, which `/proc/<pid>/environ` shows to the same user
+//!   (and root). `secretFiles` avoid that: each value is written, mode 0400, to
+//!   `<instance dir>/secrets/` and the file's `env` variable names it; `path` is not honoured
+//!   (no mount namespace), so servers read the file through the variable. The files are
+//!   deleted with the instance directory (stop, a failed start, orphan collection).
 //! - **Resources**: a memory limit becomes `RLIMIT_DATA` (set by the supervisor on itself
 //!   before launching, so the server and its children inherit it), applied only when the spec
 //!   says anything about resources (`ResourceRequirements::effective()` then gives the limit).
@@ -75,6 +80,7 @@
 //!   stop.json        grace period of a pending stop; stop.lock serializes stoppers
 //!   stdio.sock       the stdio bridge (stdio servers)
 //!   volumes/<name>/  per-instance volumes
+//!   secrets/         the secret files, mode 0400 in a 0700 directory
 //!   sandbox/         the supervisor's staging directory for its mount namespace
 //! <stateDir>/volumes/<mcp-server-volume>/{volume.json,data/}  persistent volumes
 //! <stateDir>/volumes.lock  shared by starts mounting them, exclusive for a removal
@@ -95,6 +101,7 @@ mod logs;
 mod orchestrator;
 mod procfs;
 mod sandbox;
+mod secret_files;
 mod status;
 mod stdio;
 pub mod supervisor;

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mcp_orchestrator_api::secrets::{SecretResolver, resolve_env};
+use mcp_orchestrator_api::secrets::{SecretResolver, resolve_env, resolve_secret_files};
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{
     Egress, InstanceId, McpServer, ResourceRequirements, Timestamp, ValidationErrors, labels,
@@ -52,13 +52,21 @@ impl Lifecycle<'_> {
     /// directory, spawns the supervisor and waits for the first launch. A failed start leaves
     /// nothing behind.
     pub(crate) async fn start(&self, spec: &McpServer) -> Result<InstanceId> {
-        let env = self.server_env(spec)?;
+        let mut env = self.server_env(spec)?;
+        let secret_values = resolve_secret_files(&spec.secret_files, self.secrets)?;
         let (launch, egress) = self.launch(spec, &env)?;
         let supervisor = self
             .config
             .supervisor_program()
             .map_err(ProcessError::Setup)?;
         let (id, paths) = self.create_instance_dir(&spec.name)?;
+        match crate::secret_files::write(&paths, &spec.secret_files, &secret_values) {
+            Ok(file_env) => env.extend(file_env),
+            Err(e) => {
+                self.discard(&id, &paths).await;
+                return Err(e.into());
+            }
+        }
         let endpoint = spec
             .port
             .filter(|_| spec.transport.is_http())
@@ -85,9 +93,7 @@ impl Lifecycle<'_> {
             Err(e) => Err(e),
         };
         if let Err(e) = started {
-            if let Err(cleanup) = self.kill_and_remove(&paths, Duration::ZERO).await {
-                tracing::warn!(%id, "cleaning up after a failed start: {cleanup}");
-            }
+            self.discard(&id, &paths).await;
             self.remove_created(&id, &created).await;
             return Err(e.into());
         }
@@ -147,6 +153,14 @@ impl Lifecycle<'_> {
                     tracing::warn!(%id, "cleaning up volume {name} after a failed start: {e}");
                 }
             }
+        }
+    }
+
+    /// Ends whatever a failed start left running and deletes its directory (secret files
+    /// included).
+    async fn discard(&self, id: &InstanceId, paths: &InstancePaths) {
+        if let Err(cleanup) = self.kill_and_remove(paths, Duration::ZERO).await {
+            tracing::warn!(%id, "cleaning up after a failed start: {cleanup}");
         }
     }
 

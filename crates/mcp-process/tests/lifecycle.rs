@@ -3,6 +3,9 @@
 //! server's environment, and the specs this backend refuses. Restart policies and the previous
 //! run's logs are checked by the conformance kit (`tests/conformance.rs`).
 
+// Engine tests read better as one story per behaviour than split into helpers.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,12 +1,16 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), an environment variable or the working directory, tries a TCP connection,
-//! sleeps, exits with its code, serves MCP, or idles until a stop signal (which it may be told to ignore).
+//! see them at once), an environment variable, the working directory, files (also one named by
+//! a variable, and its mode), tries a TCP connection, sleeps, exits with its code, serves MCP,
+//! or idles until a stop signal (which it may be told to ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::os::unix::fs::PermissionsExt;
+
 use mcp_orchestrator_api::fixture::{
-    FixtureScript, FixtureStep, ServeMode, connect_line, env_line, missing_line, write_line,
+    FixtureScript, FixtureStep, ServeMode, connect_line, env_file_name, env_line, missing_line,
+    mode_line, write_line,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -85,6 +89,23 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
             FixtureStep::Connect(target) => {
                 let error = connect(target).await.err();
                 print(&mut stdout, &connect_line(target, error.as_deref())).await;
+            }
+            FixtureStep::PrintEnvFile(name) => {
+                match std::env::var_os(name).map(std::fs::read_to_string) {
+                    Some(Ok(text)) => {
+                        for line in text.lines() {
+                            print(&mut stdout, line).await;
+                        }
+                    }
+                    _ => print(&mut stdout, &missing_line(&env_file_name(name))).await,
+                }
+            }
+            FixtureStep::PrintEnvFileMode(name) => {
+                let line = match std::env::var_os(name).map(std::fs::metadata) {
+                    Some(Ok(meta)) => mode_line(name, meta.permissions().mode()),
+                    _ => missing_line(&env_file_name(name)),
+                };
+                print(&mut stdout, &line).await;
             }
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,
             FixtureStep::Stderr(line) => print(&mut stderr, line).await,

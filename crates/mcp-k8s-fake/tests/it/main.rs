@@ -8,6 +8,7 @@ mod lists;
 mod logs;
 mod objects;
 mod runtime;
+mod secrets;
 mod watch;
 
 use std::collections::BTreeMap;
