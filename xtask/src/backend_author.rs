@@ -1,5 +1,5 @@
 //! The out-of-workspace proof: package the crates a backend author depends on (`mcp-types`,
-//! `mcp-orchestrator-api`, `mcp-test-server`), check they would publish, then build
+//! `mcp-orchestrator-api`, `mcp-test-server` and its `mcp-scratch-image`), check they would publish, then build
 //! `examples/backend-author` from a fresh copy against the unpacked `.crate` files (patched in
 //! through that copy's `.cargo/config.toml`, as a registry would serve them; never workspace
 //! paths) and run its whole conformance kit.
@@ -13,8 +13,12 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, run_cmd, workspace_root};
 
 /// The crates an author depends on, in dependency order.
-pub(crate) const AUTHOR_CRATES: [&str; 3] =
-    ["mcp-types", "mcp-orchestrator-api", "mcp-test-server"];
+pub(crate) const AUTHOR_CRATES: [&str; 4] = [
+    "mcp-types",
+    "mcp-orchestrator-api",
+    "mcp-scratch-image",
+    "mcp-test-server",
+];
 /// The example's directory, relative to the workspace root.
 const EXAMPLE: &str = "examples/backend-author";
 /// Scratch directory under the target dir.

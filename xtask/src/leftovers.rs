@@ -1,6 +1,7 @@
 //! After the tests: nothing they started may be left. Looks for processes of this workspace's
 //! test binaries and, on the Docker engine, for containers of a test image, dangling volumes of
-//! managed instances and the tests' own networks, and names what it finds. When Docker is
+//! managed instances, the tests' own networks and egress companions (proxy containers and
+//! internal networks), and names what it finds. When Docker is
 //! required, a `docker` command that cannot run or fails fails the check instead of passing it.
 
 use std::path::Path;
@@ -28,6 +29,10 @@ fn managed_volume_label() -> String {
 fn managed_network_label() -> String {
     format!("{}={}", labels::APP_MANAGED_BY, labels::MANAGED_BY_VALUE)
 }
+/// Label of the Docker backend's egress companions (proxy containers, per-instance internal
+/// networks: `mcp_docker::egress::COMPANION_OF_LABEL`); the backend removes them with their
+/// instance, so one left over is a leak.
+const COMPANION_LABEL: &str = "mcpctl.io/companion-of";
 /// Name prefixes of the networks the tests and benchmarks create (the backend's default
 /// `mcpctl-network` and networks users configure are not the tests' to remove).
 const TEST_NETWORK_PREFIXES: &[&str] = &[
@@ -149,13 +154,37 @@ fn docker_leftovers(docker: &str) -> Result<Vec<String>> {
             "{{.Name}}",
         ],
     )?;
+    let companions = docker_lines(
+        docker,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &filter(COMPANION_LABEL),
+            "--format",
+            "{{.Names}} ({{.Image}}, {{.Status}})",
+        ],
+    )?;
+    let companion_networks = docker_lines(
+        docker,
+        &[
+            "network",
+            "ls",
+            "--filter",
+            &filter(COMPANION_LABEL),
+            "--format",
+            "{{.Name}}",
+        ],
+    )?;
     Ok(containers
         .into_iter()
+        .chain(companions)
         .map(|c| format!("container {c}"))
         .chain(volumes.into_iter().map(|v| format!("volume {v}")))
         .chain(
             test_networks(&networks)
                 .into_iter()
+                .chain(companion_networks)
                 .map(|n| format!("network {n}")),
         )
         .collect())
@@ -259,6 +288,8 @@ mod tests {
   "volume ls --filter label=mcpctl.io/managed=true --filter dangling=true "*) echo mcp-echo-1-data;;
   "network ls --filter label=app.kubernetes.io/managed-by=mcpctl "*)
     printf 'mcpctl-network\nmcpctl-test-logs-abc\nmcpctl-cli-test-42\nmcpctl-bench-7\nteam-net\n';;
+  "ps -a --filter label=mcpctl.io/companion-of "*) echo "mcp-web-1-egress-proxy (mcp-egress-proxy:local, Up 1 second)";;
+  "network ls --filter label=mcpctl.io/companion-of "*) echo mcp-web-1-egress;;
   *) echo "unexpected: $*" >&2; exit 1;;
 esac"#,
         );
@@ -267,10 +298,12 @@ esac"#,
             found,
             [
                 "container mcp-echo-1 (mcp-test-server:test, Exited (0))",
+                "container mcp-web-1-egress-proxy (mcp-egress-proxy:local, Up 1 second)",
                 "volume mcp-echo-1-data",
                 "network mcpctl-test-logs-abc",
                 "network mcpctl-cli-test-42",
                 "network mcpctl-bench-7",
+                "network mcp-web-1-egress",
             ]
         );
         let docker = stub.dir.join("docker");
@@ -278,7 +311,7 @@ esac"#,
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("the tests left 5 thing(s) behind")
+            err.starts_with("the tests left 7 thing(s) behind")
                 && err.contains("volume mcp-echo-1-data"),
             "{err}"
         );
@@ -291,7 +324,7 @@ esac"#,
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("the tests left 3 thing(s) behind")
+            err.starts_with("the tests left 5 thing(s) behind")
                 && !err.contains("mcp-echo-1 ")
                 && !err.contains("mcpctl-test-logs-abc"),
             "{err}"
@@ -343,6 +376,11 @@ esac"#,
             "mcp-test-server's TEST_IMAGE_LABEL is no longer {key}"
         );
         assert_eq!(value, "true");
+        let egress = std::fs::read_to_string(root.join("crates/mcp-docker/src/egress.rs")).unwrap();
+        assert!(
+            egress.contains(&format!("COMPANION_OF_LABEL: &str = \"{COMPANION_LABEL}\"")),
+            "mcp-docker's COMPANION_OF_LABEL is no longer {COMPANION_LABEL}"
+        );
         for (file, prefix) in [
             ("crates/mcp-docker/tests/docker_engine.rs", "\"mcpctl-test-"),
             ("crates/mcp-cli/tests/cli_docker.rs", "\"mcpctl-cli-test-"),

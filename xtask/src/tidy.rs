@@ -222,6 +222,25 @@ fn forbidden_deps(m: &Manifest) -> Vec<(Vec<String>, &'static str)> {
             ),
         ],
         "mcp-factory" => vec![(owned(&["mcp-cli"]), "the CLI sits on top of the factory")],
+        "mcp-egress-proxy" => vec![(
+            m.deps
+                .keys()
+                .filter(|d| {
+                    d.starts_with("mcp-")
+                        && !["mcp-types", "mcp-scratch-image"].contains(&d.as_str())
+                })
+                .cloned()
+                .collect(),
+            "the egress proxy depends on mcp-types (and mcp-scratch-image) only: any backend or deployment runs it",
+        )],
+        "mcp-scratch-image" => vec![(
+            m.deps
+                .keys()
+                .filter(|d| d.starts_with("mcp-"))
+                .cloned()
+                .collect(),
+            "mcp-scratch-image builds images of any package and depends on none of ours",
+        )],
         "mcp-gateway" => vec![(
             [owned(BACKENDS), owned(&["mcp-factory", "mcp-cli"])].concat(),
             "the gateway reaches instances through the McpOrchestrator trait only",
@@ -407,6 +426,22 @@ mod tests {
                 .iter()
                 .any(|l| l.contains("backend-neutral"))
         );
+    }
+
+    #[test]
+    fn egress_proxy_stays_below_the_backends() {
+        let m = manifest(
+            "mcp-egress-proxy",
+            "mcp-types = { workspace = true }\nmcp-scratch-image = { workspace = true }\nmcp-orchestrator-api = { workspace = true }",
+        );
+        let v = check_layering(&[m]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("mcp-orchestrator-api: the egress proxy"),
+            "{v:?}"
+        );
+        let m = manifest("mcp-scratch-image", "mcp-types = { workspace = true }");
+        assert!(check_layering(&[m])[0].contains("depends on none of ours"));
     }
 
     #[test]

@@ -87,8 +87,15 @@ impl DockerEnv {
     /// The create body `start_server` would send for `spec`, under a fresh instance name.
     pub(crate) fn plan(&self, spec: &McpServer) -> Result<(String, ContainerCreateBody)> {
         let id = new_instance_name(SERVER);
-        let plan = build_container(spec, &id, Timestamp::now(), &[], &self.network)
-            .context("building the container body")?;
+        let plan = build_container(
+            spec,
+            &id,
+            Timestamp::now(),
+            &[],
+            &self.network,
+            &mcp_types::Egress::Open,
+        )
+        .context("building the container body")?;
         Ok((id, plan.body))
     }
 
@@ -412,7 +419,15 @@ mod tests {
         let mut spec = McpServer::new(SERVER, "img:1");
         spec.args = FixtureScript::new().stdout("hi").to_args();
         spec.labels.insert(RUN_LABEL.to_owned(), "r1".to_owned());
-        let plan = build_container(&spec, "mcp-bench-x", Timestamp::now(), &[], "net1").unwrap();
+        let plan = build_container(
+            &spec,
+            "mcp-bench-x",
+            Timestamp::now(),
+            &[],
+            "net1",
+            &mcp_types::Egress::Open,
+        )
+        .unwrap();
         let args = run_args("mcp-bench-x", &plan.body);
         let joined = args.join(" ");
         for want in [

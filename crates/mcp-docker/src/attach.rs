@@ -5,7 +5,7 @@
 //! |---------------------------------|-----------------------------------------------------|
 //! | unknown / not managed           | `NotFound`                                          |
 //! | not running (created, exited, restarting) | `Unavailable` (`connect::not_running`)    |
-//! | HTTP transport, running         | `Http` with `http://127.0.0.1:<pinned host port><path>` |
+//! | HTTP transport, running         | `Http` with `http://127.0.0.1:<pinned host port><path>`, or the container's address on its internal network (egress `none`/allow-lists) |
 //! | stdio, another client attached  | `Unavailable` (`connect::busy`)                     |
 //! | stdio, running                  | `Stdio`: attach with stdin + stdout (stderr stays in the log) |
 //!
@@ -26,14 +26,14 @@ use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{InstanceId, Transport};
 use tokio_util::io::StreamReader;
 
-use crate::container::endpoint_from_labels;
 use crate::error::BACKEND;
 
 /// What `connect` needs to know about a running container.
 pub(crate) struct Target<'a> {
     pub(crate) id: &'a InstanceId,
     pub(crate) transport: Transport,
-    pub(crate) labels: &'a std::collections::BTreeMap<String, String>,
+    /// The HTTP URL the instance is served at (from its labels and inspect).
+    pub(crate) endpoint: Option<&'a str>,
 }
 
 /// Connects to a running container (the caller has checked it is managed and running).
@@ -45,12 +45,12 @@ pub(crate) async fn connect(
 ) -> Result<McpChannel> {
     let id = target.id;
     if target.transport.is_http() {
-        let url = endpoint_from_labels(target.labels).ok_or_else(|| {
+        let url = target.endpoint.map(str::to_owned).ok_or_else(|| {
             OrchestratorError::unavailable(
                 BACKEND,
                 format!(
-                    "{id} serves {} but has no pinned host port (created by an older version?): \
-                     restart it",
+                    "{id} serves {} but has neither a pinned host port nor an address on its \
+                     network (created by an older version?): restart it",
                     target.transport
                 ),
                 None,

@@ -1,9 +1,11 @@
-//! `DockerConfig`: where the engine is, which network instances join, where secrets live.
+//! `DockerConfig`: where the engine is, which network instances join, where secrets live, the
+//! default egress policy and the egress proxy image.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use garde::Validate;
+use mcp_types::Egress;
 use serde::{Deserialize, Serialize};
 
 /// The default engine socket.
@@ -27,6 +29,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// port: 2375
 /// network: mcpctl-network            # default; created if missing
 /// secretsDir: /etc/mcpctl/secrets    # <dir>/<secret>/<key> files for secretRef env values
+/// defaultEgress: open                # or none: the egress of specs that set none
+/// egressProxyImage: my/proxy:1       # default: build mcp-egress-proxy:local from source
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Validate)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -52,6 +56,18 @@ pub struct DockerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[garde(skip)]
     pub secrets_dir: Option<PathBuf>,
+    /// The egress policy of specs that set none: `open` (outbound allowed; on Docker the
+    /// metadata ranges stay reachable, see `docs/DOCKER.md`) or `none` (no network).
+    #[serde(default)]
+    #[garde(custom(egress_policy))]
+    pub default_egress: Egress,
+    /// The egress proxy image run for allow-lists. Without it the backend builds
+    /// `mcp-egress-proxy:local` from the `mcp-egress-proxy` crate's source with cargo (once
+    /// per process, reused by content hash); deployments without a Rust toolchain name a
+    /// prebuilt image here (pulled when missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[garde(inner(length(min = 1)))]
+    pub egress_proxy_image: Option<String>,
 }
 
 fn default_socket_path() -> PathBuf {
@@ -106,6 +122,16 @@ fn network_name(n: &str, (): &()) -> garde::Result {
     }
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn egress_policy(e: &Egress, (): &()) -> garde::Result {
+    let mut errors = Vec::new();
+    e.check("defaultEgress", &mut errors);
+    match errors.first() {
+        None => Ok(()),
+        Some(first) => Err(garde::Error::new(first.to_string())),
+    }
+}
+
 impl Default for DockerConfig {
     fn default() -> Self {
         Self {
@@ -114,6 +140,8 @@ impl Default for DockerConfig {
             port: None,
             network: default_network(),
             secrets_dir: None,
+            default_egress: Egress::Open,
+            egress_proxy_image: None,
         }
     }
 }
@@ -157,6 +185,22 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.endpoint(), "tcp://10.1.2.3:2376");
         assert_eq!(c.secrets_dir.as_deref(), Some(std::path::Path::new("/s")));
+    }
+
+    #[test]
+    fn egress_settings() {
+        let c: DockerConfig =
+            serde_json::from_str(r#"{"defaultEgress":"none","egressProxyImage":"p:1"}"#).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.default_egress, Egress::None);
+        assert_eq!(c.egress_proxy_image.as_deref(), Some("p:1"));
+        let bad: DockerConfig = serde_json::from_str(r#"{"defaultEgress":{"allow":[]}}"#).unwrap();
+        let report = bad.validate().unwrap_err().to_string();
+        assert!(
+            report.contains("default_egress") && report.contains("empty allow-list"),
+            "{report}"
+        );
+        assert!(serde_json::from_str::<DockerConfig>(r#"{"defaultEgress":"closed"}"#).is_err());
     }
 
     #[test]

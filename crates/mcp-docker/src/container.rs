@@ -15,11 +15,11 @@ use bollard::models::{
 };
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{
-    McpServer, Quantity, RestartPolicy, SecretString, Timestamp, Transport, ValidationErrors,
-    labels,
+    Egress, McpServer, Quantity, RestartPolicy, SecretString, Timestamp, Transport,
+    ValidationErrors, labels,
 };
 
-use crate::error::BACKEND;
+use crate::egress::{EgressPlan, plan_egress};
 
 /// Most processes (threads included) one instance may create.
 pub const PIDS_LIMIT: i64 = 256;
@@ -56,6 +56,10 @@ pub struct ContainerPlan {
     /// (volume name, uid, gid): the writable ones, whose root a new named volume otherwise
     /// gives to root.
     pub owned_mounts: Vec<(String, u64, u64)>,
+    /// The effective egress policy (the spec's or the backend's default).
+    pub egress_policy: Egress,
+    /// How the instance is networked for it; companions to create first.
+    pub egress: EgressPlan,
 }
 
 impl std::fmt::Debug for ContainerPlan {
@@ -72,6 +76,8 @@ impl std::fmt::Debug for ContainerPlan {
             .field("body", &body)
             .field("volumes", &self.volumes)
             .field("owned_mounts", &self.owned_mounts)
+            .field("egress_policy", &self.egress_policy)
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -87,19 +93,20 @@ pub fn port_key(port: u16) -> String {
 }
 
 /// Builds the create body for `spec` (already validated and merged with its start options)
-/// as instance `instance`, created at `created_at`, with resolved `env`, on `network`.
+/// as instance `instance`, created at `created_at`, with resolved `env`, on `network`, for the
+/// spec's egress policy or `default_egress` (see [`crate::egress`] for what each policy
+/// changes: the network, the published port, the proxy environment, the labels).
 ///
 /// # Errors
-/// - [`InvalidSpec`](OrchestratorError::InvalidSpec) when the spec has no image or a resource
-///   amount does not fit the engine's integers.
-/// - [`NotSupported`](OrchestratorError::NotSupported) for an egress allow-list (Docker has no
-///   per-container egress policy; running without it would silently be less safe).
+/// [`InvalidSpec`](OrchestratorError::InvalidSpec) when the spec has no image or a resource
+/// amount does not fit the engine's integers.
 pub fn build_container(
     spec: &McpServer,
     instance: &str,
     created_at: Timestamp,
     env: &[(String, SecretString)],
     network: &str,
+    default_egress: &Egress,
 ) -> Result<ContainerPlan> {
     let image = spec.image.clone().ok_or_else(|| {
         OrchestratorError::InvalidSpec(ValidationErrors::single(
@@ -107,12 +114,6 @@ pub fn build_container(
             "the docker backend runs images: set `image`",
         ))
     })?;
-    if spec.egress.is_some() {
-        return Err(OrchestratorError::NotSupported {
-            backend: BACKEND,
-            what: "egress allow-lists (`egress`); remove it or use the kubernetes backend".into(),
-        });
-    }
 
     // Annotations become labels too (Docker has no annotations); the spec's labels win.
     let mut all_labels: BTreeMap<String, String> = spec.annotations.clone();
@@ -207,11 +208,17 @@ pub fn build_container(
         }),
         ..ContainerCreateBody::default()
     };
+    let mut body = body;
+    let egress_policy = spec.effective_egress(default_egress);
+    let egress = plan_egress(&egress_policy, spec.transport, instance);
+    crate::egress::apply(&mut body, &egress, &egress_policy, instance, network);
     Ok(ContainerPlan {
         name: instance.to_owned(),
         body,
         volumes,
         owned_mounts,
+        egress_policy,
+        egress,
     })
 }
 
@@ -398,6 +405,7 @@ mod tests {
             now(),
             &[("TOKEN".into(), SecretString::new("s3cr3t"))],
             "net",
+            &Egress::Open,
         )
         .unwrap()
     }
@@ -584,23 +592,36 @@ mod tests {
     #[test]
     fn refusals() {
         let no_image = McpServer::command("p", "/bin/true", Vec::<String>::new());
-        let err = build_container(&no_image, ID, now(), &[], "net").unwrap_err();
+        let err = build_container(&no_image, ID, now(), &[], "net", &Egress::Open).unwrap_err();
         assert!(
             matches!(err, OrchestratorError::InvalidSpec(ref e) if e.has_path("image")),
             "{err}"
         );
-        let egress = McpServer {
-            egress: Some(mcp_types::Egress::Allow(vec![mcp_types::EgressRule::cidr(
-                "10.0.0.0/8",
-                [],
-            )])),
+    }
+
+    #[test]
+    fn the_spec_egress_wins_over_the_default() {
+        let allow = Egress::Allow(vec![mcp_types::EgressRule::cidr("10.0.0.0/8", [])]);
+        let spec = McpServer {
+            egress: Some(allow.clone()),
             ..McpServer::new("e", "img")
         };
-        let err = build_container(&egress, ID, now(), &[], "net").unwrap_err();
-        assert!(
-            matches!(err, OrchestratorError::NotSupported { .. }),
-            "{err}"
-        );
+        let plan = build_container(&spec, ID, now(), &[], "net", &Egress::None).unwrap();
+        assert_eq!(plan.egress_policy, allow);
+        assert!(plan.egress.proxy().is_some());
+        // Without its own, the default applies: `none` takes the network away from stdio.
+        let plan = build_container(
+            &McpServer::new("e", "img"),
+            ID,
+            now(),
+            &[],
+            "net",
+            &Egress::None,
+        )
+        .unwrap();
+        assert_eq!(plan.egress, EgressPlan::NoNetwork);
+        let h = plan.body.host_config.as_ref().unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
     }
 
     #[test]

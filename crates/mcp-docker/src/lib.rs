@@ -4,6 +4,8 @@
 //! - [`DockerConfig`]: socket or TCP host, the network instances join, a secrets directory.
 //! - [`container::build_container`]: spec -> container create body (pure, unit-tested).
 //! - [`status::instance_status`]: Docker state -> `InstanceStatus` (pure, table-tested).
+//! - [`egress`]: the effective egress policy -> networking, companion proxy and the posture
+//!   each status reports (pure); the companions' engine side is in `companions`.
 //! - Logs are re-assembled into lines per stream, with `since`/`tail` applied exactly on the
 //!   client side (see the `logs` module docs).
 //! - Every engine error goes through one mapping function into `OrchestratorError`.
@@ -19,8 +21,10 @@
 //! filled through the archive API, each file bound read-only at its path).
 
 mod attach;
+mod companions;
 pub mod config;
 pub mod container;
+pub mod egress;
 mod error;
 mod gc;
 mod image;

@@ -34,6 +34,7 @@ use bollard::models::{
 use mcp_types::{Instance, InstanceId, InstanceStatus, Timestamp, labels};
 
 use crate::container::endpoint_from_labels;
+use crate::egress::{EGRESS_NETWORK_LABEL, internal_endpoint, posture_from_labels};
 use crate::status::instance_status;
 
 /// A listed managed container: the instance as far as the listing tells, and whether its
@@ -61,7 +62,22 @@ pub(crate) fn listed(summary: &ContainerSummary) -> Option<Listed> {
         .as_ref()
         .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let status = listing_status(summary);
+    let status = listing_status(summary).map(|mut s| {
+        s.egress = posture_from_labels(&labels);
+        s
+    });
+    let internal_ip = labels.get(EGRESS_NETWORK_LABEL).and_then(|net| {
+        summary
+            .network_settings
+            .as_ref()?
+            .networks
+            .as_ref()?
+            .get(net)?
+            .ip_address
+            .as_deref()
+    });
+    let endpoint =
+        endpoint_from_labels(&labels).or_else(|| internal_endpoint(&labels, internal_ip));
     Some(Listed {
         instance: Instance {
             id: InstanceId::new(id),
@@ -69,7 +85,7 @@ pub(crate) fn listed(summary: &ContainerSummary) -> Option<Listed> {
             created_at: labels
                 .get(labels::CREATED_AT)
                 .and_then(|t| t.parse::<Timestamp>().ok()),
-            endpoint: endpoint_from_labels(&labels),
+            endpoint,
             labels,
             status: status.clone().unwrap_or_default(),
         },

@@ -37,7 +37,7 @@ use crate::image::ensure_image;
 use crate::listing::{Listed, listed};
 use crate::logs::read_logs;
 use crate::network::ensure_network;
-use crate::status::{instance_from_inspect, instance_status};
+use crate::status::instance_from_inspect;
 use crate::volume::{give_volumes_to_user, list_persistent, remove_persistent, remove_volumes};
 
 /// Extra time a stop request may take beyond the grace period (kill, engine bookkeeping).
@@ -61,10 +61,16 @@ const LIST_CONCURRENCY: usize = 8;
 ///   ignored; a new named volume is owned by root unless the image already has the mount
 ///   path (Docker then copies it, with its owner, into the empty volume), and `fsGroup` is
 ///   only added as a supplementary group;
-/// - `egress` allow-lists are refused with `NotSupported`;
 /// - `secretFiles` are bound read-only at their paths from a per-instance volume filled before
 ///   the start (see [`crate::secret_files`]): no value is in the container's configuration;
 ///   `secretRef` env values are (Docker has no secret store for plain containers);
+/// - egress (`crate::egress`): `none` is a container without a network (stdio) or on an
+///   internal network of its own (HTTP); allow-lists add an internal network whose only way
+///   out is an egress proxy container; `open` (the default unless
+///   [`DockerConfig::default_egress`] says `none`) cannot block the metadata ranges without
+///   host firewall rules, which the reported posture says;
+/// - an HTTP server behind an egress policy is served on its container address (the engine
+///   publishes no ports on internal networks; the engine's host reaches the address);
 /// - `gpu.product` cannot be chosen on one host and is ignored (the count is requested);
 /// - logs are one stream across restarts, so `previous` is refused with `InvalidArgument`.
 #[derive(Clone)]
@@ -261,13 +267,23 @@ impl DockerOrchestrator {
         if let Err(e) = remove_volumes(&self.docker, instance, &self.endpoint).await {
             warn!(%instance, error = %e, "could not remove the volumes of a failed start");
         }
+        if let Err(e) = crate::companions::remove(&self.docker, instance, &self.endpoint).await {
+            warn!(%instance, error = %e, "could not remove the egress companions of a failed start");
+        }
     }
 
     async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
         let secret_values = resolve_secret_files(&spec.secret_files, self.secrets.as_ref())?;
-        let mut plan = build_container(spec, id, Timestamp::now(), &env, &self.config.network)?;
-        if spec.transport.is_http() {
+        let mut plan = build_container(
+            spec,
+            id,
+            Timestamp::now(),
+            &env,
+            &self.config.network,
+            &self.config.default_egress,
+        )?;
+        if spec.transport.is_http() && plan.egress.publishes_ports() {
             pin_host_port(&mut plan, free_loopback_port()?);
         }
         let image = spec.image.as_deref().unwrap_or_default();
@@ -309,6 +325,19 @@ impl DockerOrchestrator {
                     return Err(e);
                 }
             }
+        }
+        // The network and the proxy exist before the server: it never runs without its policy.
+        if let Err(e) = crate::companions::create(
+            &self.docker,
+            &self.config,
+            &self.endpoint,
+            &plan,
+            &spec.name,
+        )
+        .await
+        {
+            self.discard(id).await;
+            return Err(e);
         }
         if let Err(e) = self.create_and_start(id, image, plan.body).await {
             self.discard(id).await;
@@ -522,6 +551,7 @@ impl McpOrchestrator for DockerOrchestrator {
                 .await;
             crate::attach::forget(id);
             remove_volumes(&self.docker, id.as_str(), &self.endpoint).await?;
+            crate::companions::remove(&self.docker, id.as_str(), &self.endpoint).await?;
             info!("stopped and removed");
             Ok(())
         }
@@ -531,10 +561,7 @@ impl McpOrchestrator for DockerOrchestrator {
 
     async fn get_status(&self, id: &InstanceId) -> Result<InstanceStatus> {
         let info = self.inspect_managed(id).await?;
-        Ok(info.state.as_ref().map_or_else(
-            || InstanceStatus::phase(mcp_types::Phase::Unknown),
-            |s| instance_status(s, info.restart_count.unwrap_or_default()),
-        ))
+        Ok(instance_from_inspect(id, &info).status)
     }
 
     async fn get_logs(&self, id: &InstanceId, options: &LogOptions) -> Result<LogLines> {
@@ -564,7 +591,7 @@ impl McpOrchestrator for DockerOrchestrator {
         let target = crate::attach::Target {
             id,
             transport,
-            labels: &instance.labels,
+            endpoint: instance.endpoint.as_deref(),
         };
         crate::attach::connect(
             &self.docker,

@@ -33,6 +33,7 @@ use mcp_types::{
 };
 
 use crate::container::endpoint_from_labels;
+use crate::egress::{EGRESS_NETWORK_LABEL, internal_endpoint, posture_from_labels};
 
 /// Maps the `State` of a container inspect and its `RestartCount` onto an [`InstanceStatus`].
 pub fn instance_status(state: &ContainerState, restart_count: i64) -> InstanceStatus {
@@ -129,11 +130,22 @@ fn container_labels(info: &ContainerInspectResponse) -> BTreeMap<String, String>
 /// at create, so it is known even while the container is stopped).
 pub(crate) fn instance_from_inspect(id: &InstanceId, info: &ContainerInspectResponse) -> Instance {
     let labels = container_labels(info);
-    let status = info.state.as_ref().map_or_else(
+    let mut status = info.state.as_ref().map_or_else(
         || InstanceStatus::phase(mcp_types::Phase::Unknown),
         |s| instance_status(s, info.restart_count.unwrap_or_default()),
     );
-    let endpoint = endpoint_from_labels(&labels);
+    status.egress = posture_from_labels(&labels);
+    let internal_ip = labels.get(EGRESS_NETWORK_LABEL).and_then(|net| {
+        info.network_settings
+            .as_ref()?
+            .networks
+            .as_ref()?
+            .get(net)?
+            .ip_address
+            .as_deref()
+    });
+    let endpoint =
+        endpoint_from_labels(&labels).or_else(|| internal_endpoint(&labels, internal_ip));
     Instance {
         id: id.clone(),
         server: labels.get(labels::SERVER).cloned().unwrap_or_default(),

@@ -276,8 +276,9 @@ async fn conformance_kit_passes() {
         .with_capability(Capability::Volumes, Support::Honoured)
         .with_capability(Capability::PersistentVolumes, Support::Honoured)
         .with_capability(Capability::GarbageCollection, Support::Honoured)
-        // Docker networks cannot restrict egress to an allow-list.
-        .with_capability(Capability::Egress, Support::Refused)
+        // Allow-lists through the egress proxy companion; `none` without a network.
+        .with_capability(Capability::Egress, Support::Honoured)
+        .with_egress_posture(mcp_types::Egress::Open)
         // Secrets from `secretsDir`; a secret file is the server's own, 0400, at its path.
         .with_secrets(&store)
         .with_secret_file_mode(0o400)

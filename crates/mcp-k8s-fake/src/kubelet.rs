@@ -1173,6 +1173,15 @@ async fn run_program(
                     );
                 logs.append(container_id, LogStream::Stdout, &line);
             }
+            // The fake cluster has no pod network: nothing is sent anywhere.
+            Step::Fetch(url) => {
+                let line = mcp_orchestrator_api::fixture::fetch_line(
+                    url,
+                    Err("the fake kubelet has no pod network"),
+                    "(not sent)",
+                );
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
             Step::Stdout(text) => {
                 logs.append(container_id, LogStream::Stdout, text);
             }

@@ -245,6 +245,9 @@ pub struct Harness<'a> {
     pub secret_file_path: SecretFilePath,
     /// The permission bits a server sees on its secret files, checked when set.
     pub secret_file_mode: Option<u32>,
+    /// The backend's default egress policy, when it reports each instance's egress posture in
+    /// its status (see [`Harness::with_egress_posture`]).
+    pub egress_default: Option<mcp_types::Egress>,
 }
 
 /// A hook that makes every open watch of the backend under test lose its connection to the
@@ -273,6 +276,7 @@ impl<'a> Harness<'a> {
             secrets: None,
             secret_file_path: SecretFilePath::Honoured,
             secret_file_mode: None,
+            egress_default: None,
         }
     }
 
@@ -298,6 +302,15 @@ impl<'a> Harness<'a> {
     /// owns the file; 0o440 on Kubernetes, whose kubelet adds group read for the `fsGroup`).
     pub fn with_secret_file_mode(mut self, mode: u32) -> Self {
         self.secret_file_mode = Some(mode);
+        self
+    }
+
+    /// Declares that the backend reports each instance's egress posture
+    /// ([`InstanceStatus::egress`](mcp_types::InstanceStatus::egress)) in `get_status`,
+    /// listings and watches, and that `default` is its configured default policy: the
+    /// [`egress_posture`] check holds it to that (with [`Capability::Egress`] honoured).
+    pub fn with_egress_posture(mut self, default: mcp_types::Egress) -> Self {
+        self.egress_default = Some(default);
         self
     }
 
@@ -395,6 +408,7 @@ impl fmt::Debug for Harness<'_> {
             .field("secrets", &self.secrets.is_some())
             .field("secret_file_path", &self.secret_file_path)
             .field("secret_file_mode", &self.secret_file_mode)
+            .field("egress_default", &self.egress_default)
             .finish_non_exhaustive()
     }
 }
@@ -1853,6 +1867,7 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
     .await
 }
 
+mod egress;
 mod listing;
 mod restarts;
 mod secrets;
@@ -1860,6 +1875,7 @@ mod semantics;
 mod volumes;
 mod watch;
 
+pub use egress::egress_posture;
 pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
 pub use secrets::{
@@ -1912,6 +1928,7 @@ pub fn checks() -> Vec<&'static str> {
         "garbage_collection",
         "secret_env_propagation",
         "secret_files",
+        "egress_posture",
     ]
 }
 
@@ -1957,6 +1974,7 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "garbage_collection" => garbage_collection(h).await,
         "secret_env_propagation" => secret_env_propagation(h).await,
         "secret_files" => secret_files(h).await,
+        "egress_posture" => egress_posture(h).await,
         other => Err(Failure {
             check: "run_check",
             message: format!("unknown check {other:?}; known: {:?}", checks()),

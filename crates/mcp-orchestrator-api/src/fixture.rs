@@ -62,6 +62,19 @@ pub enum FixtureStep {
     /// Print [`mode_line`] of the file named by environment variable `NAME` (its permission
     /// bits as the server sees them), or [`missing_line`] of `$NAME`.
     PrintEnvFileMode(String),
+    /// Fetch an `http://` URL with one HTTP/1.1 GET, through the proxy in `HTTP_PROXY` (or
+    /// `http_proxy`) unless `NO_PROXY` names the host, and print [`fetch_line`] on stdout.
+    Fetch(String),
+}
+
+/// The line [`FixtureStep::Fetch`] prints: `fetch URL: STATUS NOTE` when an answer came
+/// (whatever its status), `fetch URL failed: REASON NOTE` when none did. `note` says how the
+/// request went (`(via proxy HOST:PORT)`, `(direct)`) and carries a proxy's refusal reason.
+pub fn fetch_line(url: &str, outcome: Result<u16, &str>, note: &str) -> String {
+    match outcome {
+        Ok(status) => format!("fetch {url}: {status} {note}"),
+        Err(e) => format!("fetch {url} failed: {e} {note}"),
+    }
 }
 
 /// The line [`FixtureStep::WriteFile`] prints once `path` is written, or `wrote PATH failed:
@@ -244,6 +257,12 @@ impl FixtureScript {
         self
     }
 
+    /// Adds fetching an `http://` URL and printing the outcome ([`fetch_line`]).
+    pub fn fetch(mut self, url: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Fetch(url.into()));
+        self
+    }
+
     /// Ignores SIGTERM from here on, so stopping needs the grace period's kill.
     pub fn ignore_sigterm(mut self) -> Self {
         self.steps.push(FixtureStep::IgnoreSigterm);
@@ -279,7 +298,8 @@ impl FixtureScript {
 
     /// The lines the script prints on stdout and stderr, in order, with their stream
     /// (`true` = stdout). Lines whose text depends on where the script runs
-    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`], the file steps) are not included.
+    /// ([`FixtureStep::PrintEnv`], [`FixtureStep::PrintCwd`], the file and fetch steps) are not
+    /// included.
     pub fn expected_lines(&self) -> Vec<(bool, String)> {
         let mut out = Vec::new();
         for s in &self.steps {
@@ -297,7 +317,8 @@ impl FixtureScript {
                 | FixtureStep::PrintFile(_)
                 | FixtureStep::Connect(_)
                 | FixtureStep::PrintEnvFile(_)
-                | FixtureStep::PrintEnvFileMode(_) => {}
+                | FixtureStep::PrintEnvFileMode(_)
+                | FixtureStep::Fetch(_) => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
         }
@@ -307,7 +328,7 @@ impl FixtureScript {
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
     /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --write-file PATH=CONTENT
     /// --print-file PATH --connect HOST:PORT --print-env-file NAME --print-env-file-mode NAME
-    /// --exit CODE
+    /// --fetch URL --exit CODE
     /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
@@ -329,6 +350,7 @@ impl FixtureScript {
                 FixtureStep::Connect(target) => ("--connect", target.clone()),
                 FixtureStep::PrintEnvFile(name) => ("--print-env-file", name.clone()),
                 FixtureStep::PrintEnvFileMode(name) => ("--print-env-file-mode", name.clone()),
+                FixtureStep::Fetch(url) => ("--fetch", url.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {
@@ -389,6 +411,7 @@ impl FixtureScript {
                 "--connect" => FixtureStep::Connect(value.to_owned()),
                 "--print-env-file" => FixtureStep::PrintEnvFile(value.to_owned()),
                 "--print-env-file-mode" => FixtureStep::PrintEnvFileMode(value.to_owned()),
+                "--fetch" => FixtureStep::Fetch(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
                         .split_once(':')
@@ -446,6 +469,7 @@ mod tests {
             .ignore_sigterm()
             .print_env("GREETING")
             .print_cwd()
+            .fetch("http://a-host:8080/health")
             .stdout("x");
         assert_eq!(
             probes.to_args()[1..],
@@ -454,9 +478,19 @@ mod tests {
                 "--print-env",
                 "GREETING",
                 "--print-cwd",
+                "--fetch",
+                "http://a-host:8080/health",
                 "--stdout",
                 "x"
             ]
+        );
+        assert_eq!(
+            fetch_line("http://h/", Ok(200), "(direct)"),
+            "fetch http://h/: 200 (direct)"
+        );
+        assert_eq!(
+            fetch_line("http://h/", Err("refused"), "(direct)"),
+            "fetch http://h/ failed: refused (direct)"
         );
         assert_eq!(
             FixtureScript::parse_args(&probes.to_args()).unwrap(),

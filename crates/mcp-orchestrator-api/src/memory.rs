@@ -234,6 +234,15 @@ impl Entry {
                         Some("the in-memory backend has no network"),
                     ),
                 ),
+                // In-process instances have no network of their own to fetch through.
+                FixtureStep::Fetch(url) => self.print(
+                    LogStream::Stdout,
+                    crate::fixture::fetch_line(
+                        url,
+                        Err("the in-memory backend has no network"),
+                        "(none)",
+                    ),
+                ),
                 FixtureStep::Stdout(l) => self.print(LogStream::Stdout, l.clone()),
                 FixtureStep::Stderr(l) => self.print(LogStream::Stderr, l.clone()),
                 FixtureStep::StdoutLines { prefix, count } => {

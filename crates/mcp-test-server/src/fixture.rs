@@ -1,7 +1,7 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
 //! see them at once), an environment variable, the working directory, files (also one named by
-//! a variable, and its mode), tries a TCP connection, sleeps, exits with its code, serves MCP,
-//! or idles until a stop signal (which it may be told to ignore).
+//! a variable, and its mode), tries a TCP connection, fetches URLs, sleeps, exits with its code,
+//! serves MCP, or idles until a stop signal (which it may be told to ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +105,13 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
                     Some(Ok(meta)) => mode_line(name, meta.permissions().mode()),
                     _ => missing_line(&env_file_name(name)),
                 };
+                print(&mut stdout, &line).await;
+            }
+            FixtureStep::Fetch(url) => {
+                let url = url.clone();
+                let line = tokio::task::spawn_blocking(move || crate::fetch::fetch(&url))
+                    .await
+                    .unwrap_or_else(|e| format!("fetch failed: {e}"));
                 print(&mut stdout, &line).await;
             }
             FixtureStep::Stdout(line) => print(&mut stdout, line).await,

@@ -1,4 +1,5 @@
-//! The same MCP server over streamable HTTP (rmcp's tower service on axum) at `/mcp`.
+//! The same MCP server over streamable HTTP (rmcp's tower service on axum) at `/mcp`, and
+//! `GET /health` (200 `ok`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +31,10 @@ pub(crate) async fn serve(addr: SocketAddr, mut signals: Signals) -> Result<(), 
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    // `/health` answers 200 `ok`: a plain target for HTTP clients (the fixture's fetch step).
+    let router = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .nest_service("/mcp", service);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("http: binding {addr}: {e}"))?;

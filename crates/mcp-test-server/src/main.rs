@@ -2,6 +2,7 @@
 //! for the conformance kit's fixture scripts. Bad arguments print one line and exit with code 2.
 
 mod cli;
+mod fetch;
 mod fixture;
 mod http;
 mod probe;

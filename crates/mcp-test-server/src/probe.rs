@@ -109,7 +109,7 @@ fn probe_once(target: &Target) -> Result<SocketAddr, String> {
 
 /// An IP literal, a name from `/etc/hosts`, or an A record from the first answering nameserver
 /// in `/etc/resolv.conf`.
-fn resolve(host: &str) -> Result<IpAddr, String> {
+pub(crate) fn resolve(host: &str) -> Result<IpAddr, String> {
     if let Ok(ip) = host.trim_matches(['[', ']']).parse() {
         return Ok(ip);
     }

@@ -23,7 +23,8 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::{Error, TEST_IMAGE_LABEL, run, workspace_target_dir};
+use crate::{Error, TEST_IMAGE_LABEL};
+use mcp_scratch_image::{run, workspace_target_dir};
 
 /// Repository part of the tags of the images built here; the tag part is a content hash.
 pub const PYTHON_IMAGE_REPOSITORY: &str = "mcp-python-server";

@@ -51,6 +51,8 @@ pub enum OrphanKind {
     NetworkPolicy,
     /// A Kubernetes Secret.
     Secret,
+    /// An egress proxy run for an instance (a Docker companion container).
+    EgressProxy,
 }
 
 impl OrphanKind {
@@ -63,6 +65,7 @@ impl OrphanKind {
             Self::Service => "service",
             Self::NetworkPolicy => "networkpolicy",
             Self::Secret => "secret",
+            Self::EgressProxy => "egressproxy",
         }
     }
 }
