@@ -1,8 +1,10 @@
 //! No secret value reaches any output at any log level: `mcp-orch` run, ps, status, logs and
-//! stop with `RUST_LOG=trace` on the process and Docker backends, with one value given as a
-//! plain env value and one through `secretRef`; every byte of stdout and stderr (and, for the
-//! process backend, every file in the state directory) is searched for both values. The Docker
-//! half skips with a printed reason when no engine answers, unless `MCPCTL_REQUIRE_DOCKER=1`.
+//! stop with `-v` and `RUST_LOG=trace` on the process and Docker backends, with one value given
+//! as a plain env value, one through `secretRef` and one as a secret file; every byte of stdout
+//! and stderr (and, for the process backend, every file in the state directory but the secret
+//! file itself, which goes with the instance) is searched for the values, and for Docker the
+//! container's and its volumes' `docker inspect` for the secret file's. The Docker half skips
+//! with a printed reason when no engine answers, unless `MCPCTL_REQUIRE_DOCKER=1`.
 
 mod common;
 
@@ -16,23 +18,26 @@ use mcp_factory::mcp_orchestrator_api::FixtureScript;
 /// Distinctive values that no log line contains by chance.
 const PLAIN: &str = "plain-Zq7x1LkP0w";
 const SECRET: &str = "secretref-Hh93TmVb2c";
+const FILE_SECRET: &str = "secretfile-Rw41pQz8Ka";
 
-/// Writes `<dir>/secrets/gh/token` and returns the secrets directory.
+/// Writes `<dir>/secrets/gh/token` and `<dir>/secrets/gh/file` and returns the secrets
+/// directory.
 fn secrets_dir(dir: &Path) -> std::path::PathBuf {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(secrets.join("gh")).expect("secrets dir");
     std::fs::write(secrets.join("gh").join("token"), SECRET).expect("secret");
+    std::fs::write(secrets.join("gh").join("file"), FILE_SECRET).expect("secret");
     secrets
 }
 
-/// The env block of a spec: one plain value, one secret reference.
-const ENV_YAML: &str =
-    "env:\n  PLAIN_TOKEN: plain-Zq7x1LkP0w\n  GH_TOKEN:\n    secretRef: { name: gh, key: token }\n";
+/// The env block of a spec: one plain value, one secret reference; and one secret file.
+const ENV_YAML: &str = "env:\n  PLAIN_TOKEN: plain-Zq7x1LkP0w\n  GH_TOKEN:\n    secretRef: { name: gh, key: token }\n\
+     secretFiles:\n  - { path: /run/secrets/gh-file, secretRef: { name: gh, key: file }, env: GH_FILE }\n";
 
 /// Everything a command printed, with `RUST_LOG=trace`; the command must succeed.
 fn traced(env: &Env, args: &[&str], transcript: &mut String) -> String {
     let out = env
-        .cmd(args)
+        .cmd(&[&["-v"], args].concat())
         .env("RUST_LOG", "trace")
         .output()
         .expect("mcp-orch runs");
@@ -52,7 +57,7 @@ fn traced(env: &Env, args: &[&str], transcript: &mut String) -> String {
 
 /// Fails naming where a secret value showed up.
 fn assert_no_secret(what: &str, text: &str) {
-    for value in [PLAIN, SECRET] {
+    for value in [PLAIN, SECRET, FILE_SECRET] {
         if let Some(at) = text.find(value) {
             let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
             let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
@@ -105,8 +110,9 @@ fn the_process_backend_prints_no_secret_at_trace_level() {
     let spec = env.spec(
         "leak.yaml",
         &format!(
-            "name: leak\ncommand: [/bin/sh]\nargs: [\"-c\", 'printf \"%s %s\" \"$PLAIN_TOKEN\" \
-             \"$GH_TOKEN\" > {}; echo values-written; exec sleep 300']\nrestartPolicy: Never\n{ENV_YAML}",
+            "name: leak\ncommand: [/bin/sh]\nargs: [\"-c\", 'printf \"%s %s %s\" \"$PLAIN_TOKEN\" \
+             \"$GH_TOKEN\" \"$(cat \"$GH_FILE\")\" > {}; echo values-written; exec sleep 300']\n\
+             restartPolicy: Never\n{ENV_YAML}",
             got.display()
         ),
     );
@@ -127,11 +133,17 @@ fn the_process_backend_prints_no_secret_at_trace_level() {
     assert_eq!(logs, "values-written");
     assert_eq!(
         std::fs::read_to_string(&got).expect("the server's file"),
-        format!("{PLAIN} {SECRET}"),
-        "the server did not get both values"
+        format!("{PLAIN} {SECRET} {FILE_SECRET}"),
+        "the server did not get the values"
     );
-    // While it runs, nothing on disk holds a value either (supervisor.log included).
-    for entry in walk(&state) {
+    // While it runs, nothing on disk holds a value either (supervisor.log included), but the
+    // secret file, which is the server's and goes with the instance.
+    let secret_file = |p: &Path| p.parent().is_some_and(|d| d.ends_with("secrets"));
+    assert_eq!(
+        walk(&state).into_iter().filter(|p| secret_file(p)).count(),
+        1
+    );
+    for entry in walk(&state).into_iter().filter(|p| !secret_file(p)) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert_no_secret(
             &entry.display().to_string(),
@@ -143,6 +155,13 @@ fn the_process_backend_prints_no_secret_at_trace_level() {
     traced(&env, &["logs", &id], &mut transcript);
     traced(&env, &["stop", &id, "--grace", "2s"], &mut transcript);
     assert_no_secret("the output of mcp-orch (process backend)", &transcript);
+    for entry in walk(&state) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert_no_secret(
+            &format!("{} after the stop", entry.display()),
+            &String::from_utf8_lossy(&bytes),
+        );
+    }
 }
 
 /// Every regular file under `dir`.
@@ -227,12 +246,30 @@ async fn the_docker_backend_prints_no_secret_at_trace_level() {
         let container_env = inspect.config.and_then(|c| c.env).unwrap_or_default();
         assert!(
             container_env.contains(&format!("PLAIN_TOKEN={PLAIN}"))
-                && container_env.contains(&format!("GH_TOKEN={SECRET}")),
+                && container_env.contains(&format!("GH_TOKEN={SECRET}"))
+                && container_env.contains(&"GH_FILE=/run/secrets/gh-file".to_owned()),
             "the container lacks the values (names: {:?})",
             container_env
                 .iter()
                 .map(|kv| kv.split('=').next().unwrap_or_default())
                 .collect::<Vec<_>>()
+        );
+        // A secret file's value is in no inspect: not the container's, not its volumes'.
+        let inspect = runtime
+            .block_on(docker.inspect_container(id, None))
+            .expect("inspect the container");
+        let mut shown = serde_json::to_string(&inspect).expect("json");
+        for mount in inspect.mounts.unwrap_or_default() {
+            if let Some(volume) = mount.name {
+                let v = runtime
+                    .block_on(docker.inspect_volume(&volume))
+                    .expect("inspect a volume");
+                shown.push_str(&serde_json::to_string(&v).expect("json"));
+            }
+        }
+        assert!(
+            shown.contains("/run/secrets/gh-file") && !shown.contains(FILE_SECRET),
+            "docker inspect shows the secret file's value or not the file: {shown}"
         );
     };
     let outcome = tokio::task::block_in_place(|| {

@@ -27,7 +27,7 @@ use mcp_orchestrator_api::{OrchestratorError, Result};
 use tracing::{debug, warn};
 
 use crate::config::DockerConfig;
-use crate::container::ContainerPlan;
+use crate::container::{ContainerPlan, NETWORK_LABEL};
 use crate::egress::{COMPANION_OF_LABEL, internal_network, proxy_container};
 use crate::error::{BACKEND, Target, map_error};
 use crate::image::ensure_image;
@@ -168,12 +168,21 @@ pub(crate) async fn remove(docker: &Docker, instance: &str, endpoint: &str) -> R
         ))
         .await
         .map_err(|e| map_error(e, Target::Engine, endpoint))?;
-    for name in containers
-        .iter()
-        .filter_map(|c| c.names.as_ref()?.first())
-        .map(|n| n.trim_start_matches('/'))
-    {
+    for c in &containers {
+        let Some(name) = c.names.as_ref().and_then(|n| n.first()) else {
+            continue;
+        };
+        let name = name.trim_start_matches('/');
         remove_container(docker, name, endpoint).await?;
+        // As for instances (`stop_server`): under load the engine can keep a removed
+        // container's endpoint on the shared network, which then refuses removal.
+        if let Some(shared) = c.labels.as_ref().and_then(|l| l.get(NETWORK_LABEL)) {
+            let request = NetworkDisconnectRequest {
+                container: name.to_owned(),
+                force: Some(true),
+            };
+            let _ = docker.disconnect_network(shared, request).await;
+        }
     }
     let networks = docker
         .list_networks(Some(
@@ -216,10 +225,15 @@ pub(crate) async fn remove_network(
     endpoint: &str,
 ) -> Result<()> {
     let err = |e| map_error(e, Target::Network(network), endpoint);
-    for attempt in 0..3 {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
         match docker.remove_network(network).await.map_err(err) {
             Ok(()) | Err(OrchestratorError::NotFound { .. }) => return Ok(()),
-            Err(e) if attempt == 2 => return Err(e),
+            Err(e) if attempts >= 3 => {
+                warn!(%network, error = %e, "the network keeps endpoints; giving up");
+                return Err(e);
+            }
             Err(e) => {
                 debug!(%network, error = %e, "network still in use; dropping its endpoints");
                 let attached: Vec<String> = match docker.inspect_network(network, None).await {
@@ -245,6 +259,4 @@ pub(crate) async fn remove_network(
             }
         }
     }
-    warn!(%network, "network removal gave up");
-    Ok(())
 }

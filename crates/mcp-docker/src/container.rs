@@ -48,8 +48,9 @@ pub struct ContainerPlan {
     pub name: String,
     /// The create body. Its `Env` holds secret values: never log it.
     pub body: ContainerCreateBody,
-    /// Named volumes to create first: per-instance ones labelled with the instance, persistent
-    /// ones ([`labels::PERSISTENT`]) with the server only (creating an existing one is a no-op).
+    /// Named volumes to create first: per-instance ones labelled with the instance (the secret
+    /// files' one too), persistent ones ([`labels::PERSISTENT`]) with the server only
+    /// (creating an existing one is a no-op).
     pub volumes: Vec<VolumeCreateRequest>,
     /// Volumes whose root directory is given to the server's user before the start, as
     /// (volume name, uid, gid): the writable ones, whose root a new named volume otherwise
@@ -130,7 +131,7 @@ pub fn build_container(
 
     let sc = spec.security_context.clone().unwrap_or_default();
 
-    let (mounts, volumes) = volume_parts(spec, instance, network);
+    let (mounts, volumes) = volume_parts(spec, instance, network)?;
     let owned_mounts = spec
         .volumes
         .iter()
@@ -183,6 +184,7 @@ pub fn build_container(
         env: Some(
             env.iter()
                 .map(|(k, v)| format!("{k}={}", v.expose()))
+                .chain(crate::secret_files::env_entries(spec))
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),
@@ -269,13 +271,15 @@ fn source_of(spec: &McpServer, instance: &str, v: &mcp_types::VolumeSpec) -> Str
     }
 }
 
-/// The mounts of the container and the named volumes behind them.
+/// The mounts of the container and the named volumes behind them: the spec's volumes, and the
+/// secret files' volume (their binds are added once it is filled, see `secret_files`).
 fn volume_parts(
     spec: &McpServer,
     instance: &str,
     network: &str,
-) -> (Vec<Mount>, Vec<VolumeCreateRequest>) {
-    let mounts: Vec<Mount> = spec
+) -> Result<(Vec<Mount>, Vec<VolumeCreateRequest>)> {
+    crate::secret_files::check_paths(spec)?;
+    let mut mounts: Vec<Mount> = spec
         .volumes
         .iter()
         .map(|v| Mount {
@@ -286,7 +290,7 @@ fn volume_parts(
             ..Mount::default()
         })
         .collect();
-    let volumes = spec
+    let mut volumes: Vec<VolumeCreateRequest> = spec
         .volumes
         .iter()
         .map(|v| {
@@ -309,8 +313,11 @@ fn volume_parts(
             }
         })
         .collect();
-
-    (mounts, volumes)
+    if let Some((volume, mount)) = crate::secret_files::volume_parts(spec, instance, network) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    Ok((mounts, volumes))
 }
 
 /// Resources, hardening, restart policy and network: the parts of the host config that do not

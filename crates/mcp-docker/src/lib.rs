@@ -16,6 +16,9 @@
 //! backend and installs a logger must keep `bollard` at `info` or below whatever its users ask
 //! for (`mcp-orch` drops those events in its subscriber; see its `init_tracing`). This crate
 //! itself never logs environment values.
+//!
+//! `secretFiles` never reach the create body: see [`secret_files`] (a per-instance volume
+//! filled through the archive API, each file bound read-only at its path).
 
 mod attach;
 mod companions;
@@ -29,6 +32,7 @@ mod listing;
 mod logs;
 mod network;
 mod orchestrator;
+pub mod secret_files;
 pub mod status;
 mod volume;
 mod watch;

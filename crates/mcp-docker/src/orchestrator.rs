@@ -20,7 +20,9 @@ use futures::StreamExt;
 use garde::Validate;
 use mcp_orchestrator_api::connect::{self, McpChannel, StdioClaims};
 use mcp_orchestrator_api::continuation::{page_after, parse_after_token};
-use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver, resolve_env};
+use mcp_orchestrator_api::secrets::{
+    DirSecretResolver, NoSecrets, SecretResolver, resolve_env, resolve_secret_files,
+};
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, OrchestratorError, Result};
 use mcp_types::{
     GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer, Page,
@@ -59,6 +61,9 @@ const LIST_CONCURRENCY: usize = 8;
 ///   ignored; a new named volume is owned by root unless the image already has the mount
 ///   path (Docker then copies it, with its owner, into the empty volume), and `fsGroup` is
 ///   only added as a supplementary group;
+/// - `secretFiles` are bound read-only at their paths from a per-instance volume filled before
+///   the start (see [`crate::secret_files`]): no value is in the container's configuration;
+///   `secretRef` env values are (Docker has no secret store for plain containers);
 /// - egress (`crate::egress`): `none` is a container without a network (stdio) or on an
 ///   internal network of its own (HTTP); allow-lists add an internal network whose only way
 ///   out is an egress proxy container; `open` (the default unless
@@ -269,6 +274,7 @@ impl DockerOrchestrator {
 
     async fn start_inner(&self, spec: &McpServer, id: &str) -> Result<()> {
         let env = resolve_env(&spec.env, self.secrets.as_ref())?;
+        let secret_values = resolve_secret_files(&spec.secret_files, self.secrets.as_ref())?;
         let mut plan = build_container(
             spec,
             id,
@@ -294,6 +300,31 @@ impl DockerOrchestrator {
         {
             self.discard(id).await;
             return Err(e);
+        }
+        if !spec.secret_files.is_empty() {
+            let sc = spec.security_context.clone().unwrap_or_default();
+            let owner = (
+                u64::try_from(sc.uid()).unwrap_or_default(),
+                u64::try_from(sc.gid()).unwrap_or_default(),
+            );
+            let filled = crate::secret_files::fill(
+                &self.docker,
+                id,
+                image,
+                spec,
+                &secret_values,
+                owner,
+                &self.endpoint,
+            )
+            .await;
+            match (filled, plan.body.host_config.as_mut()) {
+                (Ok(binds), Some(hc)) => hc.mounts.get_or_insert_with(Vec::new).extend(binds),
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    self.discard(id).await;
+                    return Err(e);
+                }
+            }
         }
         // The network and the proxy exist before the server: it never runs without its policy.
         if let Err(e) = crate::companions::create(

@@ -1,8 +1,9 @@
 //! Volumes: removing the per-instance named volumes of an instance (labelled
 //! `mcpctl.io/instance=<id>`) with it, as the Kubernetes backend removes its
 //! PersistentVolumeClaims; listing and removing the persistent ones (labelled
-//! `mcpctl.io/persistent=true`, one per server and spec volume, never removed by a stop); and
-//! giving a volume's root to the server's user before it starts.
+//! `mcpctl.io/persistent=true`, one per server and spec volume, never removed by a stop);
+//! giving a volume's root to the server's user before it starts; and the never-started
+//! [`Helper`] container through which files reach a volume (also the secret files').
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -75,65 +76,98 @@ pub(crate) async fn give_volumes_to_user(
     if owned.is_empty() {
         return Ok(());
     }
-    let helper = format!("{instance}-own");
-    let err = |e| map_error(e, Target::Container(&helper), endpoint);
     let mounts = owned
         .iter()
         .enumerate()
-        .map(|(i, (volume, _, _))| bollard::models::Mount {
-            target: Some(format!("{HELPER_DIR}/{i}")),
-            source: Some(volume.clone()),
-            typ: Some(bollard::models::MountType::VOLUME),
-            ..bollard::models::Mount::default()
-        })
-        .collect();
-    let body = bollard::models::ContainerCreateBody {
-        image: Some(image.to_owned()),
-        labels: Some(HashMap::from([(
-            labels::APP_MANAGED_BY.to_owned(),
-            labels::MANAGED_BY_VALUE.to_owned(),
-        )])),
-        network_disabled: Some(true),
-        host_config: Some(bollard::models::HostConfig {
-            mounts: Some(mounts),
-            network_mode: Some("none".to_owned()),
-            ..bollard::models::HostConfig::default()
-        }),
-        ..bollard::models::ContainerCreateBody::default()
+        .map(|(i, (volume, _, _))| (volume.clone(), format!("{HELPER_DIR}/{i}")))
+        .collect::<Vec<_>>();
+    let tar = ownership_tar(owned).map_err(|e| {
+        OrchestratorError::backend(
+            crate::error::BACKEND,
+            format!("building the ownership archive for {instance}: {e}"),
+        )
+    })?;
+    let helper = Helper {
+        name: format!("{instance}-own"),
+        image,
+        mounts: &mounts,
     };
-    let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
-        .name(&helper)
-        .build();
-    docker
-        .create_container(Some(options), body)
-        .await
-        .map_err(err)?;
-    let result = async {
-        let tar = ownership_tar(owned).map_err(|e| {
-            OrchestratorError::backend(
-                crate::error::BACKEND,
-                format!("building the ownership archive for {helper}: {e}"),
-            )
-        })?;
-        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
-            .path(HELPER_DIR)
+    helper.extract(docker, HELPER_DIR, tar, endpoint).await
+}
+
+/// A never-started container of the server's image (no network) that mounts named volumes
+/// read-write, so the engine's archive API can write into them before the server's container
+/// exists: the only way into a volume for a `FROM scratch` image with no shell.
+pub(crate) struct Helper<'a> {
+    /// The container's name (`<instance>-<purpose>`).
+    pub(crate) name: String,
+    /// The server's image (present already; nothing is pulled).
+    pub(crate) image: &'a str,
+    /// (volume name, mount path inside the helper).
+    pub(crate) mounts: &'a [(String, String)],
+}
+
+impl Helper<'_> {
+    /// Creates the helper, extracts `tar` at `dir` inside it and removes it, whatever happens.
+    /// Tar entries keep their owner and mode (no `copyUIDGID`).
+    pub(crate) async fn extract(
+        &self,
+        docker: &Docker,
+        dir: &str,
+        tar: Vec<u8>,
+        endpoint: &str,
+    ) -> Result<()> {
+        let helper = self.name.as_str();
+        let err = |e| map_error(e, Target::Container(helper), endpoint);
+        let mounts = self
+            .mounts
+            .iter()
+            .map(|(volume, target)| bollard::models::Mount {
+                target: Some(target.clone()),
+                source: Some(volume.clone()),
+                typ: Some(bollard::models::MountType::VOLUME),
+                ..bollard::models::Mount::default()
+            })
+            .collect();
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(self.image.to_owned()),
+            labels: Some(HashMap::from([(
+                labels::APP_MANAGED_BY.to_owned(),
+                labels::MANAGED_BY_VALUE.to_owned(),
+            )])),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                mounts: Some(mounts),
+                network_mode: Some("none".to_owned()),
+                ..bollard::models::HostConfig::default()
+            }),
+            ..bollard::models::ContainerCreateBody::default()
+        };
+        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name(helper)
             .build();
         docker
-            .upload_to_container(&helper, Some(options), bollard::body_full(tar.into()))
+            .create_container(Some(options), body)
             .await
-            .map_err(err)
-    }
-    .await;
-    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .build();
-    if let Err(e) = docker.remove_container(&helper, Some(remove)).await {
-        let e = err(e);
-        if !e.is_not_found() {
-            tracing::warn!(%helper, error = %e, "could not remove the volume ownership helper");
+            .map_err(err)?;
+        let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path(dir)
+            .build();
+        let result = docker
+            .upload_to_container(helper, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(err);
+        let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .build();
+        if let Err(e) = docker.remove_container(helper, Some(remove)).await {
+            let e = err(e);
+            if !e.is_not_found() {
+                tracing::warn!(%helper, error = %e, "could not remove a volume helper container");
+            }
         }
+        result
     }
-    result
 }
 
 /// A tar of the directories `<n>/`, each owned by its `uid:gid`, mode 0775.

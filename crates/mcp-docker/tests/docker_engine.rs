@@ -249,8 +249,11 @@ async fn conformance_kit_passes() {
             .expect("socket relay"),
     );
     let relay_path = relay.path().to_owned();
+    let secrets = tempfile::tempdir().unwrap();
+    let secrets_dir = secrets.path().to_owned();
     let Some(env) = setup_with("conformance", |c| DockerConfig {
         socket_path: relay_path,
+        secrets_dir: Some(secrets_dir),
         ..c
     })
     .await
@@ -258,6 +261,7 @@ async fn conformance_kit_passes() {
         return;
     };
     let servers = env.servers();
+    let store = conformance::DirSecretStore::new(secrets.path());
     let recording = Recording {
         inner: env.o.clone(),
         ids: std::sync::Mutex::new(Vec::new()),
@@ -275,6 +279,9 @@ async fn conformance_kit_passes() {
         // Allow-lists through the egress proxy companion; `none` without a network.
         .with_capability(Capability::Egress, Support::Honoured)
         .with_egress_posture(mcp_types::Egress::Open)
+        // Secrets from `secretsDir`; a secret file is the server's own, 0400, at its path.
+        .with_secrets(&store)
+        .with_secret_file_mode(0o400)
         .with_watch_break({
             let relay = relay.clone();
             Arc::new(move || {

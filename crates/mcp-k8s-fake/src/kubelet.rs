@@ -25,8 +25,9 @@ use crate::fixture;
 use crate::kind::ResourceKind;
 use crate::logs::{LogStore, LogStream};
 use crate::process::{Launch, Programs, RealProcess, StdioHubs};
+use crate::secret_volumes::{HostSecrets, Materialized};
 use crate::store::{DeleteAction, ObjectKey, Store, stamp_deletion};
-use crate::volume_data::{FileView, Files, MountSpec, Source, VolumeData, mounts_of};
+use crate::volume_data::{FileView, Files, MountSpec, Source, ViewMount, VolumeData, mounts_of};
 use crate::{names, time};
 use mcp_orchestrator_api::fixture::FixtureStep as Step;
 
@@ -458,12 +459,14 @@ impl PodRuntime {
     }
 
     /// The file system a run of `spec` sees: its mounts' data (a claim's by the claim's current
-    /// uid, a missing claim's as an empty scratch store) and a fresh writable layer.
-    fn file_view(&self, spec: &ContainerSpec) -> FileView {
+    /// uid, a missing claim's as an empty scratch store, a secret volume's as set up for the
+    /// container) and a fresh writable layer.
+    fn file_view(&self, spec: &ContainerSpec, secrets: &Materialized) -> FileView {
         let mounts = spec
             .mounts
             .iter()
             .map(|m| {
+                let mut modes = HashMap::new();
                 let key = match &m.source {
                     Source::Claim(claim) => {
                         let object = ObjectKey::new(
@@ -482,12 +485,31 @@ impl PodRuntime {
                         }
                     }
                     Source::Pod(volume) => format!("pod/{}/{volume}", self.uid),
+                    Source::Secret(source) => {
+                        let files = Files::default();
+                        let mut data = files.lock().unwrap_or_else(PoisonError::into_inner);
+                        for file in secrets.get(&source.volume).into_iter().flatten() {
+                            let key = format!("/{}", file.path);
+                            data.insert(key.clone(), String::from_utf8_lossy(&file.value).into());
+                            modes.insert(key, file.mode);
+                        }
+                        drop(data);
+                        return ViewMount {
+                            path: m.path.clone(),
+                            files,
+                            read_only: true,
+                            sub_path: m.sub_path.clone(),
+                            modes,
+                        };
+                    }
                 };
-                (
-                    m.path.clone(),
-                    self.kubelet.volume_data.files(&key),
-                    m.read_only,
-                )
+                ViewMount {
+                    path: m.path.clone(),
+                    files: self.kubelet.volume_data.files(&key),
+                    read_only: m.read_only,
+                    sub_path: m.sub_path.clone(),
+                    modes,
+                }
             })
             .collect();
         FileView {
@@ -734,6 +756,28 @@ impl PodRuntime {
         Ok(resolved)
     }
 
+    /// Sets up the container's secret volumes, waiting (in `ContainerCreating`: the real
+    /// kubelet reports the failed mount as an event only) until every required Secret and key
+    /// exists; `None` if the pod stopped first.
+    async fn mount_volumes(
+        &self,
+        spec: &ContainerSpec,
+        signal: &mut watch::Receiver<PodSignal>,
+    ) -> Option<Materialized> {
+        loop {
+            if let Ok(materialized) = crate::secret_volumes::materialize(
+                &self.kubelet.store,
+                &self.key.namespace,
+                &spec.mounts,
+            ) {
+                return Some(materialized);
+            }
+            if !self.sleep(self.timings().image_pull_backoff, signal).await {
+                return None;
+            }
+        }
+    }
+
     /// Waits in `CreateContainerConfigError` until every referenced Secret key exists; the
     /// resolved values, or `None` if the pod stopped first.
     async fn container_config(
@@ -776,6 +820,10 @@ impl PodRuntime {
             return;
         };
         let literal_env = spec.env.clone();
+        // Volumes are set up before the image is pulled, once for every run of the container.
+        let Some(secrets) = self.mount_volumes(&spec, &mut signal).await else {
+            return;
+        };
         if !self.pull_image(index, &spec.image, &mut signal).await {
             return;
         }
@@ -804,7 +852,9 @@ impl PodRuntime {
             }) {
                 return;
             }
-            let exit = self.execute(&spec, &container_id, &mut signal).await;
+            let exit = self
+                .execute(&spec, &secrets, &container_id, &mut signal)
+                .await;
             self.kubelet.logs.finish(&container_id);
             let Some(exit) = exit else {
                 return;
@@ -863,6 +913,7 @@ impl PodRuntime {
     async fn execute(
         &self,
         spec: &ContainerSpec,
+        secrets: &Materialized,
         container_id: &str,
         signal: &mut watch::Receiver<PodSignal>,
     ) -> Option<Exit> {
@@ -879,12 +930,12 @@ impl PodRuntime {
             && let Some(program) = self.kubelet.programs.lookup(&spec.image)
         {
             return self
-                .execute_real(spec, &program, container_id, signal)
+                .execute_real(spec, secrets, &program, container_id, signal)
                 .await;
         }
         let crash_after = self.timings().crash_after;
         let logs = Arc::clone(&self.kubelet.logs);
-        let view = self.file_view(spec);
+        let view = self.file_view(spec, secrets);
         let program = async move {
             match injected {
                 Some(Failure::OomKilled) => {
@@ -943,15 +994,52 @@ impl PodRuntime {
     async fn execute_real(
         &self,
         spec: &ContainerSpec,
+        secrets: &Materialized,
         program: &std::path::Path,
         container_id: &str,
         signal: &mut watch::Receiver<PodSignal>,
     ) -> Option<Exit> {
+        // No mount namespace: the secret volumes go to a private host directory for this run,
+        // and variables naming a file in them are pointed at the copy.
+        let run_dir = std::env::temp_dir().join(format!(
+            "mcp-k8s-fake-secrets-{}-{}",
+            std::process::id(),
+            container_id.rsplit('/').next().unwrap_or(container_id)
+        ));
+        let host = if secrets.is_empty() {
+            None
+        } else {
+            match HostSecrets::write(run_dir, secrets) {
+                Ok(host) => Some(host),
+                Err(error) => {
+                    self.kubelet.logs.append(
+                        container_id,
+                        LogStream::Stderr,
+                        &format!("setting up secret volumes: {error}"),
+                    );
+                    return Some(Exit {
+                        code: 128,
+                        reason: "StartError",
+                    });
+                }
+            }
+        };
+        let env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let v = host
+                    .as_ref()
+                    .and_then(|h| h.translate(&spec.mounts, v))
+                    .unwrap_or_else(|| v.clone());
+                (k.clone(), v)
+            })
+            .collect();
         let launch = Launch {
             program,
             command: &spec.command,
             args: &spec.args,
-            env: &spec.env,
+            env: &env,
             stdin: spec.stdin,
             stdin_once: spec.stdin_once,
         };
@@ -1033,6 +1121,14 @@ async fn wait_for_removed(signal: &mut watch::Receiver<PodSignal>) {
     }
 }
 
+/// The value of variable `name` in the container's environment.
+fn env_value<'a>(spec: &'a ContainerSpec, name: &str) -> Option<&'a str> {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// Executes a container program; a program without `Exit` runs until it is stopped.
 async fn run_program(
     steps: &[Step],
@@ -1063,6 +1159,37 @@ async fn run_program(
                 let line = files
                     .read(path)
                     .unwrap_or_else(|| mcp_orchestrator_api::fixture::missing_line(path));
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            // A simulated container has no network of its own (the fake runs no CNI).
+            Step::Connect(target) => {
+                let line = mcp_orchestrator_api::fixture::connect_line(
+                    target,
+                    Some("a simulated container of the fake kubelet has no network"),
+                );
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            Step::PrintEnvFile(name) => {
+                let line = env_value(spec, name)
+                    .and_then(|path| files.read(path))
+                    .unwrap_or_else(|| {
+                        mcp_orchestrator_api::fixture::missing_line(
+                            &mcp_orchestrator_api::fixture::env_file_name(name),
+                        )
+                    });
+                logs.append(container_id, LogStream::Stdout, &line);
+            }
+            Step::PrintEnvFileMode(name) => {
+                let line = env_value(spec, name)
+                    .and_then(|path| files.mode(path))
+                    .map_or_else(
+                        || {
+                            mcp_orchestrator_api::fixture::missing_line(
+                                &mcp_orchestrator_api::fixture::env_file_name(name),
+                            )
+                        },
+                        |mode| mcp_orchestrator_api::fixture::mode_line(name, mode),
+                    );
                 logs.append(container_id, LogStream::Stdout, &line);
             }
             // The fake cluster has no pod network: nothing is sent anywhere.

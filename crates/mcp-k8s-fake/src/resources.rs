@@ -430,16 +430,8 @@ pub(crate) fn validate_pod(pod: &Pod, errors: &mut Vec<FieldError>) {
             "must be greater than or equal to 0",
         ));
     }
-    let mut volumes = BTreeSet::new();
-    for (i, volume) in spec.volumes.iter().flatten().enumerate() {
-        let field = format!("spec.volumes[{i}].name");
-        if let Err(message) = names::dns1123_label(&volume.name) {
-            errors.push(FieldError::invalid(&field, &volume.name, message));
-        }
-        if !volumes.insert(volume.name.clone()) {
-            errors.push(FieldError::duplicate(&field, &volume.name));
-        }
-    }
+    let volumes =
+        crate::pod_volumes::validate_volumes(spec.volumes.as_deref().unwrap_or_default(), errors);
     let mut container_names = BTreeSet::new();
     let groups = [
         (
@@ -526,20 +518,12 @@ fn validate_container(
             ));
         }
     }
-    for (j, mount) in container.volume_mounts.iter().flatten().enumerate() {
-        if !volumes.contains(&mount.name) {
-            errors.push(FieldError::not_found(
-                format!("{path}.volumeMounts[{j}].name"),
-                &mount.name,
-            ));
-        }
-        if mount.mount_path.is_empty() {
-            errors.push(FieldError::required(
-                format!("{path}.volumeMounts[{j}].mountPath"),
-                "",
-            ));
-        }
-    }
+    crate::pod_volumes::validate_mounts(
+        path,
+        container.volume_mounts.as_deref().unwrap_or_default(),
+        volumes,
+        errors,
+    );
     for (j, env) in container.env.iter().flatten().enumerate() {
         if env.name.is_empty() || env.name.contains('=') || env.name.chars().any(char::is_control) {
             errors.push(FieldError::invalid(

@@ -60,6 +60,12 @@ pub const PORT_NAME: &str = "mcp";
 pub const TMP_VOLUME: &str = "tmp";
 /// Where the scratch volume is mounted, so servers can write with a read-only root filesystem.
 pub const TMP_MOUNT_PATH: &str = "/tmp";
+/// The item (file name) a secret file's `secret` volume projects its key as; the container
+/// mounts it with this `subPath` at the file's path.
+pub const SECRET_FILE_ITEM: &str = "value";
+/// `defaultMode` of secret file volumes: read by the owner only (the kubelet adds group read
+/// for the pod's `fsGroup`, which is how the non-root server reads it).
+pub const SECRET_FILE_MODE: i32 = 0o400;
 /// Extended resource name of NVIDIA GPUs (device plugin).
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// Node label carrying the GPU product (GPU feature discovery).

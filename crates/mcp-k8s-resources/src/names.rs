@@ -42,6 +42,12 @@ pub fn pod_volume_name(volume: &str) -> String {
     companion_name("pvc", volume)
 }
 
+/// Name of the pod volume holding secret file `index` of the spec: `secret-file-<index>`
+/// (apart from the `pvc-` volumes and the scratch volume).
+pub fn secret_volume_name(index: usize) -> String {
+    format!("secret-file-{index}")
+}
+
 /// The label selector (`mcpctl.io/instance=<instance>`) matching every object of an instance.
 pub fn instance_selector(instance: &str) -> String {
     format!("{INSTANCE}={instance}")
@@ -80,6 +86,7 @@ mod tests {
         assert_eq!(service_name("mcp-time-abc"), "mcp-time-abc-svc");
         assert_eq!(pvc_name("mcp-time-abc", "data"), "mcp-time-abc-data");
         assert_eq!(pod_volume_name("data"), "pvc-data");
+        assert_eq!(secret_volume_name(3), "secret-file-3");
         assert_eq!(service_name("1abc"), "svc-1abc-svc");
         assert_eq!(instance_selector("mcp-x"), "mcpctl.io/instance=mcp-x");
     }

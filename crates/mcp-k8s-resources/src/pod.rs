@@ -1,13 +1,19 @@
 //! The server's Pod: one hardened container that passes the `restricted` Pod Security Standard.
+//!
+//! Secret files: each is a `secret` volume projecting its one key as the item
+//! [`SECRET_FILE_ITEM`] with `defaultMode` 0400, mounted read-only with that item as `subPath`
+//! at exactly the file's `path` (nothing else in its directory is hidden); the pod's `fsGroup`
+//! lets the non-root server read it (the kubelet makes it 0440, group `fsGroup`). The pod spec
+//! names the Secret and key, never the value; the file's `env` variable is set to its path.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, TCPSocketAction,
-    Toleration, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    TCPSocketAction, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,10 +23,10 @@ use mcp_types::{
 };
 
 use crate::meta::Checked;
-use crate::names::{pod_volume_name, pvc_name};
+use crate::names::{pod_volume_name, pvc_name, secret_volume_name};
 use crate::{
     BuildOptions, CONTAINER_NAME, DEFAULT_IMAGE, GPU_PRODUCT_LABEL, GPU_RESOURCE, PORT_NAME,
-    TMP_MOUNT_PATH, TMP_VOLUME,
+    SECRET_FILE_ITEM, SECRET_FILE_MODE, TMP_MOUNT_PATH, TMP_VOLUME,
 };
 
 /// Builds the Pod running `spec` as instance `instance` (also the pod's name).
@@ -110,6 +116,18 @@ fn container(spec: &McpServer, security: &K8sSecurityContext) -> Container {
         read_only: v.read_only.then_some(true),
         ..VolumeMount::default()
     }));
+    mounts.extend(
+        spec.secret_files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| VolumeMount {
+                name: secret_volume_name(i),
+                mount_path: f.path.clone(),
+                sub_path: Some(SECRET_FILE_ITEM.to_owned()),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }),
+    );
     Container {
         name: CONTAINER_NAME.to_owned(),
         image: Some(
@@ -120,7 +138,8 @@ fn container(spec: &McpServer, security: &K8sSecurityContext) -> Container {
         command: non_empty(&spec.command),
         args: non_empty(&spec.args),
         working_dir: spec.working_dir.clone(),
-        env: (!spec.env.is_empty()).then(|| env(spec)),
+        env: (!spec.env.is_empty() || spec.secret_files.iter().any(|f| f.env.is_some()))
+            .then(|| env(spec)),
         ports: spec.port.filter(|_| spec.transport.is_http()).map(|port| {
             vec![ContainerPort {
                 name: Some(PORT_NAME.to_owned()),
@@ -187,6 +206,13 @@ fn env(spec: &McpServer) -> Vec<EnvVar> {
                 }),
             },
         })
+        .chain(spec.secret_files.iter().filter_map(|f| {
+            Some(EnvVar {
+                name: f.env.clone()?,
+                value: Some(f.path.clone()),
+                value_from: None,
+            })
+        }))
         .collect()
 }
 
@@ -205,6 +231,20 @@ fn volumes(c: Checked<'_>) -> Vec<Volume> {
                 pvc_name(c.instance, &v.name)
             },
             read_only: v.read_only.then_some(true),
+        }),
+        ..Volume::default()
+    }));
+    volumes.extend(c.spec.secret_files.iter().enumerate().map(|(i, f)| Volume {
+        name: secret_volume_name(i),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(f.secret_ref.name.clone()),
+            items: Some(vec![KeyToPath {
+                key: f.secret_ref.key.clone(),
+                path: SECRET_FILE_ITEM.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(SECRET_FILE_MODE),
+            optional: None,
         }),
         ..Volume::default()
     }));

@@ -12,7 +12,7 @@ use mcp_k8s_resources::{
 use mcp_types::names::{check_dns1123_label, new_instance_name};
 use mcp_types::{
     Egress, EgressRule, EnvValue, GpuSpec, InstanceId, K8sSecurityContext, McpServer, Quantity,
-    ResourceRequirements, SizePreset, Timestamp, Transport, VolumeSpec, labels,
+    ResourceRequirements, SecretFile, SizePreset, Timestamp, Transport, VolumeSpec, labels,
 };
 use rstest::rstest;
 
@@ -218,6 +218,83 @@ fn env_plain_and_secret_refs() {
         .as_ref()
         .unwrap();
     assert_eq!((sel.name.as_str(), sel.key.as_str()), ("gh-creds", "token"));
+}
+
+fn with_secret_files() -> McpServer {
+    McpServer {
+        env: BTreeMap::from([("PLAIN".into(), EnvValue::plain("v"))]),
+        secret_files: vec![
+            SecretFile::new("/run/secrets/token", "gh-creds", "token").with_env("TOKEN_FILE"),
+            SecretFile::new("/etc/app/key.pem", "tls", "tls.key"),
+        ],
+        ..stdio()
+    }
+}
+
+#[test]
+fn snapshot_secret_files_pod() {
+    let pod = build_pod(&with_secret_files(), &id(), &opts()).unwrap();
+    assert_manifests("secret_files_pod", vec![Manifest::from(pod)]);
+}
+
+#[test]
+fn secret_files_are_secret_volumes_mounted_read_only_at_their_paths() {
+    let r = build(&with_secret_files());
+    let volumes = pod_spec(&r).volumes.as_ref().unwrap();
+    let secret = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.secret.clone())
+            .unwrap()
+    };
+    let first = secret("secret-file-0");
+    assert_eq!(first.secret_name.as_deref(), Some("gh-creds"));
+    assert_eq!(first.default_mode, Some(0o400));
+    let items = first.items.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("token", mcp_k8s_resources::SECRET_FILE_ITEM)
+    );
+    assert_eq!(secret("secret-file-1").items.unwrap()[0].key, "tls.key");
+    let mounts = container(&r).volume_mounts.as_ref().unwrap();
+    let mount = |path: &str| mounts.iter().find(|m| m.mount_path == path).unwrap();
+    for (path, volume) in [
+        ("/run/secrets/token", "secret-file-0"),
+        ("/etc/app/key.pem", "secret-file-1"),
+    ] {
+        assert_eq!(mount(path).name, volume);
+        assert_eq!(mount(path).read_only, Some(true));
+        assert_eq!(
+            mount(path).sub_path.as_deref(),
+            Some(mcp_k8s_resources::SECRET_FILE_ITEM)
+        );
+    }
+    let env = container(&r).env.as_ref().unwrap();
+    let names: Vec<_> = env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("PLAIN", Some("v")),
+            ("TOKEN_FILE", Some("/run/secrets/token"))
+        ]
+    );
+    // The non-root server reads the files through the pod's fsGroup.
+    let psc = pod_spec(&r).security_context.as_ref().unwrap();
+    assert_eq!(psc.fs_group, Some(1000));
+    // A secret file's variable alone gives the container an env list.
+    let only_files = McpServer {
+        env: BTreeMap::new(),
+        ..with_secret_files()
+    };
+    assert_eq!(
+        container(&build(&only_files)).env.as_ref().unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -549,7 +626,7 @@ fn assert_restricted(pod: &Pod) {
     }
     for v in spec.volumes.iter().flatten() {
         assert!(
-            v.empty_dir.is_some() || v.persistent_volume_claim.is_some(),
+            v.empty_dir.is_some() || v.persistent_volume_claim.is_some() || v.secret.is_some(),
             "volume type not allowed by the restricted profile: {v:?}"
         );
     }
@@ -573,6 +650,7 @@ fn every_pod_is_restricted() {
             }),
             ..stdio()
         },
+        with_secret_files(),
     ];
     for spec in &specs {
         assert_restricted(&build(spec).pod);

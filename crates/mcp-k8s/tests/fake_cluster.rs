@@ -3,6 +3,10 @@
 //! objects, status reasons under injected failures, expired continue tokens, unmanaged pods,
 //! clean-up after a failed start, retries, configuration loading).
 
+mod support {
+    pub(crate) mod secrets;
+}
+
 use std::time::Duration;
 
 use mcp_k8s::KubernetesOrchestrator;
@@ -60,6 +64,7 @@ async fn passes_the_conformance_kit() {
     server.handle().run_image_as(REAL_IMAGE, binary);
     let o = orchestrator(&server).await;
     let servers = FakeClusterServers;
+    let secrets = support::secrets::KubeSecrets::new(server.client().await, NS);
     let h = Harness::new(&o, &servers)
         .with_timeout(Duration::from_secs(15))
         // The container log merges stdout and stderr.
@@ -72,7 +77,11 @@ async fn passes_the_conformance_kit() {
         .with_capability(Capability::Volumes, Support::Honoured)
         .with_capability(Capability::Egress, Support::Honoured)
         // Every pod states its effective policy; the NetworkPolicy enforces it.
-        .with_egress_posture(mcp_types::Egress::Open);
+        .with_egress_posture(mcp_types::Egress::Open)
+        // Secrets as Secret objects; secret files are `secret` volumes (0400 plus the group
+        // read the kubelet adds for the pod's fsGroup).
+        .with_secrets(&secrets)
+        .with_secret_file_mode(0o440);
     // A forced reconnect: every watch closed, so the watcher resumes from its last
     // resourceVersion. (Compacting too, for the 410 path, would expire the continue tokens of
     // the pagination check running concurrently: `watch_relists_after_410` covers it alone.)

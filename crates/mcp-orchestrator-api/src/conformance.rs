@@ -135,8 +135,8 @@ pub enum HttpConnect {
 }
 
 /// A spec feature a backend may lack. Declared on the [`Harness`] with
-/// [`Harness::with_capability`]; [`spec_capabilities`] and [`working_dir`] check the
-/// declarations.
+/// [`Harness::with_capability`] (or [`Harness::with_secrets`]); [`spec_capabilities`],
+/// [`working_dir`], [`secret_env_propagation`] and [`secret_files`] check the declarations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Capability {
@@ -158,11 +158,18 @@ pub enum Capability {
     PersistentVolumes,
     /// `collect_garbage`: finding and removing orphans ([`garbage_collection`] checks it).
     GarbageCollection,
+    /// `env` values that are `secretRef`s, resolved by the backend
+    /// ([`secret_env_propagation`] checks them, with secrets from [`Harness::with_secrets`]).
+    SecretEnv,
+    /// `secretFiles`: secrets as read-only files ([`secret_files`] checks them, with secrets
+    /// from [`Harness::with_secrets`], as [`Harness::with_secret_file_path`] and
+    /// [`Harness::with_secret_file_mode`] declare).
+    SecretFiles,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::WorkingDir,
         Self::Volumes,
         Self::Gpu,
@@ -170,6 +177,8 @@ impl Capability {
         Self::Watch,
         Self::PersistentVolumes,
         Self::GarbageCollection,
+        Self::SecretEnv,
+        Self::SecretFiles,
     ];
 
     /// The spec field (camelCase path) or the operation (`watch`, a trait method) the capability
@@ -183,6 +192,8 @@ impl Capability {
             Self::Watch => "watch",
             Self::PersistentVolumes => "volumes[].persistent",
             Self::GarbageCollection => "collect_garbage",
+            Self::SecretEnv => "env[].secretRef",
+            Self::SecretFiles => "secretFiles",
         }
     }
 }
@@ -193,7 +204,8 @@ impl Capability {
 pub enum Support {
     /// The backend honours the field. The kit checks what it can observe: the working
     /// directory a server sees; that a spec with volumes or egress starts and runs (what the
-    /// server can then reach is left to the backend's own tests); GPUs are not checked.
+    /// server can then reach is left to the backend's own tests); the values of secrets the
+    /// server reads; GPUs are not checked.
     Honoured,
     /// The backend cannot honour the field and refuses a spec that uses it with
     /// [`NotSupported`](OrchestratorError::NotSupported), starting nothing. The kit checks that.
@@ -227,6 +239,12 @@ pub struct Harness<'a> {
     /// The directory under which the kit mounts volumes (`/` unless set): their mount paths
     /// are `<mount root>/<name>`.
     pub mount_root: String,
+    /// Where the kit stores the secrets its specs reference (see [`Harness::with_secrets`]).
+    pub secrets: Option<&'a dyn SecretStore>,
+    /// Where the backend puts secret files ([`SecretFilePath::Honoured`] unless set).
+    pub secret_file_path: SecretFilePath,
+    /// The permission bits a server sees on its secret files, checked when set.
+    pub secret_file_mode: Option<u32>,
     /// The backend's default egress policy, when it reports each instance's egress posture in
     /// its status (see [`Harness::with_egress_posture`]).
     pub egress_default: Option<mcp_types::Egress>,
@@ -255,8 +273,36 @@ impl<'a> Harness<'a> {
             capabilities: BTreeMap::from([(Capability::WorkingDir, Support::Honoured)]),
             watch_break: None,
             mount_root: "/".to_owned(),
+            secrets: None,
+            secret_file_path: SecretFilePath::Honoured,
+            secret_file_mode: None,
             egress_default: None,
         }
+    }
+
+    /// Gives the kit a place to store the secrets its specs reference and declares
+    /// [`Capability::SecretEnv`] and [`Capability::SecretFiles`] honoured (declare either
+    /// refused afterwards with [`Harness::with_capability`] where it is not).
+    pub fn with_secrets(mut self, store: &'a dyn SecretStore) -> Self {
+        self.secrets = Some(store);
+        self.capabilities
+            .insert(Capability::SecretEnv, Support::Honoured);
+        self.capabilities
+            .insert(Capability::SecretFiles, Support::Honoured);
+        self
+    }
+
+    /// Declares where the backend puts secret files.
+    pub fn with_secret_file_path(mut self, path: SecretFilePath) -> Self {
+        self.secret_file_path = path;
+        self
+    }
+
+    /// Declares the permission bits a server sees on its secret files (0o400 where the backend
+    /// owns the file; 0o440 on Kubernetes, whose kubelet adds group read for the `fsGroup`).
+    pub fn with_secret_file_mode(mut self, mode: u32) -> Self {
+        self.secret_file_mode = Some(mode);
+        self
     }
 
     /// Declares that the backend reports each instance's egress posture
@@ -277,9 +323,10 @@ impl<'a> Harness<'a> {
         self
     }
 
-    /// Sets the directory under which the kit mounts volumes, for backends that mount over
-    /// existing host directories only (the process backend): the kit's volumes are mounted at
-    /// `<root>/data`, `<root>/keep` and `<root>/scratch`, which must exist there.
+    /// Sets the directory under which the kit mounts volumes, for backends that can mount only
+    /// below a directory of their choosing (the workspace's backends mount anywhere and keep
+    /// the default `/`): the kit's volumes are mounted at `<root>/data`, `<root>/keep` and
+    /// `<root>/scratch`.
     pub fn with_mount_root(mut self, root: impl Into<String>) -> Self {
         self.mount_root = root.into();
         self
@@ -358,6 +405,9 @@ impl fmt::Debug for Harness<'_> {
             .field("capabilities", &self.capabilities)
             .field("watch_break", &self.watch_break.is_some())
             .field("mount_root", &self.mount_root)
+            .field("secrets", &self.secrets.is_some())
+            .field("secret_file_path", &self.secret_file_path)
+            .field("secret_file_mode", &self.secret_file_mode)
             .field("egress_default", &self.egress_default)
             .finish_non_exhaustive()
     }
@@ -1820,6 +1870,7 @@ pub async fn labels_follow_conventions(h: &Harness<'_>) -> CheckResult {
 mod egress;
 mod listing;
 mod restarts;
+mod secrets;
 mod semantics;
 mod volumes;
 mod watch;
@@ -1827,6 +1878,9 @@ mod watch;
 pub use egress::egress_posture;
 pub use listing::list_agrees_with_status;
 pub use restarts::follow_across_restarts;
+pub use secrets::{
+    DirSecretStore, SecretFilePath, SecretStore, secret_env_propagation, secret_files,
+};
 pub use volumes::{garbage_collection, persistent_volumes};
 
 pub use semantics::{
@@ -1872,6 +1926,8 @@ pub fn checks() -> Vec<&'static str> {
         "watch_reconnect",
         "persistent_volumes",
         "garbage_collection",
+        "secret_env_propagation",
+        "secret_files",
         "egress_posture",
     ]
 }
@@ -1916,6 +1972,8 @@ pub async fn run_check(h: &Harness<'_>, name: &str) -> CheckResult {
         "watch_reconnect" => watch_reconnect(h).await,
         "persistent_volumes" => persistent_volumes(h).await,
         "garbage_collection" => garbage_collection(h).await,
+        "secret_env_propagation" => secret_env_propagation(h).await,
+        "secret_files" => secret_files(h).await,
         "egress_posture" => egress_posture(h).await,
         other => Err(Failure {
             check: "run_check",

@@ -1,6 +1,7 @@
 //! Fixture scripts: what a conformance test asks a server to do (print known lines, print an
-//! environment variable or the working directory, write and print files, ignore SIGTERM, sleep, exit with a code, serve
-//! MCP, keep running), encoded as command-line arguments that every backend can run.
+//! environment variable or the working directory, write and print files, print a file named by
+//! an environment variable and its mode, ignore SIGTERM, sleep, exit with a code, serve MCP,
+//! keep running), encoded as command-line arguments that every backend can run.
 //!
 //! The workspace's test server binary (`mcp-test-server fixture ...`) executes a script from its
 //! arguments; Docker and Kubernetes run that binary's image with the arguments; the process
@@ -51,6 +52,16 @@ pub enum FixtureStep {
     /// Print the lines of the file at `path` on stdout, or [`missing_line`] when it cannot be
     /// read.
     PrintFile(String),
+    /// Open a TCP connection to `HOST:PORT` (waiting at most 5 s), close it, and print
+    /// [`connect_line`] on stdout: whether the server's network reaches that address.
+    Connect(String),
+    /// Print the lines of the file whose path is the value of environment variable `NAME` (the
+    /// `_FILE` convention of secret files), or [`missing_line`] of `$NAME` when the variable is
+    /// unset or the file cannot be read.
+    PrintEnvFile(String),
+    /// Print [`mode_line`] of the file named by environment variable `NAME` (its permission
+    /// bits as the server sees them), or [`missing_line`] of `$NAME`.
+    PrintEnvFileMode(String),
     /// Fetch an `http://` URL with one HTTP/1.1 GET, through the proxy in `HTTP_PROXY` (or
     /// `http_proxy`) unless `NO_PROXY` names the host, and print [`fetch_line`] on stdout.
     Fetch(String),
@@ -78,6 +89,27 @@ pub fn write_line(path: &str, error: Option<&str>) -> String {
 /// The line [`FixtureStep::PrintFile`] prints when `path` cannot be read.
 pub fn missing_line(path: &str) -> String {
     format!("{path} unreadable")
+}
+
+/// The line [`FixtureStep::Connect`] prints: `connect TARGET ok`, or `connect TARGET failed:
+/// REASON`.
+pub fn connect_line(target: &str, error: Option<&str>) -> String {
+    match error {
+        None => format!("connect {target} ok"),
+        Some(e) => format!("connect {target} failed: {e}"),
+    }
+}
+
+/// The line [`FixtureStep::PrintEnvFileMode`] prints for the file named by variable `name` with
+/// permission bits `mode`: `NAME mode 0400`.
+pub fn mode_line(name: &str, mode: u32) -> String {
+    format!("{name} mode {:04o}", mode & 0o7777)
+}
+
+/// What [`FixtureStep::PrintEnvFile`] and [`FixtureStep::PrintEnvFileMode`] call the file in
+/// [`missing_line`]: `$NAME`.
+pub fn env_file_name(name: &str) -> String {
+    format!("${name}")
 }
 
 /// The line [`FixtureStep::PrintEnv`] prints for `name` with `value` (`None`: unset).
@@ -207,6 +239,24 @@ impl FixtureScript {
         self
     }
 
+    /// Adds a TCP connection attempt to `target` (`HOST:PORT`).
+    pub fn connect(mut self, target: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::Connect(target.into()));
+        self
+    }
+
+    /// Adds printing the lines of the file named by environment variable `name`.
+    pub fn print_env_file(mut self, name: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::PrintEnvFile(name.into()));
+        self
+    }
+
+    /// Adds printing the permission bits of the file named by environment variable `name`.
+    pub fn print_env_file_mode(mut self, name: impl Into<String>) -> Self {
+        self.steps.push(FixtureStep::PrintEnvFileMode(name.into()));
+        self
+    }
+
     /// Adds fetching an `http://` URL and printing the outcome ([`fetch_line`]).
     pub fn fetch(mut self, url: impl Into<String>) -> Self {
         self.steps.push(FixtureStep::Fetch(url.into()));
@@ -265,6 +315,9 @@ impl FixtureScript {
                 | FixtureStep::IgnoreSigterm
                 | FixtureStep::WriteFile { .. }
                 | FixtureStep::PrintFile(_)
+                | FixtureStep::Connect(_)
+                | FixtureStep::PrintEnvFile(_)
+                | FixtureStep::PrintEnvFileMode(_)
                 | FixtureStep::Fetch(_) => {}
                 FixtureStep::Exit(_) | FixtureStep::Serve(_) => break,
             }
@@ -274,7 +327,8 @@ impl FixtureScript {
 
     /// Encodes the script as arguments: `fixture --stdout TEXT --stderr TEXT --lines N:PREFIX
     /// --sleep-ms MS --print-env NAME --print-cwd --ignore-sigterm --write-file PATH=CONTENT
-    /// --print-file PATH --fetch URL --exit CODE
+    /// --print-file PATH --connect HOST:PORT --print-env-file NAME --print-env-file-mode NAME
+    /// --fetch URL --exit CODE
     /// --serve stdio|http:PORT`, in step order.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![FIXTURE_SUBCOMMAND.to_owned()];
@@ -293,6 +347,9 @@ impl FixtureScript {
                     ("--write-file", format!("{path}={content}"))
                 }
                 FixtureStep::PrintFile(path) => ("--print-file", path.clone()),
+                FixtureStep::Connect(target) => ("--connect", target.clone()),
+                FixtureStep::PrintEnvFile(name) => ("--print-env-file", name.clone()),
+                FixtureStep::PrintEnvFileMode(name) => ("--print-env-file-mode", name.clone()),
                 FixtureStep::Fetch(url) => ("--fetch", url.clone()),
                 FixtureStep::Stdout(l) => ("--stdout", l.clone()),
                 FixtureStep::Stderr(l) => ("--stderr", l.clone()),
@@ -351,6 +408,9 @@ impl FixtureScript {
                     }
                 }
                 "--print-file" => FixtureStep::PrintFile(value.to_owned()),
+                "--connect" => FixtureStep::Connect(value.to_owned()),
+                "--print-env-file" => FixtureStep::PrintEnvFile(value.to_owned()),
+                "--print-env-file-mode" => FixtureStep::PrintEnvFileMode(value.to_owned()),
                 "--fetch" => FixtureStep::Fetch(value.to_owned()),
                 "--lines" => {
                     let (count, prefix) = value
@@ -461,6 +521,37 @@ mod tests {
         assert_eq!(FixtureScript::parse_args(&files.to_args()).unwrap(), files);
         assert!(files.expected_lines().is_empty());
         assert!(FixtureScript::parse_args(&["fixture", "--write-file", "nopath"]).is_err());
+        let net = FixtureScript::new().connect("127.0.0.1:9");
+        assert_eq!(net.to_args()[1..], ["--connect", "127.0.0.1:9"]);
+        assert_eq!(FixtureScript::parse_args(&net.to_args()).unwrap(), net);
+        assert!(net.expected_lines().is_empty());
+        assert_eq!(connect_line("h:1", None), "connect h:1 ok");
+        assert_eq!(
+            connect_line("h:1", Some("refused")),
+            "connect h:1 failed: refused"
+        );
+        let secrets = FixtureScript::new()
+            .print_env_file("TOKEN_FILE")
+            .print_env_file_mode("TOKEN_FILE");
+        assert_eq!(
+            secrets.to_args()[1..],
+            [
+                "--print-env-file",
+                "TOKEN_FILE",
+                "--print-env-file-mode",
+                "TOKEN_FILE"
+            ]
+        );
+        assert_eq!(
+            FixtureScript::parse_args(&secrets.to_args()).unwrap(),
+            secrets
+        );
+        assert!(secrets.expected_lines().is_empty());
+        assert_eq!(mode_line("TOKEN_FILE", 0o100_400), "TOKEN_FILE mode 0400");
+        assert_eq!(
+            missing_line(&env_file_name("TOKEN_FILE")),
+            "$TOKEN_FILE unreadable"
+        );
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! It implements every operation with the semantics the trait documents, so it is both the
 //! executable specification the conformance kit is checked against and a fast stand-in for
 //! callers' own tests. Specs whose arguments are not a fixture script run idle until stopped.
+//!
+//! Secrets come from the [`SecretResolver`] given to [`InMemoryOrchestrator::with_secrets`]
+//! (none by default: a spec that references a secret is an invalid spec, as on the other
+//! backends without a secrets directory). A secret file lives in the instance's simulated file
+//! system at its `path`, read-only with mode
+//! [`SECRET_FILE_MODE`](crate::secrets::SECRET_FILE_MODE).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::{McpChannel, StdioChannel, StdioClaims, http_not_reachable, not_running};
 use crate::continuation::{page_after, parse_after_token};
 use crate::error::{OrchestratorError, Result};
-use crate::fixture::{FixtureScript, FixtureStep, ServeMode};
+use crate::fixture::{FixtureScript, FixtureStep, ServeMode, env_file_name, missing_line};
 use crate::orchestrator::{LogLines, McpOrchestrator};
+use crate::secrets::{NoSecrets, SecretResolver, resolve_env, resolve_secret_files};
 use crate::watch::InstanceEvents;
 
 const BACKEND: &str = "memory";
@@ -47,6 +54,8 @@ pub struct InMemoryOrchestrator {
     breaker: WatchBreaker,
     /// Persistent volumes by name (see `volumes.rs`).
     volumes: Arc<Mutex<volumes::Volumes>>,
+    /// Where `secretRef`s and secret files are resolved.
+    secrets: Arc<dyn SecretResolver>,
 }
 
 impl Default for InMemoryOrchestrator {
@@ -57,6 +66,7 @@ impl Default for InMemoryOrchestrator {
             any_change: Arc::new(watch::channel(0).0),
             breaker: WatchBreaker::default(),
             volumes: Arc::default(),
+            secrets: Arc::new(NoSecrets),
         }
     }
 }
@@ -71,9 +81,12 @@ struct Entry {
     /// The script ends by serving MCP on stdio (an in-process rmcp server answers `connect`).
     serves_stdio: bool,
     state: Mutex<State>,
-    /// Literal env values of the spec (references to secrets are not resolved: there is no
-    /// secret store), which `PrintEnv` steps print. The host's environment is not inherited.
+    /// The server's environment: the spec's (secret references resolved) and each secret
+    /// file's variable, which `PrintEnv` steps print. The host's environment is not inherited.
     env: BTreeMap<String, String>,
+    /// The secret files: path -> value, read-only (see
+    /// [`SECRET_FILE_MODE`](crate::secrets::SECRET_FILE_MODE)).
+    secret_files: BTreeMap<String, String>,
     /// The spec's `workingDir`, which `PrintCwd` steps print (`/` when unset).
     working_dir: Option<String>,
     /// The simulated root filesystem of file steps (path -> the one line written), kept for
@@ -197,9 +210,30 @@ impl Entry {
                 }
                 FixtureStep::PrintFile(path) => {
                     let text = self.read_file(path);
-                    let line = text.unwrap_or_else(|| crate::fixture::missing_line(path));
+                    let line = text.unwrap_or_else(|| missing_line(path));
                     self.print(LogStream::Stdout, line);
                 }
+                FixtureStep::PrintEnvFile(name) => {
+                    let text = self.env.get(name).and_then(|path| self.read_file(path));
+                    let line = text.unwrap_or_else(|| missing_line(&env_file_name(name)));
+                    self.print(LogStream::Stdout, line);
+                }
+                FixtureStep::PrintEnvFileMode(name) => {
+                    let mode = self.env.get(name).and_then(|path| self.file_mode(path));
+                    let line = mode.map_or_else(
+                        || missing_line(&env_file_name(name)),
+                        |m| crate::fixture::mode_line(name, m),
+                    );
+                    self.print(LogStream::Stdout, line);
+                }
+                // Instances of this backend live in the caller's process: they have no network.
+                FixtureStep::Connect(target) => self.print(
+                    LogStream::Stdout,
+                    crate::fixture::connect_line(
+                        target,
+                        Some("the in-memory backend has no network"),
+                    ),
+                ),
                 // In-process instances have no network of their own to fetch through.
                 FixtureStep::Fetch(url) => self.print(
                     LogStream::Stdout,
@@ -255,6 +289,15 @@ impl InMemoryOrchestrator {
         self.breaker.clone()
     }
 
+    /// Resolves `secretRef` environment values and secret files through `resolver` (a
+    /// [`DirSecretResolver`](crate::secrets::DirSecretResolver) over a secrets directory, as
+    /// the local backends do, or any other store).
+    #[must_use]
+    pub fn with_secrets(mut self, resolver: Arc<dyn SecretResolver>) -> Self {
+        self.secrets = resolver;
+        self
+    }
+
     /// Every instance as listed, unfiltered.
     fn snapshot(&self) -> Vec<Instance> {
         lock(&self.instances)
@@ -279,6 +322,18 @@ impl McpOrchestrator for InMemoryOrchestrator {
 
     async fn start_server(&self, spec: &McpServer, options: &StartOptions) -> Result<InstanceId> {
         let spec = options.apply(spec)?;
+        let mut env: BTreeMap<String, String> = resolve_env(&spec.env, self.secrets.as_ref())?
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_owned()))
+            .collect();
+        let values = resolve_secret_files(&spec.secret_files, self.secrets.as_ref())?;
+        let mut secret_files = BTreeMap::new();
+        for (file, value) in spec.secret_files.iter().zip(values) {
+            if let Some(var) = &file.env {
+                env.insert(var.clone(), file.path.clone());
+            }
+            secret_files.insert(file.path.clone(), value.expose().to_owned());
+        }
         let id = InstanceId::new(new_instance_name(&spec.name));
         let script = FixtureScript::parse_args(&spec.args).ok();
         let serves_stdio = script
@@ -298,16 +353,8 @@ impl McpOrchestrator for InMemoryOrchestrator {
                 status: InstanceStatus::phase(Phase::Pending),
                 ..State::default()
             }),
-            env: spec
-                .env
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    mcp_types::EnvValue::Plain(value) => {
-                        Some((k.clone(), value.expose().to_owned()))
-                    }
-                    mcp_types::EnvValue::Secret { .. } => None,
-                })
-                .collect(),
+            env,
+            secret_files,
             working_dir: spec.working_dir.clone(),
             files: volumes::Files::default(),
             mounts: Self::mounts_for(&mut volumes, &spec),

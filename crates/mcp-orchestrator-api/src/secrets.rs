@@ -1,11 +1,18 @@
-//! Resolving `secretRef` environment values for backends without a secret store of their own
-//! (Docker, local processes). Kubernetes passes references through as `secretKeyRef` instead.
+//! Resolving `secretRef` environment values and `secretFiles` for backends without a secret
+//! store of their own (Docker, local processes). Kubernetes passes references through as
+//! `secretKeyRef`s and `secret` volumes instead.
+//!
+//! The rules every backend follows for secret files are written here once: a file holds the
+//! resolved value and nothing else ([`resolve_secret_files`]), it is read-only with mode
+//! [`SECRET_FILE_MODE`] for the server's user, and an unresolvable reference is an
+//! [`InvalidSpec`](OrchestratorError::InvalidSpec) naming `secretFiles[i].secretRef` before
+//! anything is created.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
 
-use mcp_types::{EnvValue, SecretKeyRef, SecretString, ValidationErrors};
+use mcp_types::{EnvValue, SecretFile, SecretKeyRef, SecretString, ValidationErrors};
 
 use crate::error::{OrchestratorError, Result};
 
@@ -100,6 +107,37 @@ pub fn resolve_env(
         .collect()
 }
 
+/// The permission bits of a secret file on backends that own the file (processes, Docker):
+/// readable by the server's user only, writable by nobody. (On Kubernetes the kubelet adds
+/// group read for the pod's `fsGroup`, so the server sees 0440 there.)
+pub const SECRET_FILE_MODE: u32 = 0o400;
+
+/// Resolves every secret file of a spec to the value it holds, in spec order.
+///
+/// # Errors
+/// [`InvalidSpec`](OrchestratorError::InvalidSpec) naming `secretFiles[i].secretRef` for each
+/// unresolvable reference (all of them, so one attempt shows every missing secret).
+pub fn resolve_secret_files(
+    files: &[SecretFile],
+    resolver: &dyn SecretResolver,
+) -> Result<Vec<SecretString>> {
+    let mut values = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        match resolver.resolve(&f.secret_ref) {
+            Ok(v) => values.push(v),
+            Err(message) => errors.push(mcp_types::FieldError {
+                path: format!("secretFiles[{i}].secretRef"),
+                message,
+            }),
+        }
+    }
+    match ValidationErrors::from_vec(errors) {
+        None => Ok(values),
+        Some(errors) => Err(OrchestratorError::InvalidSpec(errors)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +161,36 @@ mod tests {
         assert!(
             !err.to_string().contains("s3cr3t") && err.to_string().contains("no secrets directory")
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secret_files_resolve_in_order_and_name_every_missing_one() {
+        let dir = std::env::temp_dir().join(format!("mcp-secret-files-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("gh")).unwrap();
+        std::fs::write(dir.join("gh/token"), "v-1\n").unwrap();
+        std::fs::write(dir.join("gh/other"), "v-2").unwrap();
+        let files = [
+            SecretFile::new("/run/a", "gh", "token"),
+            SecretFile::new("/run/b", "gh", "other"),
+        ];
+        let resolver = DirSecretResolver::new(&dir);
+        let values = resolve_secret_files(&files, &resolver).unwrap();
+        let got: Vec<&str> = values.iter().map(SecretString::expose).collect();
+        assert_eq!(got, ["v-1", "v-2"]);
+        let missing = [
+            SecretFile::new("/run/a", "gh", "token"),
+            SecretFile::new("/run/b", "gh", "nope"),
+            SecretFile::new("/run/c", "absent", "k"),
+        ];
+        let Err(OrchestratorError::InvalidSpec(errors)) = resolve_secret_files(&missing, &resolver)
+        else {
+            panic!("missing secrets must be an invalid spec");
+        };
+        assert!(!errors.has_path("secretFiles[0].secretRef"), "{errors}");
+        assert!(errors.has_path("secretFiles[1].secretRef"), "{errors}");
+        assert!(errors.has_path("secretFiles[2].secretRef"), "{errors}");
+        assert!(!errors.to_string().contains("v-1"), "{errors}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

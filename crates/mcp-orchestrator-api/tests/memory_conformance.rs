@@ -26,6 +26,35 @@ fn servers() -> CommandServers {
     }
 }
 
+/// A secrets directory for the kit's secrets, removed when dropped.
+struct Secrets {
+    dir: std::path::PathBuf,
+    store: conformance::DirSecretStore,
+}
+
+impl Secrets {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcp-kit-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            store: conformance::DirSecretStore::new(&dir),
+            dir,
+        }
+    }
+
+    fn resolver(&self) -> Arc<mcp_orchestrator_api::secrets::DirSecretResolver> {
+        Arc::new(mcp_orchestrator_api::secrets::DirSecretResolver::new(
+            &self.dir,
+        ))
+    }
+}
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a> {
     Harness::new(o, s)
         .with_timeout(Duration::from_secs(10))
@@ -36,10 +65,14 @@ fn harness<'a>(o: &'a dyn McpOrchestrator, s: &'a CommandServers) -> Harness<'a>
 
 #[tokio::test]
 async fn in_memory_passes_every_check() {
-    let o = InMemoryOrchestrator::new();
+    let secrets = Secrets::new("every-check");
+    let o = InMemoryOrchestrator::new().with_secrets(secrets.resolver());
     let s = servers();
     let breaker = o.watch_breaker();
-    let h = harness(&o, &s).with_watch_break(Arc::new(move || breaker.break_watches()));
+    let h = harness(&o, &s)
+        .with_watch_break(Arc::new(move || breaker.break_watches()))
+        .with_secrets(&secrets.store)
+        .with_secret_file_mode(0o400);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }
@@ -58,11 +91,14 @@ async fn in_memory_passes_every_check() {
 
 #[tokio::test]
 async fn in_memory_passes_through_arc_dyn() {
-    let memory = InMemoryOrchestrator::new();
+    let secrets = Secrets::new("arc-dyn");
+    let memory = InMemoryOrchestrator::new().with_secrets(secrets.resolver());
     let breaker = memory.watch_breaker();
     let o: Arc<DynOrchestrator> = Arc::new(memory);
     let s = servers();
-    let h = harness(&o, &s).with_watch_break(Arc::new(move || breaker.break_watches()));
+    let h = harness(&o, &s)
+        .with_watch_break(Arc::new(move || breaker.break_watches()))
+        .with_secrets(&secrets.store);
     for check in conformance::checks() {
         if let Err(f) = conformance::run_check(&h, check).await {
             panic!("{f}");

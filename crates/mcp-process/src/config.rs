@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcp_types::Egress;
 use serde::{Deserialize, Serialize};
 
 /// File name of the supervisor binary this crate ships.
@@ -29,6 +30,7 @@ pub const DEFAULT_INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG"];
 /// startTimeoutMs: 10000
 /// logMaxBytes: 10485760     # 10 MiB per log file, then it is rotated
 /// logMaxFiles: 3            # rotated files kept besides the current one
+/// defaultEgress: open       # or none: servers without `egress` get no network
 /// ```
 ///
 /// [`ProcessConfig::validate`] refuses values that cannot work (a relative `stateDir`, a
@@ -87,6 +89,15 @@ pub struct ProcessConfig {
     /// an instance's logs take at most 4 x `logMaxBytes` on disk.
     #[serde(default = "default_log_max_files")]
     pub log_max_files: u32,
+    /// The egress policy of servers whose spec sets none: `open` (the default: the host's
+    /// network, not restricted) or `none` (a network namespace with only a loopback
+    /// interface). Allow-lists cannot be enforced by this backend and are refused.
+    #[serde(default, skip_serializing_if = "is_open")]
+    pub default_egress: Egress,
+}
+
+fn is_open(e: &Egress) -> bool {
+    *e == Egress::Open
 }
 
 /// Smallest accepted `restartBackoffInitialMs`.
@@ -129,6 +140,7 @@ impl Default for ProcessConfig {
             start_timeout_ms: default_start_timeout_ms(),
             log_max_bytes: default_log_max_bytes(),
             log_max_files: default_log_max_files(),
+            default_egress: Egress::Open,
         }
     }
 }
@@ -201,6 +213,13 @@ impl ProcessConfig {
             return Err(format!(
                 "logMaxFiles must be between 1 and {MAX_LOG_FILES} (got {})",
                 self.log_max_files
+            ));
+        }
+        if let Egress::Allow(_) = self.default_egress {
+            return Err(format!(
+                "defaultEgress must be `open` or `none` (got {}): {}",
+                self.default_egress.summary(),
+                crate::egress::ALLOW_UNSUPPORTED
             ));
         }
         Ok(())
@@ -370,6 +389,7 @@ mod tests {
             (r#"{"startTimeoutMs":0}"#, "startTimeoutMs"),
             (r#"{"logMaxBytes":10}"#, "logMaxBytes"),
             (r#"{"logMaxFiles":0}"#, "logMaxFiles"),
+            (r#"{"defaultEgress":["10.0.0.0/8"]}"#, "defaultEgress"),
         ];
         for (json, field) in cases {
             let c: ProcessConfig = serde_json::from_str(json).unwrap();
@@ -381,6 +401,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.validate(), Ok(()));
+        let c: ProcessConfig = serde_json::from_str(r#"{"defaultEgress":"none"}"#).unwrap();
+        assert_eq!(
+            (c.default_egress.clone(), c.validate()),
+            (Egress::None, Ok(()))
+        );
+        // The default is left out when writing a configuration back.
+        let written = serde_json::to_string(&ProcessConfig::default()).unwrap();
+        assert!(!written.contains("defaultEgress"), "{written}");
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mcp_orchestrator_api::OrchestratorError;
+use mcp_types::{InstanceId, ValidationErrors};
+
+use crate::sandbox::{Refusal, RefusalKind};
 
 /// Backend name used in shared errors.
 pub(crate) const BACKEND: &str = "process";
@@ -38,6 +41,25 @@ pub(crate) enum ProcessError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    /// The supervisor could not set up the server's namespaces.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// No persistent volume of that name.
+    #[error("volume {0:?} not found")]
+    VolumeNotFound(String),
+    /// A persistent volume is mounted by these instances.
+    #[error("volume {name:?} is in use")]
+    VolumeInUse {
+        name: String,
+        users: Vec<InstanceId>,
+    },
+    /// A directory of that name belongs to another server's volume (two names hashed alike).
+    #[error("volume {name:?} belongs to server {owner:?}, volume {volume:?}")]
+    VolumeTaken {
+        name: String,
+        owner: String,
+        volume: String,
     },
 }
 
@@ -74,6 +96,27 @@ pub(crate) fn to_shared(e: ProcessError) -> OrchestratorError {
         ProcessError::Io { .. } | ProcessError::Signal { .. } => {
             OrchestratorError::backend(BACKEND, e)
         }
+        ProcessError::Refused(r) => match (r.kind, r.field) {
+            (RefusalKind::Unsupported, _) => OrchestratorError::NotSupported {
+                backend: BACKEND,
+                what: r.message,
+            },
+            (RefusalKind::InvalidSpec, Some(field)) => {
+                OrchestratorError::InvalidSpec(ValidationErrors::single(field, r.message))
+            }
+            (RefusalKind::InvalidSpec | RefusalKind::Failed, _) => {
+                OrchestratorError::unavailable(BACKEND, r.message, None)
+            }
+        },
+        ProcessError::VolumeNotFound(name) => {
+            mcp_orchestrator_api::volumes::volume_not_found(&name)
+        }
+        ProcessError::VolumeInUse { name, users } => {
+            mcp_orchestrator_api::volumes::in_use(&name, &users)
+        }
+        ProcessError::VolumeTaken { .. } => OrchestratorError::AlreadyExists {
+            what: e.to_string(),
+        },
     }
 }
 
@@ -97,5 +140,33 @@ mod tests {
             to_shared(other),
             OrchestratorError::Backend { .. }
         ));
+        let refusal = |kind, field: Option<&str>| {
+            to_shared(ProcessError::Refused(Refusal {
+                kind,
+                field: field.map(str::to_owned),
+                message: "m".into(),
+            }))
+        };
+        assert!(matches!(
+            refusal(RefusalKind::Unsupported, None),
+            OrchestratorError::NotSupported { .. }
+        ));
+        let OrchestratorError::InvalidSpec(errors) =
+            refusal(RefusalKind::InvalidSpec, Some("volumes[2].mountPath"))
+        else {
+            panic!("a refused mount path is an invalid spec");
+        };
+        assert!(errors.has_path("volumes[2].mountPath"), "{errors}");
+        assert!(refusal(RefusalKind::Failed, None).is_transient());
+        let users = vec![InstanceId::new("mcp-a-1")];
+        let e = to_shared(ProcessError::VolumeInUse {
+            name: "mcp-a-keep".into(),
+            users,
+        });
+        assert!(
+            matches!(&e, OrchestratorError::InUse { users, .. } if users == &["mcp-a-1"]),
+            "{e:?}"
+        );
+        assert!(to_shared(ProcessError::VolumeNotFound("mcp-a-keep".into())).is_not_found());
     }
 }

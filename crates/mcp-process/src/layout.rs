@@ -13,7 +13,14 @@
 //!     stop.json        a stop request's grace period (written by a stopper before SIGTERM)
 //!     stop.lock        flock that serializes stoppers
 //!     stdio.sock       the stdio bridge of a stdio server (see `attach_stdio`)
-//!   trash/             instance directories being deleted (renamed here first, atomically)
+//!     volumes/<name>/  the per-instance volumes (deleted with the instance)
+//!     sandbox/         the supervisor's staging directory for its mount namespace
+//!     secrets/<i>-<name>  secret file i, mode 0400 (written once, before the supervisor)
+//!   volumes/<mcp-server-volume>/   persistent volumes, kept across instances
+//!     volume.json      server, spec volume, size, createdAt
+//!     data/            what the server sees at the mount path
+//!   volumes.lock       flock: shared while a start mounts volumes, exclusive for a removal
+//!   trash/             instance directories and volumes being deleted (renamed here first)
 //! ```
 //!
 //! Every document except the append-only log is replaced with write-to-temp + rename, so a
@@ -25,16 +32,23 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mcp_types::{InstanceId, InstanceStatus, LogStream, RestartPolicy, Timestamp, Transport};
+use mcp_types::{
+    Egress, InstanceId, InstanceStatus, LogStream, RestartPolicy, Timestamp, Transport,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::procfs::ProcIdentity;
+use crate::sandbox::Sandbox;
 
 /// Subdirectory of the state dir holding one directory per instance.
 pub(crate) const INSTANCES: &str = "instances";
 /// Subdirectory of the state dir where instance directories are renamed before deletion.
 pub(crate) const TRASH: &str = "trash";
+/// Subdirectory of the state dir holding the persistent volumes.
+pub(crate) const VOLUMES: &str = "volumes";
+/// Lock file of the persistent volumes, in the state dir.
+pub(crate) const VOLUMES_LOCK: &str = "volumes.lock";
 
 /// The paths inside one instance directory.
 #[derive(Debug, Clone)]
@@ -83,6 +97,18 @@ impl InstancePaths {
     pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join(SOCKET_FILE)
     }
+    /// The per-instance volume `name` (the spec's volume name).
+    pub(crate) fn volume(&self, name: &str) -> PathBuf {
+        self.dir.join(VOLUMES).join(name)
+    }
+    /// The supervisor's staging directory for the mount namespace.
+    pub(crate) fn sandbox_work(&self) -> PathBuf {
+        self.dir.join("sandbox")
+    }
+    /// The directory of the instance's secret files (`secret_files.rs`).
+    pub(crate) fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
+    }
 }
 
 /// File name of the log inside an instance directory.
@@ -120,6 +146,10 @@ pub(crate) struct Launch {
     /// Rotated log files kept.
     #[serde(default = "default_log_max_files")]
     pub(crate) log_max_files: u32,
+    /// The namespaces the supervisor enters before it starts the server (volumes,
+    /// `egress: none`); none when the server runs in the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sandbox: Option<Sandbox>,
 }
 
 fn default_log_max_bytes() -> u64 {
@@ -166,6 +196,13 @@ pub(crate) struct Meta {
     /// The names (not values) of the environment variables given to the server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) env_names: Vec<String>,
+    /// The effective egress policy (the spec's or `defaultEgress`); records written before
+    /// the field existed ran on the host network, which is `open`.
+    #[serde(default)]
+    pub(crate) egress: Egress,
+    /// The persistent volumes the instance mounts (their backend names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) persistent_volumes: Vec<String>,
     pub(crate) launch: Launch,
 }
 

@@ -35,7 +35,12 @@
 //! - **Environment**: the server gets `PATH`, `HOME` and `LANG` from the starting process
 //!   (configurable) plus the spec's `env`, with `secretRef`s read from `secretsDir`. Values are
 //!   handed to the supervisor over a pipe: they are never written to the state directory,
-//!   never put in the supervisor's own environment and never logged.
+//!   never put in the supervisor's own environment and never logged. A `secretRef` value is
+//!   still in the server's environment, which `/proc/<pid>/environ` shows to the same user
+//!   (and root). `secretFiles` avoid that: each value is written, mode 0400, to
+//!   `<instance dir>/secrets/` and the file's `env` variable names it; `path` is not honoured
+//!   (no mount namespace), so servers read the file through the variable. The files are
+//!   deleted with the instance directory (stop, a failed start, orphan collection).
 //! - **Resources**: a memory limit becomes `RLIMIT_DATA` (set by the supervisor on itself
 //!   before launching, so the server and its children inherit it), applied only when the spec
 //!   says anything about resources (`ResourceRequirements::effective()` then gives the limit).
@@ -43,9 +48,17 @@
 //!   anonymous `mmap`), per process, not per group, and an allocation over it fails rather than
 //!   triggering an OOM kill; `RLIMIT_AS` was not chosen because it counts reserved virtual
 //!   address space, which runtimes such as V8, the JVM and Go reserve by the gigabyte. CPU
-//!   limits are not honoured (an rlimit on CPU time is not a rate). GPUs, volumes and egress
-//!   rules are refused with `NotSupported`: a local process sees the host's file system and
-//!   network. `securityContext` and `image` are ignored; servers run as the calling user.
+//!   limits are not honoured (an rlimit on CPU time is not a rate). GPUs are refused with
+//!   `NotSupported`. `securityContext` and `image` are ignored; servers run as the calling user.
+//! - **Volumes and egress** (`sandbox.rs`): a server with volumes or `egress: none` runs in
+//!   unprivileged namespaces its supervisor enters before launching it: a user namespace
+//!   mapping the caller to itself, a mount namespace with each volume's directory bind-mounted
+//!   at its `mountPath` (any absolute path; the host's files are never changed), a network
+//!   namespace with only loopback. Per-instance volumes are directories in the instance
+//!   directory; persistent ones live under `<stateDir>/volumes/` until `remove_volume`
+//!   (`volumes.rs`). Egress is the spec's or `defaultEgress`: `open` runs on the host network,
+//!   `none` in the namespace; allow-lists are refused (`egress.rs`). Hosts without
+//!   unprivileged user namespaces get `NotSupported` for volumes and `none`.
 //! - **Working directory**: `workingDir`, else the starting process's current directory. The
 //!   program (`command[0]`) is resolved at start against that directory (if it contains a `/`)
 //!   or the server's `PATH`; a missing program is an `InvalidSpec` error on `command`.
@@ -66,6 +79,11 @@
 //!   supervisor.log   the supervisor's own diagnostics
 //!   stop.json        grace period of a pending stop; stop.lock serializes stoppers
 //!   stdio.sock       the stdio bridge (stdio servers)
+//!   volumes/<name>/  per-instance volumes
+//!   secrets/         the secret files, mode 0400 in a 0700 directory
+//!   sandbox/         the supervisor's staging directory for its mount namespace
+//! <stateDir>/volumes/<mcp-server-volume>/{volume.json,data/}  persistent volumes
+//! <stateDir>/volumes.lock  shared by starts mounting them, exclusive for a removal
 //! <stateDir>/trash/  directories being deleted
 //! ```
 //!
@@ -75,15 +93,19 @@
 
 mod bridge;
 mod config;
+mod egress;
 mod error;
 mod layout;
 mod lifecycle;
 mod logs;
 mod orchestrator;
 mod procfs;
+mod sandbox;
+mod secret_files;
 mod status;
 mod stdio;
 pub mod supervisor;
+mod volumes;
 mod watch;
 
 pub use config::{

@@ -1,6 +1,7 @@
-//! Starting and stopping an instance: the spec checked and turned into what the supervisor
-//! runs, a fresh instance directory, the supervisor spawned and awaited until it reports the
-//! first launch; and the stop: the per-instance stop lock (`flock`), SIGTERM then SIGKILL to
+//! Starting and stopping an instance: the spec checked (egress, mount paths) and turned into
+//! what the supervisor runs, a fresh instance directory with its volumes (`volumes.rs`), the
+//! supervisor spawned and awaited until it reports the first launch (or refuses to set up the
+//! namespaces, `sandbox.rs`); and the stop: the per-instance stop lock (`flock`), SIGTERM then SIGKILL to
 //! the supervisor (with every process below it, when it has to be killed) and then to any
 //! process group it left behind (each verified by pid and start time), and the directory
 //! deleted through the trash.
@@ -10,10 +11,10 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mcp_orchestrator_api::secrets::{SecretResolver, resolve_env};
+use mcp_orchestrator_api::secrets::{SecretResolver, resolve_env, resolve_secret_files};
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{
-    InstanceId, McpServer, ResourceRequirements, Timestamp, ValidationErrors, labels,
+    Egress, InstanceId, McpServer, ResourceRequirements, Timestamp, ValidationErrors, labels,
     new_instance_name,
 };
 use rustix::process::Signal;
@@ -26,8 +27,10 @@ use crate::layout::{
     create_private_dir_all, read_json, write_json,
 };
 use crate::procfs::{ProcIdentity, descendants};
+use crate::sandbox::{Refusal, Sandbox};
 use crate::status::read_supervisor;
 use crate::supervisor::READY;
+use crate::volumes::{VolumeStore, remove_tree};
 
 /// How often stop waits look again.
 const POLL: Duration = Duration::from_millis(20);
@@ -49,13 +52,21 @@ impl Lifecycle<'_> {
     /// directory, spawns the supervisor and waits for the first launch. A failed start leaves
     /// nothing behind.
     pub(crate) async fn start(&self, spec: &McpServer) -> Result<InstanceId> {
-        let env = self.server_env(spec)?;
-        let launch = self.launch(spec, &env)?;
+        let mut env = self.server_env(spec)?;
+        let secret_values = resolve_secret_files(&spec.secret_files, self.secrets)?;
+        let (launch, egress) = self.launch(spec, &env)?;
         let supervisor = self
             .config
             .supervisor_program()
             .map_err(ProcessError::Setup)?;
         let (id, paths) = self.create_instance_dir(&spec.name)?;
+        match crate::secret_files::write(&paths, &spec.secret_files, &secret_values) {
+            Ok(file_env) => env.extend(file_env),
+            Err(e) => {
+                self.discard(&id, &paths).await;
+                return Err(e.into());
+            }
+        }
         let endpoint = spec
             .port
             .filter(|_| spec.transport.is_http())
@@ -69,16 +80,12 @@ impl Lifecycle<'_> {
             port: spec.port,
             endpoint,
             env_names: env.iter().map(|(k, _)| k.clone()).collect(),
+            egress,
+            persistent_volumes: Vec::new(),
             launch,
         };
-        let prepared = write_json(&paths.meta(), &meta)
-            .map_err(ProcessError::io("writing", &paths.meta()))
-            .and_then(|()| {
-                std::fs::File::create(paths.logs())
-                    .map(drop)
-                    .map_err(ProcessError::io("creating", &paths.logs()))
-            });
-        let started = match prepared {
+        let mut created = Vec::new();
+        let started = match self.prepare(spec, &paths, meta, &mut created).await {
             Ok(()) => {
                 self.spawn_supervisor(&id, &paths, &supervisor, &Handoff { env })
                     .await
@@ -86,13 +93,75 @@ impl Lifecycle<'_> {
             Err(e) => Err(e),
         };
         if let Err(e) = started {
-            if let Err(cleanup) = self.kill_and_remove(&paths, Duration::ZERO).await {
-                tracing::warn!(%id, "cleaning up after a failed start: {cleanup}");
-            }
+            self.discard(&id, &paths).await;
+            self.remove_created(&id, &created).await;
             return Err(e.into());
         }
         tracing::debug!(%id, "started");
         Ok(id)
+    }
+
+    /// Fills the new instance directory: its volumes (persistent ones created when missing,
+    /// under the volume lock so that no removal takes them away before `meta.json` names
+    /// them), then `meta.json` with the mounts, then the empty log.
+    async fn prepare(
+        &self,
+        spec: &McpServer,
+        paths: &InstancePaths,
+        mut meta: Meta,
+        created: &mut Vec<String>,
+    ) -> Result<(), ProcessError> {
+        let store = VolumeStore::new(self.state_dir);
+        let _lock = if spec.volumes.iter().any(|v| v.persistent) {
+            Some(store.lock(false).await?)
+        } else {
+            None
+        };
+        let (mounts, persistent) = store.prepare(spec, paths, created)?;
+        meta.persistent_volumes = persistent;
+        if !mounts.is_empty() {
+            meta.launch
+                .sandbox
+                .get_or_insert_with(Sandbox::default)
+                .mounts = mounts;
+        }
+        write_json(&paths.meta(), &meta).map_err(ProcessError::io("writing", &paths.meta()))?;
+        std::fs::File::create(paths.logs())
+            .map(drop)
+            .map_err(ProcessError::io("creating", &paths.logs()))
+    }
+
+    /// Removes the persistent volumes a failed start created, unless another instance
+    /// mounts one by now.
+    async fn remove_created(&self, id: &InstanceId, created: &[String]) {
+        if created.is_empty() {
+            return;
+        }
+        let store = VolumeStore::new(self.state_dir);
+        let _lock = match store.lock(true).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(%id, "cleaning up the volumes of a failed start: {e}");
+                return;
+            }
+        };
+        for name in created {
+            match store.remove(name) {
+                Ok(())
+                | Err(ProcessError::VolumeInUse { .. } | ProcessError::VolumeNotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(%id, "cleaning up volume {name} after a failed start: {e}");
+                }
+            }
+        }
+    }
+
+    /// Ends whatever a failed start left running and deletes its directory (secret files
+    /// included).
+    async fn discard(&self, id: &InstanceId, paths: &InstancePaths) {
+        if let Err(cleanup) = self.kill_and_remove(paths, Duration::ZERO).await {
+            tracing::warn!(%id, "cleaning up after a failed start: {cleanup}");
+        }
     }
 
     /// Stops the instance at `paths`: serialized with other stops of it, the grace period
@@ -136,21 +205,15 @@ impl Lifecycle<'_> {
         Ok(env)
     }
 
-    /// Builds what the supervisor will run, refusing specs this backend cannot honour.
-    fn launch(&self, spec: &McpServer, env: &[(String, String)]) -> Result<Launch> {
+    /// Builds what the supervisor will run (its mounts are added once the instance directory
+    /// exists) and the effective egress policy, refusing specs this backend cannot honour.
+    fn launch(&self, spec: &McpServer, env: &[(String, String)]) -> Result<(Launch, Egress)> {
         if spec.gpu.is_some() {
             return Err(not_supported("GPUs"));
         }
-        if !spec.volumes.is_empty() {
-            return Err(not_supported(
-                "volumes (a local process sees the host file system; use workingDir)",
-            ));
-        }
-        if spec.egress.is_some() {
-            return Err(not_supported(
-                "egress restrictions (a local process shares the host network)",
-            ));
-        }
+        let egress = spec.effective_egress(&self.config.default_egress);
+        let isolate_network = crate::egress::isolates_network(spec, &egress)?;
+        VolumeStore::new(self.state_dir).check_mount_paths(spec)?;
         let Some((program, rest)) = spec.command.split_first() else {
             return Err(invalid(
                 "command",
@@ -185,7 +248,7 @@ impl Lifecycle<'_> {
             spec.resources.effective().1.memory.map(|q| q.to_bytes())
         };
         let config = &self.config;
-        Ok(Launch {
+        let launch = Launch {
             program,
             args: rest.iter().chain(&spec.args).cloned().collect(),
             cwd,
@@ -197,7 +260,12 @@ impl Lifecycle<'_> {
             log_stdio_traffic: config.log_stdio_traffic,
             log_max_bytes: config.log_max_bytes,
             log_max_files: config.log_max_files,
-        })
+            sandbox: isolate_network.then(|| Sandbox {
+                isolate_network,
+                mounts: Vec::new(),
+            }),
+        };
+        Ok((launch, egress))
     }
 
     /// Creates a fresh instance directory with a unique id (`create_dir` is atomic, so
@@ -283,6 +351,9 @@ impl Lifecycle<'_> {
             Ok(Ok(_)) if line.trim_end() == READY => Ok(()),
             Ok(_) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                if let Some(refusal) = Refusal::from_line(&line) {
+                    return Err(ProcessError::Refused(refusal));
+                }
                 Err(ProcessError::SupervisorFailed {
                     id: id.to_string(),
                     message: format!(
@@ -383,7 +454,8 @@ impl Lifecycle<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(ProcessError::io("moving to the trash", &paths.dir)(e)),
         }
-        std::fs::remove_dir_all(&target).map_err(ProcessError::io("deleting", &target))
+        // The server may have left unwritable directories in its per-instance volumes.
+        remove_tree(&target)
     }
 
     /// Takes the per-instance stop lock (flock), polling so the runtime is never blocked.

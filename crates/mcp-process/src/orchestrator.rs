@@ -1,7 +1,7 @@
 //! `ProcessOrchestrator`: construction, the paths of an instance, and the `McpOrchestrator`
 //! operations, each delegated to the module that implements it: `lifecycle` (start, stop),
-//! `status` (status, list, recorded processes), `logs` (read and follow) and `stdio` (the
-//! attach bridge). Every operation reads the state directory, so any process (a later CLI
+//! `status` (status, list, recorded processes), `logs` (read and follow), `stdio` (the
+//! attach bridge) and `volumes` (persistent volumes). Every operation reads the state directory, so any process (a later CLI
 //! invocation, another program) sees the same instances.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use mcp_orchestrator_api::secrets::{DirSecretResolver, NoSecrets, SecretResolver
 use mcp_orchestrator_api::{InstanceEvents, LogLines, McpOrchestrator, Result};
 use mcp_types::{
     GcReport, Instance, InstanceFilters, InstanceId, InstanceStatus, LogOptions, McpServer,
-    OrphanKind, Page, Phase, StartOptions,
+    OrphanKind, Page, PersistentVolume, Phase, StartOptions,
 };
 use tokio::net::UnixStream;
 
@@ -25,6 +25,7 @@ use crate::error::{BACKEND, ProcessError};
 use crate::layout::{INSTANCES, InstancePaths};
 use crate::lifecycle::Lifecycle;
 use crate::status::{InstanceProcesses, observe};
+use crate::volumes::{VolumeStore, remove_tree};
 use crate::watch::WatchBreaker;
 use crate::{logs, status, stdio};
 
@@ -211,9 +212,26 @@ impl McpOrchestrator for ProcessOrchestrator {
         )
     }
 
+    /// The persistent volumes under the state directory (`<state dir>/volumes/`), each with
+    /// the instances whose `meta.json` names it.
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<PersistentVolume>> {
+        mcp_orchestrator_api::volumes::check_server_arg(server)?;
+        Ok(VolumeStore::new(&self.inner.state_dir).list(server)?)
+    }
+
+    /// Refused while an instance mounts the volume; otherwise the volume is moved to the
+    /// trash and deleted, under the volume lock so no start can pick it up meanwhile.
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        mcp_orchestrator_api::volumes::check_volume_arg(name)?;
+        let store = VolumeStore::new(&self.inner.state_dir);
+        let _lock = store.lock(true).await?;
+        Ok(store.remove(name)?)
+    }
+
     /// Orphans are instances whose supervisor died (`Orphaned`): nothing restarts, logs or
     /// stops them any more. Removing one is a stop (it ends what still runs of it and deletes
-    /// its directory). Volumes are refused by this backend, so there are no others.
+    /// its directory, per-instance volumes included). Persistent volumes left half-built by a
+    /// starter that died (older than a minute) are orphans too.
     async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport> {
         let mut report = GcReport::new(dry_run);
         let all = status::list(
@@ -235,6 +253,17 @@ impl McpOrchestrator for ProcessOrchestrator {
                 OrphanKind::Instance,
                 instance.id.as_str(),
                 "its supervisor is gone",
+                true,
+            );
+        }
+        for dir in VolumeStore::new(&self.inner.state_dir).abandoned() {
+            if !dry_run {
+                remove_tree(&dir)?;
+            }
+            report.push(
+                OrphanKind::Volume,
+                dir.display().to_string(),
+                "a persistent volume whose creation was abandoned",
                 true,
             );
         }

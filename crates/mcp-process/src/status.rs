@@ -2,7 +2,7 @@
 //! cannot mistake a supervisor that recorded its final state and exited for a dead one, the
 //! status reported (the supervisor's record, or `Orphaned` when it is gone, or
 //! `StateUnreadable` when `state.json` is damaged), the processes recorded, and the listing of
-//! every instance.
+//! every instance. Every status carries the egress posture recorded at start.
 //!
 //! A damaged document never hides an instance: an unreadable `state.json` is reported as such
 //! (the supervisor rewrites it at its next change), and an unreadable `supervisor.json` is
@@ -19,6 +19,7 @@ use mcp_types::{
 use std::path::Path;
 
 use crate::config::ProcessConfig;
+use crate::egress::posture;
 use crate::error::ProcessError;
 use crate::layout::{INSTANCES, InstancePaths, Meta, State, read_json};
 use crate::procfs::ProcIdentity;
@@ -75,8 +76,10 @@ pub(crate) fn observe(
     let state = match read_json::<State>(&paths.state()) {
         Ok(state) => state,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let mut status = unreadable_state(paths, supervisor, supervisor_alive, &e);
+            status.egress = Some(posture(&meta.egress));
             return Ok(Observed {
-                status: unreadable_state(paths, supervisor, supervisor_alive, &e),
+                status,
                 meta,
                 supervisor,
                 server: None,
@@ -86,7 +89,7 @@ pub(crate) fn observe(
     };
     let server = state.as_ref().and_then(|s| s.server);
     let young = Timestamp::now().duration_since(meta.created_at) < config.startup_window();
-    let status = match state {
+    let mut status = match state {
         Some(s) if supervisor_alive || s.status.phase.is_terminal() => s.status,
         None if supervisor_alive || (supervisor.is_none() && young) => {
             InstanceStatus::phase(Phase::Pending)
@@ -123,6 +126,8 @@ pub(crate) fn observe(
                 paths.supervisor_log().display()
             )),
     };
+    // The egress posture is fixed at start: the meta's, whatever the supervisor recorded.
+    status.egress = Some(posture(&meta.egress));
     Ok(Observed {
         meta,
         status,
@@ -249,6 +254,8 @@ mod tests {
             port: None,
             endpoint: None,
             env_names: Vec::new(),
+            egress: mcp_types::Egress::Open,
+            persistent_volumes: Vec::new(),
             launch: Launch {
                 program: "/bin/true".into(),
                 args: Vec::new(),
@@ -261,6 +268,7 @@ mod tests {
                 log_stdio_traffic: false,
                 log_max_bytes: 4096,
                 log_max_files: 1,
+                sandbox: None,
             },
         }
     }
@@ -287,6 +295,10 @@ mod tests {
         assert_eq!(
             (st.phase, st.reason.as_deref()),
             (Phase::Failed, Some(reasons::ORPHANED))
+        );
+        assert_eq!(
+            st.egress.map(|p| (p.policy, p.metadata_blocked)),
+            Some((mcp_types::Egress::Open, false))
         );
         // A dead supervisor (a start time that cannot match) with a Running state: orphaned,
         // and Failed because the recorded server is not alive either.

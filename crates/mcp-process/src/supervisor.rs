@@ -11,7 +11,10 @@
 //! 1. calls `setsid` so it belongs to no terminal or caller's process group and outlives the
 //!    program that started it, and makes itself a child subreaper, so every process the server
 //!    starts stays below it in the process tree even after a double fork or `setsid`;
-//! 2. applies the memory limit as `RLIMIT_DATA` to itself, so the server inherits it;
+//! 2. applies the memory limit as `RLIMIT_DATA` to itself, so the server inherits it, and
+//!    enters the namespaces the spec needs (volumes mounted, `egress: none`'s empty network;
+//!    see `sandbox.rs`), so that every run of the server starts inside them; when it cannot,
+//!    it prints `refused` and the reason as JSON instead of `ready`, and exits;
 //! 3. launches the server in a process group of its own, stdout and stderr piped, stdin piped
 //!    for stdio servers;
 //! 4. appends every output line to `logs.jsonl` with its stream, run number and a timestamp;
@@ -126,6 +129,18 @@ fn main_inner(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("reading the environment from stdin: {e}"))?;
     if let Some(limit) = meta.launch.memory_limit_bytes {
         apply_memory_limit(limit)?;
+    }
+    if let Some(sandbox) = meta.launch.sandbox.as_ref().filter(|s| s.is_needed()) {
+        // Still single-threaded: no runtime yet.
+        if let Err(refusal) = sandbox.enter(&paths.sandbox_work()) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", refusal.to_line()).and_then(|()| out.flush());
+            return Err(format!("setting up the namespaces: {refusal}"));
+        }
+        // A new root (pivot_root) leaves the working directory in the old one; the instance
+        // directory has the same path in the new root.
+        std::env::set_current_dir(&paths.dir)
+            .map_err(|e| format!("cd {}: {e}", paths.dir.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

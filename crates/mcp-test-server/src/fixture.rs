@@ -1,13 +1,16 @@
 //! Executes a [`FixtureScript`]: prints its lines (flushed one by one so container log drivers
-//! see them at once), an environment variable or the working directory, fetches URLs, sleeps,
-//! exits with its code, serves MCP, or idles until a stop signal (which it may be told to
-//! ignore).
+//! see them at once), an environment variable, the working directory, files (also one named by
+//! a variable, and its mode), tries a TCP connection, fetches URLs, sleeps, exits with its code,
+//! serves MCP, or idles until a stop signal (which it may be told to ignore).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::os::unix::fs::PermissionsExt;
+
 use mcp_orchestrator_api::fixture::{
-    FixtureScript, FixtureStep, ServeMode, env_line, missing_line, write_line,
+    FixtureScript, FixtureStep, ServeMode, connect_line, env_file_name, env_line, missing_line,
+    mode_line, write_line,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -83,6 +86,27 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
                 }
                 Err(_) => print(&mut stdout, &missing_line(path)).await,
             },
+            FixtureStep::Connect(target) => {
+                let error = connect(target).await.err();
+                print(&mut stdout, &connect_line(target, error.as_deref())).await;
+            }
+            FixtureStep::PrintEnvFile(name) => {
+                match std::env::var_os(name).map(std::fs::read_to_string) {
+                    Some(Ok(text)) => {
+                        for line in text.lines() {
+                            print(&mut stdout, line).await;
+                        }
+                    }
+                    _ => print(&mut stdout, &missing_line(&env_file_name(name))).await,
+                }
+            }
+            FixtureStep::PrintEnvFileMode(name) => {
+                let line = match std::env::var_os(name).map(std::fs::metadata) {
+                    Some(Ok(meta)) => mode_line(name, meta.permissions().mode()),
+                    _ => missing_line(&env_file_name(name)),
+                };
+                print(&mut stdout, &line).await;
+            }
             FixtureStep::Fetch(url) => {
                 let url = url.clone();
                 let line = tokio::task::spawn_blocking(move || crate::fetch::fetch(&url))
@@ -103,6 +127,16 @@ async fn steps(script: &FixtureScript, ignore: &AtomicBool) -> End {
         }
     }
     End::Idle
+}
+
+/// Opens (and drops) a TCP connection to `target`, within 5 s.
+async fn connect(target: &str) -> Result<(), String> {
+    let attempt = tokio::net::TcpStream::connect(target);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out after 5s".into()),
+    }
 }
 
 /// Writes one line and flushes it. Write errors are ignored on purpose: a fixture must keep

@@ -612,6 +612,11 @@ impl McpServer {
                 );
             } else if self.secret_files[..i].iter().any(|o| o.path == f.path) {
                 push(format!("{at}.path"), format!("{:?} is used twice", f.path));
+            } else if f.path == "/tmp" {
+                push(
+                    format!("{at}.path"),
+                    "/tmp is reserved for the scratch tmpfs".into(),
+                );
             } else if let Some(v) = self.volumes.iter().find(|v| {
                 let m = v.mount_path.trim_end_matches('/');
                 f.path == m || f.path.starts_with(&format!("{m}/"))
@@ -629,6 +634,14 @@ impl McpServer {
             }
             if f.secret_ref.key.is_empty() {
                 push(format!("{at}.secretRef.key"), "must not be empty".into());
+            } else if !is_secret_key(&f.secret_ref.key) {
+                push(
+                    format!("{at}.secretRef.key"),
+                    format!(
+                        "{:?} is not a valid key (letters, digits, '-', '_' and '.')",
+                        f.secret_ref.key
+                    ),
+                );
             }
             if let Some(var) = &f.env {
                 if let Err(e) = env_rule(&BTreeMap::from([(var.clone(), EnvValue::plain(""))]), &())
@@ -767,12 +780,7 @@ fn env_rule(env: &BTreeMap<String, EnvValue>, (): &()) -> garde::Result {
         if let EnvValue::Secret { secret_ref } = v {
             check_dns1123_subdomain(&secret_ref.name)
                 .map_err(|e| garde::Error::new(format!("{k}: secret name {e}")))?;
-            if secret_ref.key.is_empty()
-                || !secret_ref
-                    .key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
+            if !is_secret_key(&secret_ref.key) {
                 return Err(garde::Error::new(format!(
                     "{k}: secret key {:?} is not a valid key",
                     secret_ref.key
@@ -781,6 +789,15 @@ fn env_rule(env: &BTreeMap<String, EnvValue>, (): &()) -> garde::Result {
         }
     }
     Ok(())
+}
+
+/// A key of a secret as Kubernetes accepts it in a Secret's `data`: letters, digits, `-`, `_`
+/// and `.`, not empty (the secrets directory of the local backends uses it as a file name too).
+fn is_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Refuses a map whose keys and values together exceed [`MAX_METADATA_TOTAL_BYTES`].
@@ -891,6 +908,8 @@ mod tests {
     #[case(&spec_yaml("volumes: [{ name: d, size: 1Gi, mountPath: /data }]\nsecretFiles: [{ path: /data/t, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "lies in volume \"d\"")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: Bad_Name, key: t } }]\n"), "secretFiles[0].secretRef.name", "")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: \"\" } }]\n"), "secretFiles[0].secretRef.key", "must not be empty")]
+    #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: a/b } }]\n"), "secretFiles[0].secretRef.key", "\"a/b\" is not a valid key")]
+    #[case(&spec_yaml("secretFiles: [{ path: /tmp, secretRef: { name: gh, key: t } }]\n"), "secretFiles[0].path", "/tmp is reserved")]
     #[case(&spec_yaml("secretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: 1X }]\n"), "secretFiles[0].env", "not a valid variable name")]
     #[case(&spec_yaml("env: { T_FILE: x }\nsecretFiles: [{ path: /a, secretRef: { name: gh, key: t }, env: T_FILE }]\n"), "secretFiles[0].env", "T_FILE is also set in env")]
     #[case("name: x\n", "image", "either image or command must be given")]

@@ -278,6 +278,9 @@ fn launch(spec: &McpServer) -> Result<Launch> {
     if spec.egress.is_some() {
         return Err(not_supported("egress restrictions (a child process shares the host network)"));
     }
+    if !spec.secret_files.is_empty() {
+        return Err(not_supported("secret files (this backend has no secret store)"));
+    }
     let Some((program, rest)) = spec.command.split_first() else {
         return Err(invalid("command", "a child process needs `command`"));
     };

@@ -24,7 +24,10 @@ async fn passes_the_conformance_kit() {
         // A child process shares the host's file system, devices and network.
         .with_capability(Capability::Volumes, Support::Refused)
         .with_capability(Capability::Gpu, Support::Refused)
-        .with_capability(Capability::Egress, Support::Refused);
+        .with_capability(Capability::Egress, Support::Refused)
+        // No secret store: secret references and secret files are refused.
+        .with_capability(Capability::SecretEnv, Support::Refused)
+        .with_capability(Capability::SecretFiles, Support::Refused);
     if let Err(report) = conformance::run_all(&h).await {
         panic!("{report}");
     }

@@ -9,6 +9,7 @@ mod lists;
 mod logs;
 mod objects;
 mod runtime;
+mod secrets;
 mod watch;
 mod workloads;
 

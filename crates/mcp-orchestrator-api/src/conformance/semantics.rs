@@ -289,6 +289,18 @@ fn spec_using(
                 .map_err(|e| fail("spec_capabilities", format!("quantity 16Mi: {e}")))?;
             spec.volumes = vec![volume.persistent()];
         }
+        Capability::SecretEnv => {
+            spec.env.insert(
+                "MCP_KIT_SECRET".into(),
+                EnvValue::secret(run.name("absent"), "token"),
+            );
+        }
+        Capability::SecretFiles => {
+            spec.secret_files = vec![
+                mcp_types::SecretFile::new("/run/mcp-kit/token", run.name("absent"), "token")
+                    .with_env("MCP_KIT_TOKEN_FILE"),
+            ];
+        }
         // Operations, not spec fields: the `watch_*` checks and `garbage_collection` hold them.
         Capability::Watch | Capability::GarbageCollection => return Ok(None),
     }

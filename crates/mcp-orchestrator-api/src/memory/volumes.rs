@@ -14,6 +14,7 @@ use mcp_types::{
 use super::{Entry, InMemoryOrchestrator, lock};
 use crate::error::Result;
 use crate::fixture::write_line;
+use crate::secrets::SECRET_FILE_MODE;
 use crate::volumes::{check_server_arg, check_volume_arg, ensure_unused, volume_not_found};
 
 /// Path (relative to the mount, or absolute on the root) -> the one line written.
@@ -147,6 +148,9 @@ impl Entry {
 
     /// A `WriteFile` step: the line it prints.
     pub(super) fn write_file(&self, path: &str, content: &str) -> String {
+        if self.secret_files.contains_key(path) {
+            return write_line(path, Some("read-only file system"));
+        }
         let (files, key, read_only) = self.store(path);
         if read_only {
             return write_line(path, Some("read-only file system"));
@@ -155,9 +159,23 @@ impl Entry {
         write_line(path, None)
     }
 
-    /// A `PrintFile` step: the file's line, if it exists.
+    /// A `PrintFile` step: the file's line, if it exists (a secret file first: it is mounted
+    /// over whatever the path held).
     pub(super) fn read_file(&self, path: &str) -> Option<String> {
+        if let Some(value) = self.secret_files.get(path) {
+            return Some(value.clone());
+        }
         let (files, key, _) = self.store(path);
         lock(&files).get(&key).cloned()
+    }
+
+    /// The permission bits of the file at `path`, if it exists: a secret file's
+    /// [`SECRET_FILE_MODE`], 0644 for files the server wrote (the usual umask).
+    pub(super) fn file_mode(&self, path: &str) -> Option<u32> {
+        if self.secret_files.contains_key(path) {
+            return Some(SECRET_FILE_MODE);
+        }
+        let (files, key, _) = self.store(path);
+        lock(&files).contains_key(&key).then_some(0o644)
     }
 }

@@ -241,6 +241,14 @@ impl McpOrchestrator for Recording {
     async fn collect_garbage(&self, dry_run: bool) -> Result<mcp_types::GcReport> {
         self.inner.collect_garbage(dry_run).await
     }
+
+    async fn list_volumes(&self, server: Option<&str>) -> Result<Vec<mcp_types::PersistentVolume>> {
+        self.inner.list_volumes(server).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.inner.remove_volume(name).await
+    }
 }
 
 /// Collects a non-following log stream's texts.
