@@ -4,7 +4,7 @@
 //!
 //! | step                          | what happens                                                   |
 //! |-------------------------------|----------------------------------------------------------------|
-//! | start, after the pod exists   | each object created; `409 AlreadyExists` is success (racing starts both succeed, an existing proxy is used as it is) |
+//! | start, after the pod exists   | each object created (the Deployment last, the others at once); `409 AlreadyExists` is success (racing starts both succeed, an existing proxy is used as it is) |
 //! | stop                          | nothing: the proxy is no instance's                            |
 //! | `collect_garbage`             | when no unfinished managed pod carries the proxy-client label: every proxy object deleted (a dry run lists them), then the pods looked at again and the proxy restored if a start slipped in |
 //!
@@ -39,25 +39,32 @@ pub(crate) async fn ensure(
     proxy: &EgressProxyResources,
     instance: &str,
 ) -> Result<()> {
-    keep_or_create(
-        &o.service_accounts,
-        "serviceaccount",
-        &proxy.service_account,
-        instance,
-    )
-    .await?;
-    keep_or_create(&o.roles, "role", &proxy.role, instance).await?;
-    keep_or_create(
-        &o.role_bindings,
-        "rolebinding",
-        &proxy.role_binding,
-        instance,
-    )
-    .await?;
-    if let Some(policy) = &proxy.network_policy {
-        keep_or_create(&o.policies, "networkpolicy", policy, instance).await?;
-    }
-    keep_or_create(&o.services, "service", &proxy.service, instance).await?;
+    // Everything the proxy's pods need, at once; then the Deployment, so that its pods never
+    // run without their identity or unisolated.
+    let policy = async {
+        match &proxy.network_policy {
+            Some(policy) => keep_or_create(&o.policies, "networkpolicy", policy, instance).await,
+            None => Ok(()),
+        }
+    };
+    let (account, role, binding, policy, service) = futures::join!(
+        keep_or_create(
+            &o.service_accounts,
+            "serviceaccount",
+            &proxy.service_account,
+            instance
+        ),
+        keep_or_create(&o.roles, "role", &proxy.role, instance),
+        keep_or_create(
+            &o.role_bindings,
+            "rolebinding",
+            &proxy.role_binding,
+            instance
+        ),
+        policy,
+        keep_or_create(&o.services, "service", &proxy.service, instance),
+    );
+    account.and(role).and(binding).and(policy).and(service)?;
     keep_or_create(&o.deployments, "deployment", &proxy.deployment, instance).await
 }
 
