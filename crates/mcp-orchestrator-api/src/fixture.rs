@@ -521,6 +521,10 @@ mod tests {
         assert_eq!(FixtureScript::parse_args(&files.to_args()).unwrap(), files);
         assert!(files.expected_lines().is_empty());
         assert!(FixtureScript::parse_args(&["fixture", "--write-file", "nopath"]).is_err());
+    }
+
+    #[test]
+    fn network_and_secret_steps_round_trip() {
         let net = FixtureScript::new().connect("127.0.0.1:9");
         assert_eq!(net.to_args()[1..], ["--connect", "127.0.0.1:9"]);
         assert_eq!(FixtureScript::parse_args(&net.to_args()).unwrap(), net);
