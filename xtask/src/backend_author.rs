@@ -24,6 +24,35 @@ const EXAMPLE: &str = "examples/backend-author";
 /// Scratch directory under the target dir.
 const SCRATCH: &str = "backend-author";
 
+/// Removes the author crates' sources that an earlier `cargo package` unpacked from its local
+/// registry overlay into cargo's registry cache (`$CARGO_HOME/registry/src/<overlay>/`). Cargo
+/// unpacks a registry crate only when its directory is missing, so a second run with the same
+/// version would verify against the first run's sources. Crates from crates.io are left alone.
+fn remove_unpacked_overlays(version: &str) -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+        PathBuf::from,
+    );
+    let src = home.join("registry").join("src");
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        // Local overlays have no host in their name (`-<hash>`); remote ones start with it.
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for name in AUTHOR_CRATES {
+            let unpacked = registry.path().join(format!("{name}-{version}"));
+            if unpacked.exists() {
+                std::fs::remove_dir_all(&unpacked)
+                    .with_context(|| format!("removing {}", unpacked.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Packages (and verifies), dry-runs the publication, then runs the example's tests.
 pub(crate) fn check() -> Result<()> {
     let cargo = cargo();
@@ -41,6 +70,8 @@ pub(crate) fn check() -> Result<()> {
         clean.extend(["-p", name]);
     }
     run_cmd(&cargo, &clean, &[])?;
+    let version = workspace_version(&root)?;
+    remove_unpacked_overlays(&version)?;
     let mut package = vec!["package", "--locked", "--target-dir", verify];
     let mut publish = vec!["publish", "--dry-run", "--locked", "--no-verify"];
     for name in AUTHOR_CRATES {
@@ -58,7 +89,6 @@ pub(crate) fn check() -> Result<()> {
     }
     let crates = scratch.join("crates");
     std::fs::create_dir_all(&crates)?;
-    let version = workspace_version(&root)?;
     let mut patches = String::from("[patch.crates-io]\n");
     for name in AUTHOR_CRATES {
         let file = verify_dir
