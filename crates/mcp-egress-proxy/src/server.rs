@@ -42,6 +42,10 @@ use crate::policy::{
 };
 use crate::resolve::{Resolve, SystemResolver};
 
+/// Bytes buffered per direction of a tunnel: 64 KiB moves bulk transfers with a quarter of
+/// the copies of tokio's 8 KiB default (measured on loopback: see docs/EGRESS.md).
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
 /// The smallest header limit hyper accepts.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
@@ -362,7 +366,12 @@ impl Shared {
             };
             let mut client = TokioIo::new(upgraded);
             tokio::select! {
-                copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                copied = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    TUNNEL_BUFFER,
+                    TUNNEL_BUFFER,
+                ) => {
                     if let Ok((up, down)) = copied {
                         debug!(%peer, %target, up, down, "tunnel closed");
                     }
