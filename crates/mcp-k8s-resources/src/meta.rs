@@ -37,7 +37,12 @@ impl<'a> Checked<'a> {
             });
         }
         opts.check(&mut errors);
-        for (i, rule) in spec.egress.iter().flat_map(mcp_types::Egress::rules).enumerate() {
+        for (i, rule) in spec
+            .egress
+            .iter()
+            .flat_map(mcp_types::Egress::rules)
+            .enumerate()
+        {
             if rule.host.is_some() {
                 errors.push(FieldError {
                     path: format!("egress.allow[{i}].host"),
