@@ -31,6 +31,8 @@
 //! `server` by a backend that only runs the image.
 
 #[cfg(feature = "server")]
+mod activity;
+#[cfg(feature = "server")]
 pub mod connect;
 #[cfg(feature = "docker")]
 pub mod image;
