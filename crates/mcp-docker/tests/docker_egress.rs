@@ -301,11 +301,19 @@ async fn allow_lists_none_and_open_with_real_traffic() {
     listed
         .env
         .insert("NO_PROXY".into(), EnvValue::plain(allowed_ip.clone()));
+    // The proxy image is built (or found current) once per process: timed on its own.
+    let started = Instant::now();
+    mcp_egress_proxy::ensure_proxy_image(env.docker(), mcp_egress_proxy::DEFAULT_IMAGE_TAG)
+        .await
+        .unwrap();
+    let image_took = started.elapsed();
+    let started = Instant::now();
     let allow_id = env
         .o
         .start_server(&listed, &StartOptions::default())
         .await
         .unwrap();
+    let allow_took = started.elapsed();
 
     // `none`, stdio: no network at all, yet `connect` attaches.
     let script = FixtureScript::new().fetch(allowed).serve(ServeMode::Stdio);
@@ -331,11 +339,18 @@ async fn allow_lists_none_and_open_with_real_traffic() {
         .unwrap();
     // The default (`open`): the shared network, straight to the targets.
     let script = FixtureScript::new().fetch(allowed).serve(ServeMode::Stdio);
+    let started = Instant::now();
     let open_id = env
         .o
         .start_server(&spec("open", &script, None), &StartOptions::default())
         .await
         .unwrap();
+    // What the companions cost a start (informational: the machine is shared).
+    eprintln!(
+        "proxy image ensured in {image_took:.2?}; start_server: allow-list (network + proxy \
+         + server) {allow_took:.2?}, open {:.2?}",
+        started.elapsed()
+    );
     let ids = [
         allow_id.clone(),
         none_stdio.clone(),

@@ -35,6 +35,8 @@
 //! ([`PodPolicy`], module [`kubernetes`]).
 
 #[cfg(feature = "server")]
+mod activity;
+#[cfg(feature = "server")]
 pub mod connect;
 #[cfg(feature = "docker")]
 pub mod image;

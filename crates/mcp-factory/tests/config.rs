@@ -78,6 +78,16 @@ fn backend_is_chosen(#[case] yaml: &str, #[case] expected: BackendKind) {
     "lower than 1"
 )]
 #[case(
+    "orchestrator: { docker: { defaultEgress: { allow: [] } } }",
+    "orchestrator.docker.defaultEgress",
+    "empty allow-list"
+)]
+#[case(
+    "orchestrator: { docker: { defaultEgress: closed } }",
+    "orchestrator.docker.defaultEgress",
+    "expected `none`, `open`"
+)]
+#[case(
     "orchestrator: { process: { stateDirectory: /x } }",
     "orchestrator.process.stateDirectory",
     "unknown field"

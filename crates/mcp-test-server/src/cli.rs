@@ -13,13 +13,16 @@ usage: mcp-test-server <command>
 commands:
   stdio [--stateless-only]       serve MCP over stdin/stdout (--stateless-only: only the
                                  2026-07-28 revision: server/discover, no initialize)
-  http --port PORT [--host IP]   serve MCP streamable HTTP at http://IP:PORT/mcp (host 0.0.0.0 by default)
+  http --port PORT [--host IP]   serve MCP streamable HTTP at http://IP:PORT/mcp (host 0.0.0.0 by
+                                 default) and GET /health (200 ok)
   probe URL [--attempts N]       MCP initialize against http://HOST:PORT/PATH (names resolved
                                  through /etc/resolv.conf); exit 0 when mcp-test-server answers
   fixture [STEP]...              run a fixture script; steps, in order:
       --stdout TEXT | --stderr TEXT | --lines COUNT:PREFIX | --sleep-ms MS
       | --print-env NAME | --print-cwd | --ignore-sigterm
       | --write-file PATH=TEXT | --print-file PATH
+      | --fetch http://HOST[:PORT]/PATH (one GET, through HTTP_PROXY unless NO_PROXY names the
+        host; prints `fetch URL: STATUS (via proxy P|direct)` or `fetch URL failed: REASON ...`)
       | --exit CODE | --serve stdio|http:PORT (MCP as the commands above; HTTP on 0.0.0.0:PORT/mcp)
     without --exit or --serve the process idles until SIGTERM/SIGINT, then exits 0
   build-image [--tag TAG]        build this server as a static binary and a FROM-scratch Docker
