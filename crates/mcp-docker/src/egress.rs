@@ -26,7 +26,7 @@ use bollard::models::{
 use mcp_types::egress::{Egress, EgressPosture};
 use mcp_types::{Transport, labels};
 
-use crate::container::{NETWORK_LABEL, PIDS_LIMIT, TMP_OPTIONS};
+use crate::conventions::{NETWORK_LABEL, PIDS_LIMIT, TMP_OPTIONS};
 
 /// Label on a server container: its effective egress policy as JSON.
 pub const EGRESS_LABEL: &str = "mcpctl.io/egress";
@@ -292,10 +292,10 @@ pub fn proxy_container(
 /// without an internal network or while the address is unknown (not running).
 pub fn internal_endpoint(labels: &BTreeMap<String, String>, ip: Option<&str>) -> Option<String> {
     labels.get(EGRESS_NETWORK_LABEL)?;
-    let port: u16 = labels.get(crate::container::PORT_LABEL)?.parse().ok()?;
+    let port: u16 = labels.get(crate::conventions::PORT_LABEL)?.parse().ok()?;
     let ip = ip.filter(|ip| !ip.is_empty())?;
     let path = labels
-        .get(crate::container::PATH_LABEL)
+        .get(crate::conventions::PATH_LABEL)
         .map_or(mcp_types::DEFAULT_HTTP_PATH, String::as_str);
     Some(mcp_types::http_url(ip, port, path))
 }
@@ -503,7 +503,7 @@ mod tests {
     fn internal_endpoints_use_the_container_address() {
         let mut l = BTreeMap::from([
             (EGRESS_NETWORK_LABEL.to_owned(), "n".to_owned()),
-            (crate::container::PORT_LABEL.to_owned(), "8080".to_owned()),
+            (crate::conventions::PORT_LABEL.to_owned(), "8080".to_owned()),
         ]);
         assert_eq!(
             internal_endpoint(&l, Some("172.20.0.2")).as_deref(),

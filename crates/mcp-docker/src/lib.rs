@@ -24,6 +24,7 @@ mod attach;
 mod companions;
 pub mod config;
 pub mod container;
+mod conventions;
 pub mod egress;
 mod error;
 mod gc;

@@ -30,7 +30,7 @@ use mcp_orchestrator_api::secrets::SECRET_FILE_MODE;
 use mcp_orchestrator_api::{OrchestratorError, Result};
 use mcp_types::{McpServer, SecretString, ValidationErrors};
 
-use crate::container::{NETWORK_LABEL, volume_labels};
+use crate::conventions::{NETWORK_LABEL, volume_labels};
 use crate::error::{BACKEND, Target, map_error};
 use crate::volume::Helper;
 

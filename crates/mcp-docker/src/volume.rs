@@ -256,7 +256,7 @@ fn describe(v: bollard::models::Volume, in_use_by: Vec<InstanceId>) -> Persisten
         volume: label(labels::VOLUME),
         size: v
             .labels
-            .get(crate::container::SIZE_LABEL)
+            .get(crate::conventions::SIZE_LABEL)
             .and_then(|s| mcp_types::Quantity::parse(s).ok()),
         in_use_by,
         created_at: v.created_at.as_deref().and_then(|t| t.parse().ok()),

@@ -9,11 +9,14 @@
 //! | `none`, `open`, CIDRs only   | yes        | no                             | no                          |
 //! | with host-name rules         | yes        | `client`                       | both cases                  |
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use mcp_types::labels::EGRESS;
+
+use mcp_types::labels::{APP_NAME, COMPONENT, EGRESS};
 use mcp_types::{Egress, FieldError, McpServer};
 
-use crate::meta::Checked;
+use crate::BuildOptions;
 
 /// Pod annotation naming the instance's NetworkPolicy, set when one is built with the pod.
 pub const NETWORK_POLICY_ANNOTATION: &str = "mcpctl.io/network-policy";
@@ -57,6 +60,17 @@ pub fn egress_annotation(egress: &Egress) -> String {
     serde_json::to_string(egress).unwrap_or_default()
 }
 
+/// Value of `mcpctl.io/component` (and `app.kubernetes.io/component`) on the proxy's objects.
+pub const EGRESS_PROXY_COMPONENT: &str = "egress-proxy";
+
+/// The labels selecting the proxy's pods.
+pub fn proxy_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (APP_NAME.to_owned(), EGRESS_PROXY_NAME.to_owned()),
+        (COMPONENT.to_owned(), EGRESS_PROXY_COMPONENT.to_owned()),
+    ])
+}
+
 /// Refuses a spec that sets the proxy variables itself while its policy needs the proxy: the
 /// backend sets them, and a second value would be a silent conflict.
 pub(crate) fn check_env(spec: &McpServer, egress: &Egress, errors: &mut Vec<FieldError>) {
@@ -77,17 +91,16 @@ pub(crate) fn check_env(spec: &McpServer, egress: &Egress, errors: &mut Vec<Fiel
 
 /// Adds the annotation, and for host-name rules the client label and the proxy variables, to
 /// the pod [`crate::pod`] built.
-pub(crate) fn decorate_pod(c: Checked<'_>, pod: &mut Pod) {
-    let egress = c.egress();
+pub(crate) fn decorate_pod(egress: &Egress, opts: &BuildOptions, instance: &str, pod: &mut Pod) {
     let annotations = pod
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
-    annotations.insert(EGRESS.to_owned(), egress_annotation(&egress));
-    if c.opts.network_policy {
+    annotations.insert(EGRESS.to_owned(), egress_annotation(egress));
+    if opts.network_policy {
         annotations.insert(
             NETWORK_POLICY_ANNOTATION.to_owned(),
-            crate::names::network_policy_name(c.instance),
+            crate::names::network_policy_name(instance),
         );
     }
     if !egress.needs_proxy() {
@@ -98,8 +111,8 @@ pub(crate) fn decorate_pod(c: Checked<'_>, pod: &mut Pod) {
         .labels
         .get_or_insert_with(Default::default)
         .insert(key.to_owned(), value.to_owned());
-    let url = proxy_url(&c.opts.namespace, c.instance);
-    let no_proxy = no_proxy(&egress);
+    let url = proxy_url(&opts.namespace, instance);
+    let no_proxy = no_proxy(egress);
     let vars = PROXY_ENV_NAMES.map(|name| EnvVar {
         name: name.to_owned(),
         value: Some(if name.eq_ignore_ascii_case("NO_PROXY") {

@@ -29,17 +29,16 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use mcp_types::labels::{APP_COMPONENT, APP_MANAGED_BY, APP_NAME, COMPONENT, MANAGED_BY_VALUE};
+use mcp_types::labels::{APP_COMPONENT, APP_MANAGED_BY, MANAGED_BY_VALUE};
 use mcp_types::{FieldError, ValidationErrors};
 
 use crate::egress::{
     EGRESS_PROXY_CLIENT_LABEL, EGRESS_PROXY_NAME, EGRESS_PROXY_PORT, EGRESS_PROXY_PORT_NAME,
 };
+pub use crate::egress::{EGRESS_PROXY_COMPONENT, proxy_selector};
 use crate::network_policy::{dns_rule, match_labels, open_rule, port};
 use crate::{BuildOptions, Manifest};
 
-/// Value of `mcpctl.io/component` (and `app.kubernetes.io/component`) on the proxy's objects.
-pub const EGRESS_PROXY_COMPONENT: &str = "egress-proxy";
 /// Name of the proxy's container.
 pub const EGRESS_PROXY_CONTAINER: &str = "proxy";
 /// Proxy replicas: two, so a node drain or a rollout does not cut every server's egress.
@@ -79,14 +78,6 @@ impl EgressProxyResources {
         out.push(Manifest::from(self.deployment.clone()));
         out
     }
-}
-
-/// The labels selecting the proxy's pods.
-pub fn proxy_selector() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (APP_NAME.to_owned(), EGRESS_PROXY_NAME.to_owned()),
-        (COMPONENT.to_owned(), EGRESS_PROXY_COMPONENT.to_owned()),
-    ])
 }
 
 fn proxy_labels() -> BTreeMap<String, String> {

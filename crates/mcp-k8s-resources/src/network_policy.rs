@@ -20,7 +20,7 @@ use mcp_types::labels::{COMPONENT, LOCAL_PROXY};
 use mcp_types::{Egress, InstanceId, METADATA_CIDRS, McpServer, ValidationErrors};
 
 use crate::egress::EGRESS_PROXY_PORT;
-use crate::egress_proxy::proxy_selector;
+use crate::egress::proxy_selector;
 
 use crate::meta::Checked;
 use crate::names::network_policy_name;

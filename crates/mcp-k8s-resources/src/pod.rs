@@ -93,7 +93,7 @@ pub(crate) fn pod(c: Checked<'_>) -> Pod {
         }),
         status: None,
     };
-    crate::egress::decorate_pod(c, &mut pod);
+    crate::egress::decorate_pod(&c.egress(), c.opts, c.instance, &mut pod);
     pod
 }
 
