@@ -8,12 +8,25 @@ use mcp_types::{InstanceFilters, InstanceId, InstanceStatus, McpServer, Phase, S
 use crate::error::{OrchestratorError, Result};
 use crate::orchestrator::McpOrchestrator;
 
-/// First and longest pause between status polls. The first is short because what callers wait
-/// for is often near: a pod the fake (or a fast node) runs 30 ms after its creation was seen
-/// only at the third poll, 75 ms in, with a first pause of 25 ms (`docs/BENCHMARKS.md`, 9);
-/// doubling from 5 ms costs two more status reads in the first 100 ms.
+/// Status polls come every `POLL_MIN` for the first `POLL_FAST_FOR`, then the pause doubles up
+/// to `POLL_MAX`. What callers wait for is often near: the fake API server (like a fast node)
+/// runs a pod some 30-40 ms after its creation, and a pause doubling from the first poll saw it
+/// up to twice as late as it happened (`docs/BENCHMARKS.md`, benchmark 10). A status read costs
+/// a file read, an inspect or a GET: twenty of them in the first 100 ms cost little next to a
+/// start, and the Docker backend's start returns once its container runs, so its first read
+/// already ends the wait.
 const POLL_MIN: Duration = Duration::from_millis(5);
+const POLL_FAST_FOR: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// The pause after `pause`, once `waited` has passed since the wait began.
+fn next_pause(pause: Duration, waited: Duration) -> Duration {
+    if waited < POLL_FAST_FOR {
+        POLL_MIN
+    } else {
+        (pause * 2).min(POLL_MAX)
+    }
+}
 
 /// Waiting, restarting and bulk stopping, implemented for every [`McpOrchestrator`].
 #[async_trait]
@@ -32,7 +45,8 @@ pub trait OrchestratorExt: McpOrchestrator {
     where
         F: Fn(&InstanceStatus) -> bool + Send + Sync,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         let mut pause = POLL_MIN;
         loop {
             let status = self.get_status(id).await?;
@@ -47,7 +61,7 @@ pub trait OrchestratorExt: McpOrchestrator {
                 });
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(POLL_MAX);
+            pause = next_pause(pause, now - started);
         }
     }
 
@@ -141,3 +155,53 @@ pub trait OrchestratorExt: McpOrchestrator {
 }
 
 impl<T: McpOrchestrator + ?Sized> OrchestratorExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The times (from the start of a wait) at which status is read, up to `until`.
+    fn polls(until: Duration) -> Vec<Duration> {
+        let (mut at, mut pause, mut reads) = (Duration::ZERO, POLL_MIN, vec![Duration::ZERO]);
+        while at < until {
+            at += pause;
+            reads.push(at);
+            pause = next_pause(pause, at);
+        }
+        reads
+    }
+
+    #[test]
+    fn what_happens_in_the_first_100_ms_is_seen_within_one_short_pause() {
+        let reads = polls(Duration::from_secs(1));
+        for happened in (0..100).map(Duration::from_millis) {
+            let seen = reads.iter().find(|r| **r >= happened).unwrap();
+            assert!(
+                seen.saturating_sub(happened) <= POLL_MIN,
+                "{happened:?} seen at {seen:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_the_pause_doubles_to_its_cap_and_the_reads_stay_few() {
+        let reads = polls(Duration::from_secs(10));
+        // 21 reads in the first 100 ms, then 10, 20, ... 320 ms, then every 500 ms.
+        assert!(reads.len() < 21 + 6 + 20, "{} reads in 10 s", reads.len());
+        let last_pauses: Vec<Duration> = reads
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .rev()
+            .take(3)
+            .collect();
+        assert_eq!(last_pauses, vec![POLL_MAX; 3]);
+        for happened in (100..10_000).step_by(7).map(Duration::from_millis) {
+            let seen = reads.iter().find(|r| **r >= happened).unwrap();
+            // Never later than the pause cap, nor than the time already waited.
+            assert!(
+                seen.saturating_sub(happened) <= POLL_MAX.min(happened),
+                "{happened:?} seen at {seen:?}"
+            );
+        }
+    }
+}

@@ -22,10 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::config::{ProcessConfig, SUPERVISOR_MARGIN, is_executable, search_path};
 use crate::error::{BACKEND, ProcessError};
-use crate::layout::{
-    Handoff, INSTANCES, InstancePaths, Launch, Meta, State, StopRequest, TRASH, create_private_dir,
-    create_private_dir_all, read_json, write_json,
-};
+use crate::files::{create_private_dir, create_private_dir_all, read_json, write_json};
+use crate::layout::{Handoff, INSTANCES, InstancePaths, Launch, Meta, State, StopRequest, TRASH};
 use crate::procfs::{ProcIdentity, descendants};
 use crate::sandbox::{Refusal, Sandbox};
 use crate::status::read_supervisor;
@@ -304,6 +302,10 @@ impl Lifecycle<'_> {
         handoff: &Handoff,
     ) -> Result<(), ProcessError> {
         let config = &self.config;
+        let payload = serde_json::to_vec(handoff).map_err(|e| ProcessError::SupervisorFailed {
+            id: id.to_string(),
+            message: format!("encoding the environment: {e}"),
+        })?;
         let log_path = paths.supervisor_log();
         let log =
             std::fs::File::create(&log_path).map_err(ProcessError::io("creating", &log_path))?;
@@ -325,18 +327,20 @@ impl Lifecycle<'_> {
             .spawn()
             .map_err(ProcessError::io("starting the supervisor", supervisor))?;
         let identity = child.id().and_then(ProcIdentity::of);
-        if let Some(identity) = identity {
-            write_json(&paths.supervisor(), &identity)
-                .map_err(ProcessError::io("writing", &paths.supervisor()))?;
-        }
-        let payload = serde_json::to_vec(handoff).map_err(|e| ProcessError::SupervisorFailed {
-            id: id.to_string(),
-            message: format!("encoding the environment: {e}"),
-        })?;
+        // The handoff first: the supervisor waits for it, and recording its identity meanwhile
+        // takes the write of `supervisor.json` off the path to the server's launch.
         if let Some(mut stdin) = child.stdin.take() {
             // A supervisor that died already shows up as EOF below, with its log.
             let _ = stdin.write_all(&payload).await;
             drop(stdin);
+        }
+        if let Some(identity) = identity
+            && let Err(e) = write_json(&paths.supervisor(), &identity)
+        {
+            // Unrecorded, it could not be stopped later: its stop handling (SIGTERM) ends the
+            // server it may have launched already.
+            let _ = signal(&identity, Signal::TERM, "the supervisor");
+            return Err(ProcessError::io("writing", &paths.supervisor())(e));
         }
         let Some(stdout) = child.stdout.take() else {
             return Err(ProcessError::SupervisorFailed {

@@ -44,9 +44,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::bridge::{Attach, accept_loop};
+use crate::files::{read_json, write_json};
 use crate::layout::{
     Handoff, InstancePaths, Launch, LogLimits, LogRecord, Meta, SOCKET_FILE, State, StopRequest,
-    read_json, write_json,
 };
 use crate::procfs::{ProcIdentity, descendants};
 
@@ -264,8 +264,10 @@ impl Supervisor {
     }
 
     async fn supervise(&mut self) -> Result<(), String> {
+        // No `Pending` save: without `state.json` a live supervisor already reads as Pending
+        // (`status.rs`), and the first launch records `Running` (or its failure) a moment
+        // later, so a write here would only delay the server's start.
         self.state.status.phase = Phase::Pending;
-        self.save();
         let stdio = self.launch.transport == Transport::Stdio;
         if stdio {
             let _ = std::fs::remove_file(SOCKET_FILE);
