@@ -792,7 +792,7 @@ async fn create(
         ))
     })?;
     let meta = &body["metadata"];
-    resources::validate_new_name(kind, meta["name"].as_str(), meta["generateName"].as_str())?;
+    crate::object::validate_new_name(kind, meta["name"].as_str(), meta["generateName"].as_str())?;
     let mut prepared = state.store.with_allocators(|allocators| {
         resources::prepare_create(kind, &namespace, &body, allocators)
     })?;

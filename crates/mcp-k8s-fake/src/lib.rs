@@ -140,6 +140,8 @@ mod kubelet;
 mod logs;
 mod names;
 mod networking;
+mod object;
+mod pod_spec;
 mod pod_volumes;
 mod process;
 mod quantity;

@@ -15,7 +15,8 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
-use crate::resources::{PROTOCOLS, validate_label_selector};
+use crate::object::validate_label_selector;
+use crate::pod_spec::PROTOCOLS;
 use crate::status::FieldError;
 
 pub(crate) fn validate_network_policy(policy: &NetworkPolicy, errors: &mut Vec<FieldError>) {

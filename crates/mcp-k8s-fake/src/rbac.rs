@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::kind::ResourceKind;
 use crate::names;
-use crate::resources::{parse_typed, to_value, validate_meta};
+use crate::object::{parse_typed, to_value, validate_meta};
 use crate::status::{ApiError, FieldError};
 
 /// The RBAC API group, the only `roleRef.apiGroup`.

@@ -17,9 +17,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use crate::kind::ResourceKind;
-use crate::resources::{
-    default_pod, parse_typed, to_value, validate_label_selector, validate_meta, validate_pod,
-};
+use crate::object::{parse_typed, to_value, validate_label_selector, validate_meta};
+use crate::pod_spec::{default_pod, validate_pod};
 use crate::status::{ApiError, FieldError};
 
 const STRATEGIES: &[&str] = &["Recreate", "RollingUpdate"];

@@ -7,6 +7,12 @@ use std::time::Duration;
 use mcp_types::Egress;
 use serde::{Deserialize, Serialize};
 
+/// Why allow-lists are refused, and what to use instead.
+pub(crate) const ALLOW_UNSUPPORTED: &str = "a local process cannot be limited to listed \
+     destinations without privileges (this backend runs a server either on the host network, \
+     `egress: open`, or with no network at all, `egress: none`); use the docker or kubernetes \
+     backend, which enforce allow-lists";
+
 /// File name of the supervisor binary this crate ships.
 pub const SUPERVISOR_BINARY: &str = "mcp-process-supervisor";
 
@@ -219,7 +225,7 @@ impl ProcessConfig {
             return Err(format!(
                 "defaultEgress must be `open` or `none` (got {}): {}",
                 self.default_egress.summary(),
-                crate::egress::ALLOW_UNSUPPORTED
+                ALLOW_UNSUPPORTED
             ));
         }
         Ok(())

@@ -14,13 +14,8 @@
 use mcp_orchestrator_api::OrchestratorError;
 use mcp_types::{Egress, EgressPosture, McpServer};
 
+use crate::config::ALLOW_UNSUPPORTED;
 use crate::error::BACKEND;
-
-/// Why allow-lists are refused, and what to use instead.
-pub(crate) const ALLOW_UNSUPPORTED: &str = "a local process cannot be limited to listed \
-     destinations without privileges (this backend runs a server either on the host network, \
-     `egress: open`, or with no network at all, `egress: none`); use the docker or kubernetes \
-     backend, which enforce allow-lists";
 
 /// Whether the server gets a network namespace of its own (`none`) or the host's (`open`).
 ///

@@ -95,6 +95,7 @@ mod bridge;
 mod config;
 mod egress;
 mod error;
+mod files;
 mod layout;
 mod lifecycle;
 mod logs;

@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::config::ProcessConfig;
 use crate::error::{BACKEND, ProcessError};
-use crate::layout::{InstancePaths, LogRecord, State, read_json};
+use crate::files::read_json;
+use crate::layout::{InstancePaths, LogRecord, State};
 use crate::status::observe;
 
 /// How often a follower looks at the log again.

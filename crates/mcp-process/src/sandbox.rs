@@ -150,7 +150,7 @@ impl Sandbox {
     pub(crate) fn enter(&self, work: &Path) -> Result<(), Refusal> {
         use rustix::thread::UnshareFlags;
         if !self.mounts.is_empty() {
-            crate::layout::create_private_dir_all(work)
+            crate::files::create_private_dir_all(work)
                 .map_err(|e| Refusal::failed(format!("creating {}: {e}", work.display())))?;
         }
         let uid = rustix::process::getuid().as_raw();

@@ -15,7 +15,8 @@ use mcp_orchestrator_api::secrets::SECRET_FILE_MODE;
 use mcp_types::{SecretFile, SecretString};
 
 use crate::error::ProcessError;
-use crate::layout::{InstancePaths, create_private_dir};
+use crate::files::create_private_dir;
+use crate::layout::InstancePaths;
 
 /// The file secret file `index` (at `path` in the spec) gets in the instance directory: its
 /// index keeps two files of the same name apart, its name keeps the extension servers may

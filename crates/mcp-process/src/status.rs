@@ -21,7 +21,8 @@ use std::path::Path;
 use crate::config::ProcessConfig;
 use crate::egress::posture;
 use crate::error::ProcessError;
-use crate::layout::{INSTANCES, InstancePaths, Meta, State, read_json};
+use crate::files::read_json;
+use crate::layout::{INSTANCES, InstancePaths, Meta, State};
 use crate::procfs::ProcIdentity;
 
 /// The processes behind an instance, as recorded in its state directory.
@@ -241,7 +242,8 @@ pub(crate) fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{Launch, write_json};
+    use crate::files::write_json;
+    use crate::layout::Launch;
     use mcp_types::{InstanceId, Transport};
 
     fn meta(created_at: Timestamp) -> Meta {

@@ -27,10 +27,8 @@ use mcp_types::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProcessError;
-use crate::layout::{
-    INSTANCES, InstancePaths, Meta, TRASH, VOLUMES, VOLUMES_LOCK, create_private_dir,
-    create_private_dir_all, read_json, write_json,
-};
+use crate::files::{create_private_dir, create_private_dir_all, read_json, write_json};
+use crate::layout::{INSTANCES, InstancePaths, Meta, TRASH, VOLUMES, VOLUMES_LOCK};
 use crate::sandbox::BindMount;
 
 /// Prefix of a persistent volume being built (renamed into place when complete).

@@ -33,7 +33,8 @@ use tokio::sync::watch as signal;
 
 use crate::config::ProcessConfig;
 use crate::error::{BACKEND, ProcessError};
-use crate::layout::{INSTANCES, create_private_dir_all};
+use crate::files::create_private_dir_all;
+use crate::layout::INSTANCES;
 use crate::status;
 
 /// The safety net: a full listing at least this often, for changes no file records.
