@@ -304,7 +304,11 @@ async fn run(cli: Cli) -> Result<()> {
         gateway_part(&cli, &exe, server, sizes.gateway, &mut report).await?;
     }
     k8s_part(&exe, server.as_deref(), &sizes, &selected, &mut report).await?;
-    docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await?;
+    if let Err(e) = docker_part(&run_id, &sizes, &selected, &mut machine, &mut report).await {
+        // The figures measured so far are printed, not lost; the run still fails.
+        println!("\nfigures before the error:\n{}\n", report.table());
+        return Err(e);
+    }
     if selected("footprint") {
         step(&mut report, "footprint");
         let build = cli.footprint && !cli.smoke;
@@ -443,7 +447,9 @@ async fn docker_part(
     let result = docker_benches(&env, sizes, selected, report).await;
     let teardown = env.teardown().await;
     result?;
-    teardown?;
+    if let Some(note) = teardown? {
+        report.notes.push(note);
+    }
     report.notes.push(
         "docker: no container of the run was left (asserted after each benchmark and at \
          teardown)"

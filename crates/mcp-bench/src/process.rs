@@ -29,8 +29,8 @@ pub(crate) async fn spawn_to_running(server: &Path, reps: usize) -> Result<(Vec<
              (cargo xtask bench builds both)",
         )?;
     let orchestrator = ProcessOrchestrator::new(config).context("process orchestrator")?;
-    // The same with the state directory on tmpfs, where fdatasync costs nothing: shows how
-    // much of the start is spent making the state files durable.
+    // The same with the state directory on tmpfs: shows what the state files' writes still
+    // cost on the disk (they are renamed into place, not synced: `mcp_process::layout`).
     let shm = tempfile::tempdir_in("/dev/shm").ok();
     let on_tmpfs = shm
         .as_ref()
@@ -67,12 +67,14 @@ pub(crate) async fn spawn_to_running(server: &Path, reps: usize) -> Result<(Vec<
         "start_server+Running vs raw tokio spawn",
         &ours,
         &raw,
-        Target::AtMost(1.2),
+        // The floor is two spawns (the supervisor's and the server's) plus the supervisor's
+        // runtime start and handshake: `docs/BENCHMARKS.md`, 5.
+        Target::AtMost(3.0),
     )];
     if on_tmpfs.is_some() {
         rows.push(timing_row(
             "5 process start",
-            "same, state dir on tmpfs (fdatasync free) vs raw tokio spawn",
+            "same, state dir on tmpfs (no disk I/O) vs raw tokio spawn",
             &tmpfs,
             &raw,
             Target::Info,
