@@ -18,7 +18,7 @@ use rmcp::ServiceExt;
 use tokio_util::io::StreamReader;
 
 use crate::docker_env::DockerEnv;
-use crate::ready::{http_ready, mcp_ready};
+use crate::ready::{Ready, http_ready, mcp_ready};
 use crate::report::{Row, timing_row};
 use crate::stats::{Samples, Target};
 
@@ -40,9 +40,9 @@ pub(crate) async fn ready(
             for k in 0..2 {
                 let ours_turn = (rep + k) % 2 == 0;
                 let elapsed = if ours_turn {
-                    ready_ours(env, transport).await?
+                    ready_ours(env, transport).await?.took
                 } else {
-                    ready_raw(env, transport).await?
+                    ready_raw(env, transport).await?.took
                 };
                 if rep > 0 {
                     if ours_turn {
@@ -73,10 +73,12 @@ pub(crate) async fn ready(
             } else {
                 futures::future::join_all((0..n).map(|_| ready_raw(env, Transport::Stdio))).await
             };
-            let elapsed = started.elapsed();
+            // Until the last one answered: the stops after each answer are not timed.
+            let mut last = started;
             for r in results {
-                r?;
+                last = last.max(r?.at);
             }
+            let elapsed = last.duration_since(started);
             if rep > 0 {
                 if ours_turn {
                     ours.push_duration(elapsed);
@@ -107,7 +109,7 @@ fn script(transport: Transport) -> FixtureScript {
     })
 }
 
-async fn ready_ours(env: &DockerEnv, transport: Transport) -> Result<Duration> {
+async fn ready_ours(env: &DockerEnv, transport: Transport) -> Result<Ready> {
     let mut spec = env.spec(&script(transport));
     if transport.is_http() {
         spec.transport = transport;
@@ -119,12 +121,14 @@ async fn ready_ours(env: &DockerEnv, transport: Transport) -> Result<Duration> {
         .start_server(&spec, &StartOptions::default())
         .await
         .context("start_server")?;
-    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT).await;
+    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT)
+        .await
+        .map(|took| Ready::after(started, took));
     env.remove(id.as_str()).await?;
     outcome
 }
 
-async fn ready_raw(env: &DockerEnv, transport: Transport) -> Result<Duration> {
+async fn ready_raw(env: &DockerEnv, transport: Transport) -> Result<Ready> {
     let mut spec = env.spec(&script(transport));
     let mut host_port = None;
     if transport.is_http() {
@@ -184,7 +188,7 @@ async fn ready_raw(env: &DockerEnv, transport: Transport) -> Result<Duration> {
             client.list_all_tools().await.context("tools/list")?;
             let _ = client.cancel().await;
         }
-        Ok::<_, anyhow::Error>(started.elapsed())
+        Ok::<_, anyhow::Error>(Ready::now(started))
     }
     .await;
     env.remove(&id).await?;

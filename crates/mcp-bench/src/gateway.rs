@@ -180,6 +180,15 @@ async fn measure(
             &proxy.p50_one,
             Target::AtMost(0.3),
         ));
+        // The floor of that ratio: no HTTP front (ours included) answers faster than the
+        // server's own HTTP endpoint, so the gateway's ratio to mcp-proxy cannot go below it.
+        rows.push(timing_row(
+            BENCH,
+            "floor: tools/call p50, 1 client: (b) the server's own HTTP vs (a) mcp-proxy",
+            &http.p50_one,
+            &proxy.p50_one,
+            Target::Info,
+        ));
     }
     rows.push(timing_row(
         BENCH,
@@ -201,6 +210,14 @@ async fn measure(
             &g.throughput,
             &proxy.throughput,
             Target::AtLeast(5.0),
+        ));
+        // The ceiling: one stdio session answers one line at a time, so no front of it (ours
+        // included) serves more calls per second than 16 tasks on the session itself.
+        rows.push(throughput_row(
+            &format!("ceiling: throughput, {n} clients: (c) direct stdio vs (a) mcp-proxy"),
+            &stdio.throughput,
+            &proxy.throughput,
+            Target::Info,
         ));
     }
     rows.push(throughput_row(

@@ -36,9 +36,9 @@ pub(crate) async fn process_ready(server: &Path, reps: usize) -> Result<(Vec<Row
             // Alternate which goes first, so neither always runs on a warmer machine.
             for k in 0..2 {
                 let elapsed = if (rep + k) % 2 == 0 {
-                    ready_ours(&orchestrator, &program, transport).await?
+                    ready_ours(&orchestrator, &program, transport).await?.took
                 } else {
-                    ready_raw(server, transport).await?
+                    ready_raw(server, transport).await?.took
                 };
                 if rep > 0 {
                     if (rep + k) % 2 == 0 {
@@ -85,18 +85,61 @@ pub(crate) async fn process_ready_burst(server: &Path, n: usize, reps: usize) ->
         for k in 0..2 {
             let ours_turn = (rep + k) % 2 == 0;
             let started = Instant::now();
-            let results = if ours_turn {
-                futures::future::join_all(
-                    (0..n).map(|_| ready_ours(&orchestrator, &program, Transport::Stdio)),
+            // Until the last one answered; the stops come after all of them, untimed (a stop
+            // running beside the starts would slow them).
+            let mut last = started;
+            let mut failed = None;
+            if ours_turn {
+                let results = futures::future::join_all(
+                    (0..n).map(|_| ready_ours_running(&orchestrator, &program, Transport::Stdio)),
+                )
+                .await;
+                let mut ids = Vec::new();
+                for r in results {
+                    match r {
+                        Ok((outcome, id)) => {
+                            ids.push(id);
+                            match outcome {
+                                Ok(ready) => last = last.max(ready.at),
+                                Err(e) => failed = failed.or(Some(e)),
+                            }
+                        }
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                for stopped in futures::future::join_all(
+                    ids.iter().map(|id| orchestrator.stop_server(id, GRACE)),
                 )
                 .await
+                {
+                    stopped.context("stop_server")?;
+                }
             } else {
-                futures::future::join_all((0..n).map(|_| ready_raw(server, Transport::Stdio))).await
-            };
-            let elapsed = started.elapsed();
-            for r in results {
-                r?;
+                let results = futures::future::join_all(
+                    (0..n).map(|_| ready_raw_running(server, Transport::Stdio)),
+                )
+                .await;
+                let mut children = Vec::new();
+                for r in results {
+                    match r {
+                        Ok((outcome, child)) => {
+                            children.push(child);
+                            match outcome {
+                                Ok(ready) => last = last.max(ready.at),
+                                Err(e) => failed = failed.or(Some(e)),
+                            }
+                        }
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                for child in children {
+                    reap(child).await?;
+                }
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let elapsed = last.duration_since(started);
             if rep > 0 {
                 if ours_turn {
                     ours.push_duration(elapsed);
@@ -165,6 +208,26 @@ pub(crate) async fn mcp_ready(
     Ok(started.elapsed())
 }
 
+/// One start that answered MCP: how long it took and when (a burst's wall time ends at the
+/// last answer, not after the stops that follow).
+pub(crate) struct Ready {
+    pub(crate) took: Duration,
+    pub(crate) at: Instant,
+}
+
+impl Ready {
+    pub(crate) fn after(started: Instant, took: Duration) -> Self {
+        Self {
+            took,
+            at: started + took,
+        }
+    }
+
+    pub(crate) fn now(started: Instant) -> Self {
+        Self::after(started, started.elapsed())
+    }
+}
+
 pub(crate) async fn http_ready(url: &str) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
@@ -180,11 +243,21 @@ pub(crate) async fn http_ready(url: &str) -> Result<()> {
     }
 }
 
-async fn ready_ours(
+/// One start to MCP-ready through the backend, then its stop (not timed).
+async fn ready_ours(o: &ProcessOrchestrator, program: &str, transport: Transport) -> Result<Ready> {
+    let (outcome, id) = ready_ours_running(o, program, transport).await?;
+    let stopped = o.stop_server(&id, GRACE).await;
+    let ready = outcome?;
+    stopped.context("stop_server")?;
+    Ok(ready)
+}
+
+/// One start to MCP-ready through the backend, left running (the caller stops `id`).
+async fn ready_ours_running(
     o: &ProcessOrchestrator,
     program: &str,
     transport: Transport,
-) -> Result<Duration> {
+) -> Result<(Result<Ready>, mcp_types::InstanceId)> {
     let port = free_port()?;
     let mut spec = McpServer::command("ready", program, serve_script(transport, port).to_args());
     if transport.is_http() {
@@ -196,14 +269,24 @@ async fn ready_ours(
         .start_server(&spec, &StartOptions::default())
         .await
         .context("start_server")?;
-    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT).await;
-    let stopped = o.stop_server(&id, GRACE).await;
-    let elapsed = outcome?;
-    stopped.context("stop_server")?;
-    Ok(elapsed)
+    let outcome = mcp_ready(o, &id, started, READY_TIMEOUT)
+        .await
+        .map(|took| Ready::after(started, took));
+    Ok((outcome, id))
 }
 
-async fn ready_raw(server: &Path, transport: Transport) -> Result<Duration> {
+/// One raw spawn to MCP-ready, then its kill (not timed).
+async fn ready_raw(server: &Path, transport: Transport) -> Result<Ready> {
+    let (outcome, child) = ready_raw_running(server, transport).await?;
+    reap(child).await?;
+    outcome
+}
+
+/// One raw spawn to MCP-ready, left running (the caller reaps the child).
+async fn ready_raw_running(
+    server: &Path,
+    transport: Transport,
+) -> Result<(Result<Ready>, tokio::process::Child)> {
     let port = free_port()?;
     let mut cmd = tokio::process::Command::new(server);
     cmd.args(serve_script(transport, port).to_args())
@@ -224,9 +307,14 @@ async fn ready_raw(server: &Path, transport: Transport) -> Result<Duration> {
             client.list_all_tools().await.context("tools/list")?;
             let _ = client.cancel().await;
         }
-        Ok::<_, anyhow::Error>(started.elapsed())
+        Ok::<_, anyhow::Error>(Ready::now(started))
     }
     .await;
+    Ok((outcome, child))
+}
+
+/// Kills a raw child, waits for it and checks that it is gone.
+async fn reap(mut child: tokio::process::Child) -> Result<()> {
     let pid = child.id();
     let _ = child.kill().await;
     if let Some(pid) = pid
@@ -234,5 +322,5 @@ async fn ready_raw(server: &Path, transport: Transport) -> Result<Duration> {
     {
         bail!("ready: raw child {pid} survived kill + wait");
     }
-    outcome
+    Ok(())
 }

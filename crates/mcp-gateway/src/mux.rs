@@ -48,6 +48,9 @@ pub(crate) const STATELESS_PROTOCOL: &str = "2026-07-28";
 const INITIALIZE_PROTOCOLS: [&str; 2] = ["2025-06-18", UPSTREAM_PROTOCOL];
 
 /// A message for a caller: a related notification or server request, then the response.
+/// Up to how many bytes of queued messages one upstream write carries.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
 pub(crate) type Delivery = mpsc::UnboundedSender<Value>;
 
 struct Pending {
@@ -484,9 +487,16 @@ impl Mux {
                 tokio::select! {
                     () = writer_closed.cancelled() => break,
                     next = out_rx.recv() => {
-                        let Some(mut message) = next else { break };
-                        message.push('\n');
-                        if writer.write_all(message.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+                        let Some(mut batch) = next else { break };
+                        batch.push('\n');
+                        // What else is queued goes in the same write: under many clients one
+                        // syscall (and one wake-up of the reader) carries several requests.
+                        while batch.len() < WRITE_BATCH_BYTES {
+                            let Ok(message) = out_rx.try_recv() else { break };
+                            batch.push_str(&message);
+                            batch.push('\n');
+                        }
+                        if writer.write_all(batch.as_bytes()).await.is_err() || writer.flush().await.is_err() {
                             writer_closed.cancel();
                             break;
                         }
