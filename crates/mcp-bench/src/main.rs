@@ -337,7 +337,12 @@ fn finish(mut report: Report, machine: &Machine, cli: &Cli, workspace: &Path) ->
         report.loads.join(", ")
     ));
     // Benchmark order in the report; paths relative to the workspace.
-    report.rows.sort_by_key(|r| r.bench.chars().next());
+    report.rows.sort_by_key(|r| {
+        r.bench
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+    });
     let prefix = format!("{}/", workspace.display());
     for n in &mut report.notes {
         *n = n.replace(&prefix, "");
