@@ -702,7 +702,23 @@ async fn a_failed_service_create_rolls_everything_back() {
     assert!(error.is_transient(), "{error:?}");
     let log = log.lock().unwrap();
     let id = log[2].body["metadata"]["name"].as_str().unwrap().to_owned();
-    let deletes: Vec<(String, Value)> = log[4..]
+    // After the pod, the Service's create and the owner patches go out at once (in any
+    // order); the roll-back's deletes follow them all.
+    let first_delete = log.iter().position(|r| r.method == "DELETE").unwrap();
+    let mut concurrent: Vec<(String, String)> = log[3..first_delete]
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    concurrent.sort();
+    assert_eq!(
+        concurrent,
+        [
+            ("PATCH".to_owned(), format!("{PVCS}/{id}-data")),
+            ("PATCH".to_owned(), format!("{POLICIES}/{id}-np")),
+            ("POST".to_owned(), SERVICES.to_owned()),
+        ]
+    );
+    let deletes: Vec<(String, Value)> = log[first_delete..]
         .iter()
         .map(|r| {
             assert_eq!(r.method, "DELETE");

@@ -384,53 +384,73 @@ async fn follow_lines(
 pub async fn follow_with_tail_and_since(h: &Harness<'_>) -> CheckResult {
     const C: &str = "follow_with_tail_and_since";
     with_run(h, C, |h, run| async move {
-        let script = FixtureScript::new()
-            .stdout_lines("old", 5)
-            .sleep(Duration::from_millis(2500))
-            .stdout("new");
-        let id = run.start(&run.name("follow-tail"), &script).await?;
-        run.running(&id).await?;
-        let existing = run
-            .wait_lines(
-                &id,
-                5,
-                &LogOptions {
-                    timestamps: true,
-                    ..LogOptions::default()
-                },
-            )
-            .await?;
-        let Some(last_old) = existing.get(4).and_then(|l| l.timestamp) else {
-            return Err(fail(C, "timestamps missing with timestamps: true".into()));
+        // "new" comes a pause after old-1..old-5; the follows must open within that pause (a
+        // follow opened after "new" rightly starts with it). On a machine slow enough to miss
+        // the pause, the check starts over with a longer one.
+        let mut pauses = [2_500, 6_000, 15_000]
+            .into_iter()
+            .map(Duration::from_millis);
+        let (id, existing, mut tail, mut since, after_old) = loop {
+            let Some(pause) = pauses.next() else {
+                return Err(fail(
+                    C,
+                    "the follows never opened within 15 s of the server's first output".into(),
+                ));
+            };
+            let script = FixtureScript::new()
+                .stdout_lines("old", 5)
+                .sleep(pause)
+                .stdout("new");
+            let before_start = std::time::Instant::now();
+            let id = run.start(&run.name("follow-tail"), &script).await?;
+            run.running(&id).await?;
+            let existing = run
+                .wait_lines(
+                    &id,
+                    5,
+                    &LogOptions {
+                        timestamps: true,
+                        ..LogOptions::default()
+                    },
+                )
+                .await?;
+            let Some(last_old) = existing.get(4).and_then(|l| l.timestamp) else {
+                return Err(fail(C, "timestamps missing with timestamps: true".into()));
+            };
+            let after_old = last_old + jiff::SignedDuration::from_millis(1);
+            let tail = op(
+                C,
+                "follow with tail 2",
+                h.orchestrator
+                    .get_logs(
+                        &id,
+                        &LogOptions {
+                            tail: Some(2),
+                            ..LogOptions::follow()
+                        },
+                    )
+                    .await,
+            )?;
+            let since = op(
+                C,
+                "follow with since",
+                h.orchestrator
+                    .get_logs(
+                        &id,
+                        &LogOptions {
+                            since: Some(after_old),
+                            ..LogOptions::follow()
+                        },
+                    )
+                    .await,
+            )?;
+            // The server printed its old lines after the start began, so "new" cannot exist
+            // before `pause` has passed since then (a margin for the stream's first read).
+            if before_start.elapsed() + Duration::from_millis(300) < pause {
+                break (id, existing, tail, since, after_old);
+            }
         };
-        let after_old = last_old + jiff::SignedDuration::from_millis(1);
         let at_old_4 = existing.get(3).and_then(|l| l.timestamp);
-        let mut tail = op(
-            C,
-            "follow with tail 2",
-            h.orchestrator
-                .get_logs(
-                    &id,
-                    &LogOptions {
-                        tail: Some(2),
-                        ..LogOptions::follow()
-                    },
-                )
-                .await,
-        )?;
-        let mut since = op(
-            C,
-            "follow with since",
-            h.orchestrator
-                .get_logs(
-                    &id,
-                    &LogOptions {
-                        since: Some(after_old),
-                        ..LogOptions::follow()
-                    },
-                )
-                .await,
-        )?;
         let got = follow_lines(C, &mut tail, 3, h.timeout).await?;
         ensure!(
             C,
