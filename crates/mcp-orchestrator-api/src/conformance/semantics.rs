@@ -378,6 +378,42 @@ async fn follow_lines(
     Ok(got)
 }
 
+/// The two follows of [`follow_with_tail_and_since`]: the last 2 lines, and from `since`.
+async fn open_follows(
+    h: &Harness<'_>,
+    id: &InstanceId,
+    since: mcp_types::Timestamp,
+) -> Result<(LogLines, LogLines), Failure> {
+    const C: &str = "follow_with_tail_and_since";
+    let tail = op(
+        C,
+        "follow with tail 2",
+        h.orchestrator
+            .get_logs(
+                id,
+                &LogOptions {
+                    tail: Some(2),
+                    ..LogOptions::follow()
+                },
+            )
+            .await,
+    )?;
+    let since = op(
+        C,
+        "follow with since",
+        h.orchestrator
+            .get_logs(
+                id,
+                &LogOptions {
+                    since: Some(since),
+                    ..LogOptions::follow()
+                },
+            )
+            .await,
+    )?;
+    Ok((tail, since))
+}
+
 /// `follow` with `tail: N` starts with the last N existing lines, then yields new ones; with
 /// `since: T` it starts with the existing lines at or after T, then yields new ones (`since`
 /// filters first, `tail` counts the lines it kept; neither limits the lines that come later).
@@ -418,32 +454,7 @@ pub async fn follow_with_tail_and_since(h: &Harness<'_>) -> CheckResult {
                 return Err(fail(C, "timestamps missing with timestamps: true".into()));
             };
             let after_old = last_old + jiff::SignedDuration::from_millis(1);
-            let tail = op(
-                C,
-                "follow with tail 2",
-                h.orchestrator
-                    .get_logs(
-                        &id,
-                        &LogOptions {
-                            tail: Some(2),
-                            ..LogOptions::follow()
-                        },
-                    )
-                    .await,
-            )?;
-            let since = op(
-                C,
-                "follow with since",
-                h.orchestrator
-                    .get_logs(
-                        &id,
-                        &LogOptions {
-                            since: Some(after_old),
-                            ..LogOptions::follow()
-                        },
-                    )
-                    .await,
-            )?;
+            let (tail, since) = open_follows(h, &id, after_old).await?;
             // The server printed its old lines after the start began, so "new" cannot exist
             // before `pause` has passed since then (a margin for the stream's first read).
             if before_start.elapsed() + Duration::from_millis(300) < pause {
