@@ -155,7 +155,7 @@ async fn start_raw(server: &Path) -> Result<Duration> {
 }
 
 /// Kills a raw child, waits for it and checks that it is gone.
-async fn reap(mut child: tokio::process::Child) -> Result<()> {
+pub(crate) async fn reap(mut child: tokio::process::Child) -> Result<()> {
     let pid = child.id();
     child.kill().await.context("killing the raw child")?;
     if let Some(pid) = pid

@@ -87,26 +87,12 @@ pub(crate) async fn process_ready_burst(server: &Path, n: usize, reps: usize) ->
             let started = Instant::now();
             // Until the last one answered; the stops come after all of them, untimed (a stop
             // running beside the starts would slow them).
-            let mut last = started;
-            let mut failed = None;
-            if ours_turn {
+            let last = if ours_turn {
                 let results = futures::future::join_all(
                     (0..n).map(|_| ready_ours_running(&orchestrator, &program, Transport::Stdio)),
                 )
                 .await;
-                let mut ids = Vec::new();
-                for r in results {
-                    match r {
-                        Ok((outcome, id)) => {
-                            ids.push(id);
-                            match outcome {
-                                Ok(ready) => last = last.max(ready.at),
-                                Err(e) => failed = failed.or(Some(e)),
-                            }
-                        }
-                        Err(e) => failed = failed.or(Some(e)),
-                    }
-                }
+                let (last, ids, failed) = last_answer(started, results);
                 for stopped in futures::future::join_all(
                     ids.iter().map(|id| orchestrator.stop_server(id, GRACE)),
                 )
@@ -114,31 +100,18 @@ pub(crate) async fn process_ready_burst(server: &Path, n: usize, reps: usize) ->
                 {
                     stopped.context("stop_server")?;
                 }
+                failed.map_or(Ok(last), Err)?
             } else {
                 let results = futures::future::join_all(
                     (0..n).map(|_| ready_raw_running(server, Transport::Stdio)),
                 )
                 .await;
-                let mut children = Vec::new();
-                for r in results {
-                    match r {
-                        Ok((outcome, child)) => {
-                            children.push(child);
-                            match outcome {
-                                Ok(ready) => last = last.max(ready.at),
-                                Err(e) => failed = failed.or(Some(e)),
-                            }
-                        }
-                        Err(e) => failed = failed.or(Some(e)),
-                    }
-                }
+                let (last, children, failed) = last_answer(started, results);
                 for child in children {
-                    reap(child).await?;
+                    crate::process::reap(child).await?;
                 }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                failed.map_or(Ok(last), Err)?
+            };
             let elapsed = last.duration_since(started);
             if rep > 0 {
                 if ours_turn {
@@ -206,6 +179,28 @@ pub(crate) async fn mcp_ready(
         other => bail!("unexpected channel {other:?}"),
     }
     Ok(started.elapsed())
+}
+
+/// Of a burst's results: when the last start answered, what each left running (to stop after
+/// the clock), and the first error.
+fn last_answer<T>(
+    started: Instant,
+    results: Vec<Result<(Result<Ready>, T)>>,
+) -> (Instant, Vec<T>, Option<anyhow::Error>) {
+    let (mut last, mut running, mut failed) = (started, Vec::new(), None);
+    for r in results {
+        match r {
+            Ok((outcome, left)) => {
+                running.push(left);
+                match outcome {
+                    Ok(ready) => last = last.max(ready.at),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            Err(e) => failed = failed.or(Some(e)),
+        }
+    }
+    (last, running, failed)
 }
 
 /// One start that answered MCP: how long it took and when (a burst's wall time ends at the
@@ -278,7 +273,7 @@ async fn ready_ours_running(
 /// One raw spawn to MCP-ready, then its kill (not timed).
 async fn ready_raw(server: &Path, transport: Transport) -> Result<Ready> {
     let (outcome, child) = ready_raw_running(server, transport).await?;
-    reap(child).await?;
+    crate::process::reap(child).await?;
     outcome
 }
 
@@ -311,16 +306,4 @@ async fn ready_raw_running(
     }
     .await;
     Ok((outcome, child))
-}
-
-/// Kills a raw child, waits for it and checks that it is gone.
-async fn reap(mut child: tokio::process::Child) -> Result<()> {
-    let pid = child.id();
-    let _ = child.kill().await;
-    if let Some(pid) = pid
-        && Path::new(&format!("/proc/{pid}")).exists()
-    {
-        bail!("ready: raw child {pid} survived kill + wait");
-    }
-    Ok(())
 }

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
 use crate::object::validate_label_selector;
-use crate::pod_spec::PROTOCOLS;
+use crate::pod_spec::validate_protocol;
 use crate::status::FieldError;
 
 pub(crate) fn validate_network_policy(policy: &NetworkPolicy, errors: &mut Vec<FieldError>) {
@@ -80,15 +80,7 @@ fn validate_rule(
 }
 
 fn validate_port(path: &str, port: &NetworkPolicyPort, errors: &mut Vec<FieldError>) {
-    if let Some(protocol) = &port.protocol
-        && !PROTOCOLS.contains(&protocol.as_str())
-    {
-        errors.push(FieldError::not_supported(
-            format!("{path}.protocol"),
-            protocol,
-            PROTOCOLS,
-        ));
-    }
+    validate_protocol(path, port.protocol.as_deref(), errors);
     let in_range = |n: i32| (1..=65535).contains(&n);
     let range_message = "must be between 1 and 65535, inclusive";
     match (&port.port, port.end_port) {

@@ -119,7 +119,21 @@ pub(crate) fn qos_class(pod: &Pod) -> &'static str {
     }
 }
 
-pub(crate) const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+/// A port's `protocol`, when set, is one the apiserver knows (pod, Service and
+/// NetworkPolicy ports alike).
+pub(crate) fn validate_protocol(path: &str, protocol: Option<&str>, errors: &mut Vec<FieldError>) {
+    if let Some(protocol) = protocol
+        && !PROTOCOLS.contains(&protocol)
+    {
+        errors.push(FieldError::not_supported(
+            format!("{path}.protocol"),
+            protocol,
+            PROTOCOLS,
+        ));
+    }
+}
 
 pub(crate) fn validate_pod(pod: &Pod, errors: &mut Vec<FieldError>) {
     let Some(spec) = &pod.spec else {
@@ -225,15 +239,7 @@ fn validate_container(
                 errors.push(FieldError::duplicate(format!("{field}.name"), name));
             }
         }
-        if let Some(protocol) = &port.protocol
-            && !PROTOCOLS.contains(&protocol.as_str())
-        {
-            errors.push(FieldError::not_supported(
-                format!("{field}.protocol"),
-                protocol,
-                PROTOCOLS,
-            ));
-        }
+        validate_protocol(&field, port.protocol.as_deref(), errors);
     }
     crate::pod_volumes::validate_mounts(
         path,

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::kind::ResourceKind;
 use crate::names;
 use crate::object::{parse_typed, to_value, validate_meta};
-use crate::pod_spec::{PROTOCOLS, default_pod, qos_class, validate_pod};
+use crate::pod_spec::{default_pod, qos_class, validate_pod, validate_protocol};
 use crate::status::{ApiError, FieldError};
 
 /// The finalizer that keeps a claim while a pod uses it.
@@ -239,15 +239,7 @@ fn validate_service(service: &Service, errors: &mut Vec<FieldError>) {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        if let Some(protocol) = &port.protocol
-            && !PROTOCOLS.contains(&protocol.as_str())
-        {
-            errors.push(FieldError::not_supported(
-                format!("{field}.protocol"),
-                protocol,
-                PROTOCOLS,
-            ));
-        }
+        validate_protocol(&field, port.protocol.as_deref(), errors);
         match &port.target_port {
             Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
                 errors.push(FieldError::invalid(
